@@ -1,0 +1,40 @@
+# The two commands that do everything on a fresh machine:
+#   make demo   -- set up, then run the main job
+#   make test   -- set up, then run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.kernelscope-installed
+
+.PHONY: setup demo test browser lint bench clean
+
+setup: $(STAMP)
+
+# torch is pinned to the local CPU wheel first; the package's own range admits it, so pip keeps it.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: setup
+	OPENBLAS_THREAD_TIMEOUT=4 $(BIN)/kernelscope demo --out demo-out
+
+# Debian's chromium drives the browser tests (never a browser download); installed when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null 2>&1 && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "WARNING: could not install chromium; the browser tests will fail loudly"; }
+
+test: setup browser
+	OPENBLAS_THREAD_TIMEOUT=4 $(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+bench: setup
+	for f in benchmarks/bench_*.py; do OPENBLAS_THREAD_TIMEOUT=4 $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis demo-out
