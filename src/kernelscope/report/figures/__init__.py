@@ -1,0 +1,1 @@
+"""Figure functions, one module per area; each returns a matplotlib Figure and draws nothing on screen."""
