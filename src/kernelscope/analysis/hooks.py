@@ -1,0 +1,224 @@
+"""Recording the outputs of named layers of any ``nn.Module``, with hooks that are always removed.
+
+Every channel analysis (feature maps, top patches, dissection, shift) reads layer
+outputs through :func:`capture`. The hooks are registered on entry and removed in
+``finally``: an exception inside the ``with`` block (or inside a callback) never
+leaves a hook behind on the user's model.
+
+Layers are addressed by dotted name (``features.0``, ``layer2.1.conv1``) through
+:mod:`kernelscope.models.layers`, so an unknown name fails with the list of valid ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kernelscope.errors import KernelscopeError
+from kernelscope.models.layers import get_layer
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = ["capture", "layer_outputs", "iter_batches", "count_hooks", "reinitialised", "model_device"]
+
+
+@contextmanager
+def capture(
+    model: nn.Module,
+    layer_names: str | Sequence[str],
+    *,
+    callback: Callable[[str, torch.Tensor], Any] | None = None,
+    detach: bool = True,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the outputs of the layers ``layer_names`` while the block runs.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any PyTorch module.
+    layer_names : str or sequence of str
+        Dotted names of sub-modules (``"features.0"``). Unknown names raise
+        :class:`~kernelscope.errors.KernelscopeError` listing the valid ones.
+    callback : callable, optional
+        ``callback(name, output)`` is called on every forward pass instead of
+        storing the output: use it to keep per-batch summaries (a running top-k)
+        rather than the activations themselves. The dict then stays empty.
+    detach : bool
+        Store/pass ``output.detach()`` (default) so no autograd graph is kept.
+
+    Yields
+    ------
+    dict of str to Tensor
+        ``name -> output`` of the last forward pass (filled as the model runs).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+    >>> with capture(net, ["0", "1"]) as out:
+    ...     _ = net(torch.zeros(1, 1, 5, 5))
+    >>> sorted(out), tuple(out["0"].shape)
+    (['0', '1'], (1, 2, 3, 3))
+    >>> count_hooks(net)
+    0
+    """
+    names = [layer_names] if isinstance(layer_names, str) else list(layer_names)
+    if not names:
+        raise KernelscopeError("layer_names is empty; give at least one layer name")
+    layers = {name: get_layer(model, name) for name in names}  # validates before any hook exists
+    outputs: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def make_hook(name: str):
+        def hook(module, inputs, output):
+            if not hasattr(output, "detach"):
+                raise KernelscopeError(
+                    f"layer {name!r} ({type(module).__name__}) returned {type(output).__name__}, "
+                    "not a tensor; choose a layer whose output is a tensor"
+                )
+            value = output.detach() if detach else output
+            if callback is not None:
+                callback(name, value)
+            else:
+                outputs[name] = value
+
+        return hook
+
+    try:
+        for name, layer in layers.items():
+            handles.append(layer.register_forward_hook(make_hook(name)))
+        yield outputs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def layer_outputs(model: nn.Module, x: Any, layer_names: str | Sequence[str]) -> dict[str, np.ndarray]:
+    """Run ``model`` on ``x`` (no gradients) and return the named layers' outputs as float32 arrays.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(1, 1, 2, bias=False))
+    >>> with torch.no_grad():
+    ...     _ = net[0].weight.fill_(1.0)
+    >>> layer_outputs(net, np.ones((1, 1, 3, 3), dtype=np.float32), "0")["0"]
+    array([[[[4., 4.],
+             [4., 4.]]]], dtype=float32)
+    """
+    import torch
+
+    tensor = _to_tensor(x, model)
+    with torch.no_grad(), capture(model, layer_names) as out:
+        model(tensor)
+    return {name: value.float().cpu().numpy() for name, value in out.items()}
+
+
+def iter_batches(images: Any, batch_size: int = 64) -> Iterator[np.ndarray]:
+    """Yield float32 batches ``(B, C, H, W)`` from an array/tensor or an iterable of batches.
+
+    An array (or tensor) of shape ``(N, C, H, W)`` is cut into chunks of
+    ``batch_size``; any other iterable is taken to yield batches already (a
+    stream: nothing is materialised). Empty input raises an error.
+
+    Examples
+    --------
+    >>> [b.shape for b in iter_batches(np.zeros((5, 1, 2, 2)), batch_size=2)]
+    [(2, 1, 2, 2), (2, 1, 2, 2), (1, 1, 2, 2)]
+    """
+    if batch_size < 1:
+        raise KernelscopeError(f"batch_size must be >= 1, got {batch_size}")
+    if hasattr(images, "shape") and hasattr(images, "__getitem__"):
+        array = _as_nchw(images)
+        if array.shape[0] == 0:
+            raise KernelscopeError("the dataset has no images (0 given); give at least one image")
+        for start in range(0, array.shape[0], batch_size):
+            yield np.ascontiguousarray(array[start : start + batch_size], dtype=np.float32)
+        return
+    if not isinstance(images, Iterable):
+        raise KernelscopeError(
+            f"images must be an array (N, C, H, W) or an iterable of batches, got {type(images).__name__}"
+        )
+    seen = 0
+    for batch in images:
+        array = _as_nchw(batch)
+        seen += array.shape[0]
+        if array.shape[0]:
+            yield np.ascontiguousarray(array, dtype=np.float32)
+    if seen == 0:
+        raise KernelscopeError("the dataset has no images (0 given); give at least one image")
+
+
+def count_hooks(model: nn.Module) -> int:
+    """The number of forward (pre-)hooks and backward hooks on ``model`` and all sub-modules."""
+    total = 0
+    for module in model.modules():
+        for attribute in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
+                          "_backward_pre_hooks"):
+            total += len(getattr(module, attribute, {}))
+    return total
+
+
+def reinitialised(model: nn.Module, *, seed: int = 0) -> nn.Module:
+    """A deep copy of ``model`` with every parameterised layer re-initialised (a random-init control).
+
+    Each sub-module with a ``reset_parameters`` method is reset with PyTorch's
+    default initialisation under ``torch.manual_seed(seed)``; the original model
+    is untouched. Used as the "network at initialisation" control when no
+    recorded initial weights exist (runs use their recorded epoch 0 instead).
+    """
+    import copy
+
+    import torch
+
+    clone = copy.deepcopy(model)
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        for module in clone.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
+    finally:
+        torch.random.set_rng_state(state)
+    return clone.eval()
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a parameter-less model)."""
+    import torch
+
+    for parameter in model.parameters():
+        return parameter.device
+    return torch.device("cpu")
+
+
+def _as_nchw(images: Any) -> np.ndarray:
+    if hasattr(images, "detach"):
+        images = images.detach().cpu().numpy()
+    array = np.asarray(images)
+    if array.ndim == 3:  # (N, H, W): one channel
+        array = array[:, None]
+    if array.ndim != 4:
+        raise KernelscopeError(
+            f"images must have shape (N, C, H, W) or (N, H, W), got shape {tuple(array.shape)}"
+        )
+    return array
+
+
+def _to_tensor(x: Any, model: nn.Module) -> torch.Tensor:
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        tensor = x
+    else:
+        tensor = torch.from_numpy(np.ascontiguousarray(_as_nchw(x), dtype=np.float32))
+    dtype = next((p.dtype for p in model.parameters()), torch.float32)
+    return tensor.to(device=model_device(model), dtype=dtype)
