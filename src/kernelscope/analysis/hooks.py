@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["capture", "layer_outputs", "iter_batches", "count_hooks", "reinitialised", "model_device"]
+__all__ = ["capture", "forward_until", "layer_outputs", "iter_batches", "count_hooks", "reinitialised",
+           "model_device"]
 
 
 @contextmanager
@@ -222,3 +223,41 @@ def _to_tensor(x: Any, model: nn.Module) -> torch.Tensor:
         tensor = torch.from_numpy(np.ascontiguousarray(_as_nchw(x), dtype=np.float32))
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
     return tensor.to(device=model_device(model), dtype=dtype)
+
+
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass once the wanted layer has run."""
+
+
+def forward_until(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
+    """Run ``model`` on ``x`` only as far as ``layer`` and return that layer's output (no gradients).
+
+    The forward pass is stopped by an exception raised in the layer's hook (and the
+    hook removed in ``finally``), so the layers after ``layer`` cost nothing; this
+    needs ``layer`` to run before whatever comes after it, which holds for any model
+    whose output depends on the layer.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Flatten(), nn.Linear(27, 2))
+    >>> tuple(forward_until(net, "0", torch.zeros(2, 1, 5, 5)).shape)
+    (2, 3, 3, 3)
+    """
+    import torch
+
+    found: list[torch.Tensor] = []
+
+    def stop(name: str, output: torch.Tensor) -> None:
+        found.append(output)
+        raise _StopForward
+
+    with torch.no_grad(), capture(model, layer, callback=stop):
+        try:
+            model(x)
+        except _StopForward:
+            pass
+    if not found:
+        raise KernelscopeError(f"layer {layer!r} did not run in the forward pass; choose a layer that does")
+    return found[0]

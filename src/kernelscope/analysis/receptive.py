@@ -378,9 +378,9 @@ def effective_receptive_field(model: nn.Module, layer: str, images: Any = None, 
     centre, sigma = gaussian_moments(grad_map)
     box = unit_field_box(theory, *unit)
     inside = _box_mask(grad_map.shape, box)
-    total = grad_map.sum()
-    mass_inside = float(grad_map[inside].sum() / total)
-    if mass_inside < 1.0:
+    outside_mass = float(grad_map[~inside].sum())  # exactly 0 for a chain of local layers
+    mass_inside = 1.0 - outside_mass / float(grad_map.sum())
+    if outside_mass > 0.0:
         raise KernelscopeError(
             f"the gradient of layer {layer!r} reaches outside its computed receptive field "
             f"(fraction inside {mass_inside:.4f}); the model is not a chain kernelscope can follow"

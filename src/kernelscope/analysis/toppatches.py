@@ -1,0 +1,224 @@
+"""Top-k patches per channel, in one streaming pass (Zeiler & Fergus, 2014).
+
+For every channel of a layer, the ``k`` images whose spatial maximum of that channel
+is largest, each cropped to the receptive field of the maximising position. The pass
+keeps only the running top-k (values, positions and the ``k`` crops per channel),
+never the activations: memory does not grow with the dataset. The forward pass stops
+at the layer (:func:`kernelscope.analysis.hooks.forward_until`).
+
+Ties are broken by the earlier image, so the result does not depend on batch size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kernelscope._progress import progress
+from kernelscope.analysis.hooks import _as_nchw, _to_tensor, forward_until
+from kernelscope.analysis.receptive import LayerField, receptive_field, unit_field_box
+from kernelscope.errors import KernelscopeError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["TopPatches", "TopK", "top_patches", "crop_field"]
+
+
+def crop_field(image: np.ndarray, box: tuple[int, int, int, int], fill: float = np.nan) -> np.ndarray:
+    """Crop ``image`` ``(C, H, W)`` to the inclusive box ``(top, bottom, left, right)``; outside -> ``fill``.
+
+    Examples
+    --------
+    >>> crop_field(np.arange(9.0).reshape(1, 3, 3), (-1, 0, 1, 2), fill=-1)
+    array([[[-1., -1.],
+            [ 1.,  2.]]], dtype=float32)
+    """
+    top, bottom, left, right = box
+    channels, height, width = image.shape
+    out = np.full((channels, bottom - top + 1, right - left + 1), fill, dtype=np.float32)
+    y0, y1 = max(top, 0), min(bottom + 1, height)
+    x0, x1 = max(left, 0), min(right + 1, width)
+    if y0 < y1 and x0 < x1:
+        out[:, y0 - top : y1 - top, x0 - left : x1 - left] = image[:, y0:y1, x0:x1]
+    return out
+
+
+class TopK:
+    """Running top-k of per-image channel maxima, with the crops of the winners.
+
+    Parameters
+    ----------
+    channels, k : int
+    field : LayerField
+        The layer's receptive field (gives the crop of each position).
+    crop_shape : tuple (C_in, rh, rw)
+
+    Examples
+    --------
+    >>> f = LayerField("c", "Conv2d", (1, 1), (1, 1), (0, 0), (1, 1), (1, 1), (1, 1), (0.0, 0.0), (2, 2))
+    >>> top = TopK(1, 2, f, (1, 1, 1))
+    >>> acts = np.array([[[[1, 5], [0, 0]]], [[[7, 0], [0, 0]]], [[[2, 0], [0, 6]]]], dtype=np.float32)
+    >>> top.update(None, acts, 0, acts)
+    >>> top.values, top.image_index, top.position.tolist()
+    (array([[7., 6.]], dtype=float32), array([[1, 2]]), [[[0, 0], [1, 1]]])
+    """
+
+    def __init__(self, channels: int, k: int, field: LayerField, crop_shape: tuple[int, int, int]):
+        self.k = k
+        self.field = field
+        self.values = np.full((channels, 0), -np.inf, dtype=np.float32)  # (C, k_so_far)
+        self.image_index = np.zeros((channels, 0), dtype=np.int64)  # (C, k_so_far)
+        self.position = np.zeros((channels, 0, 2), dtype=np.int64)  # (C, k_so_far, 2) = (y, x)
+        self.crops = np.zeros((channels, 0, *crop_shape), dtype=np.float32)  # (C, k_so_far, C_in, rh, rw)
+
+    def update(self, maxima: np.ndarray | None, argmax_or_acts: np.ndarray, start_index: int,
+               display: np.ndarray) -> None:
+        """Merge a batch of ``B`` images starting at ``start_index`` in the stream.
+
+        ``maxima`` (B, C) are the spatial maxima and ``argmax_or_acts`` (B, C) the flat
+        argmax positions, or ``argmax_or_acts`` is the full maps (B, C, H', W') and
+        ``maxima`` is ignored; ``display`` (B, C_in, H, W) are the images to crop.
+        """
+        if argmax_or_acts.ndim == 4:  # maps given: compute maxima and argmax here
+            batch, channels = argmax_or_acts.shape[:2]
+            flat = argmax_or_acts.reshape(batch, channels, -1)
+            argmax = flat.argmax(axis=2)  # (B, C)
+            maxima = np.take_along_axis(flat, argmax[..., None], axis=2)[..., 0]
+        else:
+            argmax = argmax_or_acts
+        width = self.field.output_size[1]
+        batch = maxima.shape[0]
+        values = np.concatenate([self.values, maxima.T.astype(np.float32)], axis=1)  # (C, k + B)
+        order = np.argsort(-values, axis=1, kind="stable")[:, : self.k]  # (C, k)
+        new_index = np.concatenate(
+            [self.image_index, np.broadcast_to(start_index + np.arange(batch), (values.shape[0], batch))], axis=1
+        )
+        pos_batch = np.stack([argmax.T // width, argmax.T % width], axis=-1)  # (C, B, 2)
+        new_position = np.concatenate([self.position, pos_batch], axis=1)
+        old = self.values.shape[1]
+        channels = values.shape[0]
+        crops = np.empty((channels, order.shape[1], *self.crops.shape[2:]), dtype=np.float32)
+        kept = order < old  # (C, k): winners already held keep their crop
+        rows = np.broadcast_to(np.arange(channels)[:, None], order.shape)
+        crops[kept] = self.crops[rows[kept], order[kept]]
+        for channel, slot in zip(*np.nonzero(~kept), strict=True):  # only new winners are cropped
+            j = order[channel, slot]
+            y, x = new_position[channel, j]
+            crops[channel, slot] = crop_field(display[j - old], unit_field_box(self.field, int(y), int(x)))
+        self.values = np.take_along_axis(values, order, axis=1)
+        self.image_index = np.take_along_axis(new_index, order, axis=1)
+        self.position = np.take_along_axis(new_position, order[..., None], axis=1)
+        self.crops = crops
+
+
+@dataclass
+class TopPatches:
+    """The result of :func:`top_patches` for one layer."""
+
+    layer: str
+    k: int
+    values: np.ndarray  # (C, k) spatial maxima, descending
+    image_index: np.ndarray  # (C, k) index of the image in the dataset stream
+    position: np.ndarray  # (C, k, 2) (y, x) of the maximum in the layer's output
+    crops: np.ndarray  # (C, k, C_in, rh, rw) receptive-field crops of the display images (NaN outside)
+    field: LayerField
+    n_images: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer, "k": self.k, "n_images": self.n_images,
+            "receptive_field": self.field.to_dict(),
+            "channels": [
+                {"channel": c, "values": self.values[c].tolist(), "image_index": self.image_index[c].tolist(),
+                 "position": self.position[c].tolist()}
+                for c in range(self.values.shape[0])
+            ],
+        }
+
+
+def top_patches(model: nn.Module, layer: str, images: Any, *, k: int = 9, display: Any = None,
+                batch_size: int = 64, n_images: int | None = None, desc: str | None = None) -> TopPatches:
+    """The ``k`` most activating images of every channel of ``layer``, cropped by the receptive field.
+
+    Parameters
+    ----------
+    model : nn.Module
+    layer : str
+        Dotted name of a layer with a (N, C, H', W') output.
+    images : ndarray (N, C, H, W) or iterable of batches
+        Model inputs (normalised as the model expects). An iterable may yield
+        arrays or ``(inputs, display)`` pairs; it is consumed once (a stream).
+    k : int
+        Patches per channel.
+    display : ndarray (N, C, H, W), optional
+        Images to crop for display (e.g. the raw [0, 1] images); default the inputs.
+    n_images : int, optional
+        Length of a stream, for the progress bar.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(1, 1, 1, bias=False))
+    >>> with torch.no_grad():
+    ...     _ = net[0].weight.fill_(1.0)
+    >>> x = np.zeros((3, 1, 4, 4), dtype=np.float32); x[1, 0, 2, 3] = 5; x[2, 0, 0, 0] = 2
+    >>> result = top_patches(net, "0", x, k=2)
+    >>> result.image_index.tolist(), result.position.tolist(), result.crops[0, :, 0, 0, 0].tolist()
+    ([[1, 2]], [[[2, 3], [0, 0]]], [5.0, 2.0])
+    """
+    if k < 1:
+        raise KernelscopeError(f"k must be >= 1, got {k}")
+    stream = _pairs(images, display, batch_size)
+    total = n_images if n_images is not None else (len(images) if hasattr(images, "__len__") else None)
+    top: TopK | None = None
+    seen = 0
+    bar = progress(desc=desc or f"top patches {layer}", total=total, unit="img")
+    try:
+        for x, shown in stream:
+            tensor = _to_tensor(x, model)
+            acts = forward_until(model, layer, tensor)  # (B, C, H', W')
+            if acts.dim() != 4:
+                raise KernelscopeError(f"layer {layer!r} output has shape {tuple(acts.shape)}, not (N, C, H, W)")
+            if top is None:
+                field = receptive_field(model, layer, tuple(x.shape[1:]))
+                crop_shape = (shown.shape[1], field.size[0], field.size[1])
+                top = TopK(acts.shape[1], k, field, crop_shape)
+            maxima, argmax = acts.flatten(2).max(dim=2)  # (B, C) each
+            top.update(maxima.float().cpu().numpy(), argmax.cpu().numpy(), seen, shown)
+            seen += x.shape[0]
+            bar.update(x.shape[0])
+    finally:
+        bar.close()
+    if top is None:
+        raise KernelscopeError("the dataset has no images (0 given); give at least one image")
+    return TopPatches(layer, min(k, seen), top.values, top.image_index, top.position, top.crops, top.field, seen)
+
+
+def _pairs(images: Any, display: Any, batch_size: int):
+    if hasattr(images, "shape") and hasattr(images, "__getitem__"):
+        array = _as_nchw(images)
+        shown_all = array if display is None else _as_nchw(display)
+        if shown_all.shape[0] != array.shape[0] or shown_all.shape[2:] != array.shape[2:]:
+            raise KernelscopeError(
+                f"display images must match the inputs in number and size: got {shown_all.shape} "
+                f"for inputs {array.shape}"
+            )
+        if array.shape[0] == 0:
+            raise KernelscopeError("the dataset has no images (0 given); give at least one image")
+        for start in range(0, array.shape[0], batch_size):
+            stop = start + batch_size
+            yield (np.ascontiguousarray(array[start:stop], dtype=np.float32),
+                   np.asarray(shown_all[start:stop], dtype=np.float32))
+        return
+    if display is not None:
+        raise KernelscopeError("display must be given inside the stream as (inputs, display) pairs")
+    for batch in images:
+        if isinstance(batch, tuple):
+            x, shown = _as_nchw(batch[0]), _as_nchw(batch[1])
+        else:
+            x = shown = _as_nchw(batch)
+        yield np.ascontiguousarray(x, dtype=np.float32), np.asarray(shown, dtype=np.float32)
