@@ -1,0 +1,460 @@
+"""Build the self-contained HTML report of a run directory.
+
+``build_report(run_dir, out_path)`` writes one HTML file with a section for each
+thing the run holds: the operation itself, training curves, first-layer kernels
+and their evolution, the kernel atlas, feature maps, top patches, receptive
+fields, concept detectors, distribution shift and part detectors. Each section is
+built by its own function and guarded: a capability that is missing, or a run
+that lacks what a section needs, gives a section that says so in one line, and
+the rest of the report is still written. ``strict=True`` (the tests) re-raises
+unexpected exceptions instead of reporting them, so real bugs are not hidden.
+
+Analyses that need data beyond the run (dissection needs concept masks, the shift
+report an out-of-distribution set, the parts contrast a second model) are
+computed when the run's dataset provides them (the bundled ``faces``), or passed
+in precomputed through ``results`` (what ``kernelscope demo`` does).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kernelscope.errors import KernelscopeError, suggest
+from kernelscope.report import html as H
+from kernelscope.report.inventory import RunInventory, inspect_run
+
+__all__ = ["ANALYSES", "ReportResult", "build_report", "run_sections", "operation_section",
+           "write_report", "guarded"]
+
+#: Every section a report can have, in the order shown.
+ANALYSES = ("operation", "training", "kernels", "atlas", "featuremaps", "patches", "receptive",
+            "dissect", "shift", "parts")
+
+#: The analyses that need a trained model (loaded from the run's checkpoints).
+_NEEDS_MODEL = ("patches", "receptive", "dissect", "shift", "parts")
+
+
+@dataclass
+class ReportResult:
+    """What :func:`build_report` wrote: the file, its sections and what was missing."""
+
+    path: Path
+    sections: list[H.Section]
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def status(self) -> dict[str, str]:
+        """Section id -> "ok" | "partial" | "unavailable"."""
+        return {s.id: s.status for s in self.sections}
+
+    def missing(self) -> dict[str, str]:
+        """Section id -> the reason, for sections that are not fully shown."""
+        return {s.id: s.reason for s in self.sections if s.status != "ok"}
+
+
+def guarded(id: str, title: str, build: Callable[[], H.Section], *, strict: bool = False,
+            level: int = 2) -> H.Section:
+    """Run one section builder; turn a missing capability or a user-level error into a note.
+
+    - a kernelscope module or name that cannot be imported: "not available in this installation";
+    - :class:`KernelscopeError` (the run lacks what the section needs): its message;
+    - any other exception: re-raised when ``strict``, else reported in the section and on stderr.
+    """
+    try:
+        return build()
+    except ImportError as error:
+        name = getattr(error, "name", None) or ""
+        if name and not name.startswith("kernelscope"):
+            if strict:
+                raise
+        reason = f"not available in this installation ({error})"
+    except KernelscopeError as error:
+        reason = str(error)
+    except Exception as error:
+        if strict:
+            raise
+        reason = f"failed: {type(error).__name__}: {error}"
+        print(f"kernelscope report: section {title!r} failed: {type(error).__name__}: {error}", file=sys.stderr)
+    return H.Section(id=id, title=title, status="unavailable", reason=reason, level=level)
+
+
+# --------------------------------------------------------------------------------------------
+# The operation (needs no run)
+# --------------------------------------------------------------------------------------------
+
+EXAMPLE_INPUT = np.array([[9, 8, 7, 6], [5, 4, 3, 2], [1, 2, 3, 4], [5, 6, 7, 8]])
+EXAMPLE_KERNEL = np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+
+
+def operation_section(*, level: int = 2) -> H.Section:
+    """What a conv layer computes: the explain walk-through of the 4x4 / 3x3 example and the convention table."""
+    from kernelscope.ops import convolve2d, correlate2d, explain
+
+    body: list[H.Html] = [H.paragraph(
+        "A convolution layer slides each kernel over its input and, at every position, multiplies the window "
+        "element-wise with the kernel and sums the products (plus a bias). Strictly this is cross-correlation; "
+        "true convolution flips the kernel first. Below, every output of the 4x4 input correlated with the "
+        "3x3 kernel, computed by kernelscope's exact reference loop."
+    )]
+    trace = explain(EXAMPLE_INPUT, EXAMPLE_KERNEL)
+    body.append(_explain_table(trace))
+    text = _explain_text(trace)
+    if text:
+        body.append(H.Html("<details><summary>The same walk-through as terminal text "
+                           "(<code>kernelscope explain --input \"9 8 7 6; 5 4 3 2; 1 2 3 4; 5 6 7 8\" "
+                           "--kernel \"1 2 3; 4 5 6; 7 8 9\"</code>)</summary>" + H.pre(text) + "</details>"))
+    xcorr = correlate2d(EXAMPLE_INPUT, EXAMPLE_KERNEL, method="direct")
+    conv = convolve2d(EXAMPLE_INPUT, EXAMPLE_KERNEL, method="direct")
+    body.append(H.table(["operation", "output (2x2)"], [
+        ["cross-correlation (what nn.Conv2d computes)", _matrix(xcorr)],
+        ["true convolution (kernel flipped on both axes)", _matrix(conv)],
+    ], caption="The two conventions on the same input"))
+    body.append(H.how("each output is sum(window * kernel) over the 3x3 window, exact integer arithmetic "
+                      "(the engine's 'direct' method)",
+                      control="true convolution of the same input, equal to cross-correlation with the "
+                              "flipped kernel"))
+    probe = _conventions_rows()
+    if probe is not None:
+        header, rows = probe
+        body.append(H.table(header, rows, caption="Which installed library computes which "
+                                                  "(kernelscope conventions)"))
+        body.append(H.how("an asymmetric kernel sent through each function; the output is compared with both "
+                          "candidates (cross-correlation and true convolution)"))
+    else:
+        body.append(H.note("The convention probe (kernelscope conventions) is not available in this "
+                           "installation.", kind="missing"))
+    return H.Section(id="operation", title="The operation: cross-correlation, step by step", body=body,
+                     level=level)
+
+
+def _matrix(array: np.ndarray) -> str:
+    array = np.asarray(array)
+    return "; ".join(" ".join(H.format_number(v) for v in row) for row in array.reshape(array.shape[-2:]))
+
+
+def _get(obj: Any, *names: str, default: Any = None) -> Any:
+    for name in names:
+        if isinstance(obj, Mapping) and name in obj:
+            return obj[name]
+        if hasattr(obj, name):
+            return getattr(obj, name)
+    return default
+
+
+def _explain_steps(trace: Any) -> list[Any]:
+    steps = _get(trace, "steps", "positions", "outputs", default=None)
+    if steps is None and isinstance(trace, (list, tuple)):
+        steps = trace
+    return list(steps) if steps is not None else []
+
+
+def _explain_table(trace: Any) -> H.Html:
+    rows = []
+    for step in _explain_steps(trace):
+        position = _get(step, "position", "index", "out_index", default="?")
+        window = _get(step, "window", default=None)
+        products = _get(step, "products", default=None)
+        total = _get(step, "sum", "total", "value", "output", default=None)
+        if isinstance(position, (tuple, list)):
+            position = "(" + ", ".join(str(int(p)) for p in position) + ")"
+        rows.append([
+            str(position),
+            _matrix(window) if window is not None else "",
+            " + ".join(H.format_number(v) for v in np.asarray(products).ravel()) if products is not None else "",
+            total if isinstance(total, (int, float, np.number)) else str(total),
+        ])
+    if not rows:
+        raise KernelscopeError("kernelscope.ops.explain returned no per-position steps")
+    return H.table(["output position (row, col)", "input window", "products window x kernel", "sum"], rows,
+                   caption="Every output position of the 4x4 input correlated with the 3x3 kernel", digits=6)
+
+
+def _explain_text(trace: Any) -> str:
+    for name in ("to_text", "text", "render"):
+        method = getattr(trace, name, None)
+        if callable(method):
+            return str(method())
+        if isinstance(method, str):
+            return method
+    try:
+        from kernelscope.ops import explain_text  # type: ignore[attr-defined]
+
+        return str(explain_text(trace))
+    except ImportError:
+        return ""
+
+
+def _conventions_rows() -> tuple[list[str], list[list[Any]]] | None:
+    try:
+        from kernelscope.ops.conventions import probe_conventions  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    results = probe_conventions()
+    rows = []
+    for item in results:
+        rows.append([str(_get(item, "name", "library", default="?")),
+                     str(_get(item, "verdict", "convention", "result", default="?")),
+                     str(_get(item, "detail", "evidence", "note", default=""))])
+    return ["function", "computes", "evidence"], rows
+
+
+# --------------------------------------------------------------------------------------------
+# Sections from the run's own files
+# --------------------------------------------------------------------------------------------
+
+
+def _run_summary(inv: RunInventory, *, level: int, prefix: str) -> H.Section:
+    body: list[H.Html] = [H.table(["field", "value"], inv.summary_rows())]
+    if inv.problems:
+        body.append(H.Html("<p><b>Missing or incomplete in this run:</b></p><ul>"
+                           + "".join(f"<li>{H.escape(p)}</li>" for p in inv.problems) + "</ul>"))
+    return H.Section(id=f"{prefix}run", title="The run", body=body,
+                     status="partial" if inv.problems else "ok",
+                     reason=("this run is incomplete; the sections below show what was recorded"
+                             if inv.problems else ""), level=level)
+
+
+def _training_section(inv: RunInventory, *, level: int, prefix: str) -> H.Section:
+    from kernelscope.report.figures.run import training_curves
+
+    metrics = inv.metrics
+    if not metrics:
+        raise KernelscopeError("the run's manifest.json has no per-epoch metrics")
+    last = metrics[-1]
+    classes = inv.classes
+    chance = 1.0 / len(classes) if classes else float("nan")
+    data = inv.manifest.get("dataset") or {}
+    body = [
+        H.figure(training_curves(metrics), alt="training and test loss and accuracy per epoch",
+                 caption="Loss and accuracy per epoch, on the training split and the held-out test split."),
+        H.table(["epoch", "train loss", "train acc", "test loss", "test acc", "seconds"],
+                [[m.get("epoch", "?"), m.get("train_loss", float("nan")), m.get("train_acc", float("nan")),
+                  m.get("test_loss", float("nan")), m.get("test_acc", float("nan")),
+                  m.get("seconds", float("nan"))] for m in metrics]),
+        H.how(f"accuracy = fraction of the {data.get('n_test', '?')} held-out test images (split seed "
+              f"{data.get('split_seed', '?')}) whose arg-max class is right; final test accuracy "
+              f"{H.format_number(last.get('test_acc', float('nan')))}",
+              control=f"chance level 1/{len(classes) or '?'} = {H.format_number(chance)}"),
+    ]
+    return H.Section(id=f"{prefix}training", title="Training", body=body, level=level)
+
+
+def _first_layer(inv: RunInventory) -> str:
+    layers = inv.conv_layers
+    if not layers:
+        raise KernelscopeError("the run records no conv layers (manifest conv_layers is empty and "
+                               "there is no kernels/epoch_*.npz)")
+    return layers[0]
+
+
+def _kernels_section(inv: RunInventory, *, level: int, prefix: str) -> H.Section:
+    from kernelscope.report.figures.common import symmetric_limit
+    from kernelscope.report.figures.run import kernel_drift, kernel_evolution, kernel_grid
+
+    if not inv.kernel_epochs:
+        raise KernelscopeError("no kernel snapshots in this run (kernels/epoch_*.npz is missing)")
+    layer = _first_layer(inv)
+    by_epoch = {}
+    for epoch in inv.kernel_epochs:
+        arrays = inv.kernels(epoch)
+        if layer not in arrays:
+            raise KernelscopeError(suggest(layer, arrays, what=f"layer in kernels/epoch_{epoch:03d}.npz"))
+        by_epoch[epoch] = arrays[layer]
+    first, last = inv.kernel_epochs[0], inv.kernel_epochs[-1]
+    shape = by_epoch[last].shape
+    body: list[H.Html] = []
+    status, reason = "ok", ""
+    if first != 0:
+        status, reason = "partial", "no snapshot at initialisation (kernels/epoch_000.npz); the earliest is shown"
+    lim_first = symmetric_limit([by_epoch[first]])
+    lim_last = symmetric_limit([by_epoch[last]])
+    label_first = "initialisation" if first == 0 else f"epoch {first}"
+    body.append(H.figure(kernel_grid(by_epoch[first], title=f"{layer} at {label_first}"),
+                         alt=f"first-layer kernels at {label_first}",
+                         caption=f"Layer {layer}, {shape[0]} kernels of {shape[2]}x{shape[3]} "
+                                 f"(over {shape[1]} input channel(s), shown as their mean), at {label_first}; "
+                                 f"colour limit +-{H.format_number(lim_first)}."))
+    body.append(H.figure(kernel_grid(by_epoch[last], title=f"{layer} after epoch {last}"),
+                         alt=f"first-layer kernels after epoch {last}",
+                         caption=f"The same kernels after epoch {last}; colour limit +-{H.format_number(lim_last)}"
+                                 " (each grid has its own symmetric limit, diverging around 0)."))
+    if len(by_epoch) > 1:
+        drift = kernel_drift(by_epoch)
+        body.append(H.figure(kernel_evolution(by_epoch), alt="kernel evolution over epochs",
+                             caption="Six kernels across the recorded epochs (one colour limit per row), and how "
+                                     "far every kernel has moved from its initial value."))
+        body.append(H.how(f"relative distance ||k - k_init|| / ||k_init|| per kernel; after epoch {last}: "
+                          f"median {H.format_number(float(np.median(drift[-1])))}, min "
+                          f"{H.format_number(float(drift[-1].min()))}, max {H.format_number(float(drift[-1].max()))}",
+                          control=f"the same kernels at {label_first} (distance 0)"))
+    return H.Section(id=f"{prefix}kernels", title=f"First-layer kernels ({layer})", body=body, status=status,
+                     reason=reason, level=level)
+
+
+def _featuremaps_section(inv: RunInventory, *, level: int, prefix: str, n_images: int = 2) -> H.Section:
+    from kernelscope.report.figures.run import feature_map_grid
+
+    if not inv.featuremap_epochs:
+        raise KernelscopeError("no feature-map snapshots in this run (featuremaps/epoch_*.npz is missing)")
+    if not inv.has_probe:
+        raise KernelscopeError("no probe images in this run (probe.npz is missing or unreadable)")
+    _, raw, labels = inv.probe()
+    classes = inv.classes
+    last = inv.featuremap_epochs[-1]
+    maps_last = inv.feature_maps(last)
+    body: list[H.Html] = []
+    for index in range(min(n_images, len(raw))):
+        label = int(labels[index]) if index < len(labels) else -1
+        name = classes[label] if 0 <= label < len(classes) else str(label)
+        body.append(H.figure(
+            feature_map_grid(raw[index], {k: v[index] for k, v in maps_last.items()}),
+            alt=f"feature maps of probe image {index}",
+            caption=f"Probe image {index} (class {name}) and its maps at every recorded conv layer after "
+                    f"epoch {last} (first 16 channels per layer; one symmetric colour limit per row)."))
+    if 0 in inv.featuremap_epochs and last != 0:
+        maps_init = inv.feature_maps(0)
+        body.append(H.figure(
+            feature_map_grid(raw[0], {k: v[0] for k, v in maps_init.items()}),
+            alt="feature maps of probe image 0 at initialisation",
+            caption="Control: the same image through the network at initialisation (epoch 0)."))
+    body.append(H.how("maps recorded by the training recorder on the run's fixed probe images (probe.npz), "
+                      "pre-activation conv outputs as stored in featuremaps/epoch_*.npz",
+                      control="the same probe image at initialisation (epoch 0)"))
+    return H.Section(id=f"{prefix}featuremaps", title="Feature maps of the probe images", body=body, level=level)
+
+
+# --------------------------------------------------------------------------------------------
+# Sections from the other analyses (atlas, channels, parts)
+# --------------------------------------------------------------------------------------------
+
+
+def _atlas_section(inv: RunInventory, result: Any, *, level: int, prefix: str) -> H.Section:
+    from kernelscope.report.sections import atlas_section
+
+    return atlas_section(inv, result, level=level, prefix=prefix)
+
+
+def _analysis_section(name: str, inv: RunInventory, result: Any, *, level: int, prefix: str) -> H.Section:
+    from kernelscope.report import sections
+
+    return getattr(sections, f"{name}_section")(inv, result, level=level, prefix=prefix)
+
+
+_TITLES = {
+    "operation": "The operation: cross-correlation, step by step",
+    "training": "Training",
+    "kernels": "First-layer kernels",
+    "atlas": "Kernel atlas: learned kernels against the classical bank",
+    "featuremaps": "Feature maps of the probe images",
+    "patches": "Top patches per channel",
+    "receptive": "Receptive fields",
+    "dissect": "Concept detectors (Network Dissection)",
+    "shift": "Distribution shift: faces in, objects out",
+    "parts": "Part detectors (occlusion)",
+}
+
+
+def _check_analyses(analyses: Iterable[str] | None) -> list[str]:
+    if analyses is None:
+        return list(ANALYSES)
+    if isinstance(analyses, str):
+        analyses = [a.strip() for a in analyses.split(",") if a.strip()]
+    chosen = []
+    for name in analyses:
+        if name not in ANALYSES:
+            raise KernelscopeError("analyses (--only): " + suggest(name, ANALYSES, what="section"))
+        chosen.append(name)
+    return chosen
+
+
+def run_sections(run_dir: str | os.PathLike, *, analyses: Iterable[str] | None = None,
+                 results: Mapping[str, Any] | None = None, strict: bool = False, level: int = 2,
+                 prefix: str = "", progress: bool = True) -> tuple[RunInventory, list[H.Section]]:
+    """The sections of one run (all except "operation"), each guarded; see :func:`build_report`."""
+    from kernelscope._progress import progress as _progress
+
+    inv = inspect_run(run_dir)
+    chosen = [a for a in _check_analyses(analyses) if a != "operation"]
+    results = dict(results or {})
+    sections = [_run_summary(inv, level=level, prefix=prefix)]
+    sub = level
+    for name in _progress(chosen, desc="report sections", disable=None if progress else True):
+        title = _TITLES[name]
+        result = results.get(name)
+        if name == "training":
+            build = lambda: _training_section(inv, level=sub, prefix=prefix)  # noqa: E731
+        elif name == "kernels":
+            build = lambda: _kernels_section(inv, level=sub, prefix=prefix)  # noqa: E731
+        elif name == "featuremaps":
+            build = lambda: _featuremaps_section(inv, level=sub, prefix=prefix)  # noqa: E731
+        else:
+            build = (lambda name=name, result=result:  # noqa: E731
+                     _analysis_section(name, inv, result, level=sub, prefix=prefix))
+        section = guarded(f"{prefix}{name}", title, build, strict=strict, level=sub)
+        if section is not None:
+            sections.append(section)
+    return inv, sections
+
+
+def write_report(out_path: str | os.PathLike, sections: list[H.Section], *, title: str,
+                 subtitle: str | None = None, headline: H.Html | None = None) -> Path:
+    """Write the sections as one self-contained HTML file, atomically."""
+    from kernelscope._io import write_bytes
+
+    out_path = Path(out_path)
+    if out_path.exists() and out_path.is_dir():
+        raise KernelscopeError(f"--out {str(out_path)!r} is a directory; give the path of an .html file")
+    page = H.document(title, sections, subtitle=subtitle, headline=headline)
+    return write_bytes(out_path, page.encode("utf-8"))
+
+
+def build_report(run_dir: str | os.PathLike, out_path: str | os.PathLike, *,
+                 analyses: Iterable[str] | None = None, results: Mapping[str, Any] | None = None,
+                 strict: bool = False, title: str | None = None, progress: bool = True) -> ReportResult:
+    """Write the self-contained HTML report of a run directory.
+
+    Parameters
+    ----------
+    run_dir : str or PathLike
+        A run directory (see ``docs/run-directory.md``).
+    out_path : str or PathLike
+        The HTML file to write (atomically).
+    analyses : iterable of str, optional
+        Which sections to include (default: all of :data:`ANALYSES`); a comma-separated string works too.
+    results : dict, optional
+        Precomputed analysis results by section name ("atlas", "dissect", "shift", "parts", ...), used
+        instead of computing them again.
+    strict : bool
+        Re-raise unexpected exceptions instead of reporting them in the section (for tests).
+
+    Returns
+    -------
+    ReportResult
+        The path written, the sections with their status, and the run's problems.
+
+    Raises
+    ------
+    KernelscopeError
+        When ``run_dir`` is not a readable run (see :func:`~kernelscope.report.inventory.inspect_run`)
+        or an analysis name is unknown.
+    """
+    start = time.perf_counter()
+    chosen = _check_analyses(analyses)
+    inv, sections = run_sections(run_dir, analyses=chosen, results=results, strict=strict, progress=progress)
+    if "operation" in chosen:
+        sections.insert(0, guarded("operation", _TITLES["operation"], operation_section, strict=strict))
+    data = (inv.manifest.get("dataset") or {}).get("name", "?")
+    model = (inv.manifest.get("model") or {}).get("name", "?")
+    title = title or f"kernelscope report: {model} on {data}"
+    path = write_report(out_path, sections, title=title, subtitle=f"Run directory: {inv.path}")
+    return ReportResult(path=path, sections=sections, problems=list(inv.problems),
+                        seconds=time.perf_counter() - start)

@@ -1,0 +1,36 @@
+"""`kernelscope report`: a thin layer over build_report, clean errors with exit status 2."""
+
+from __future__ import annotations
+
+from conftest import write_fake_run
+
+
+def test_report_command_writes_the_file(fake_run, tmp_path, cli_runner):
+    out = tmp_path / "r.html"
+    result = cli_runner("report", fake_run, "--out", out, "--only", "training,kernels")
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out} (3 of 3 sections shown" in result.output
+    assert out.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_report_command_notes_missing_sections(tmp_path, cli_runner):
+    run = write_fake_run(tmp_path / "run", status="failed")
+    result = cli_runner("report", run, "--out", tmp_path / "r.html", "--only", "featuremaps")
+    assert result.exit_code == 0
+    assert "note: run: this run is incomplete; the sections below show what was recorded" in result.output
+
+
+def test_report_command_on_a_directory_that_is_not_a_run(tmp_path, cli_runner):
+    result = cli_runner("report", tmp_path, "--out", tmp_path / "r.html")
+    assert result.exit_code == 2
+    assert result.output == (f"Error: run directory {str(tmp_path)!r} is not a kernelscope run: it has no "
+                             "manifest.json (write one with `kernelscope train --out DIR`)\n")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_report_command_unknown_section(fake_run, tmp_path, cli_runner):
+    result = cli_runner("report", fake_run, "--out", tmp_path / "r.html", "--only", "atlsa")
+    assert result.exit_code == 2
+    assert result.output == ("Error: analyses (--only): unknown section 'atlsa'; did you mean 'atlas', 'parts', "
+                             "'patches'? (valid: atlas, dissect, featuremaps, kernels, operation, parts, patches, "
+                             "receptive, shift, training)\n")
