@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import HOSTILE
+from report_helpers import HOSTILE
 
 from kernelscope.report.build import build_report
 

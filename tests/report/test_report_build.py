@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import HOSTILE, write_fake_run
+from report_helpers import HOSTILE, write_fake_run
 
 from kernelscope.errors import KernelscopeError
 from kernelscope.report.build import ANALYSES, build_report

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import write_fake_run
+from report_helpers import write_fake_run
 
 
 def test_report_command_writes_the_file(fake_run, tmp_path, cli_runner):

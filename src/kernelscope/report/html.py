@@ -247,7 +247,7 @@ def document(title: Any, sections: Sequence[Section], *, subtitle: Any = None,
 
     The page holds no script and loads nothing: every figure is a ``data:`` URI.
     """
-    generated = generated or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    generated = generated or _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     links = " ".join(
         f'<a href="#{escape(s.id)}" class="{escape(s.status)}">{escape(s.title)}</a>'
         for s in sections if s.level == 2

@@ -12,7 +12,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from kernelscope.report.figures.common import imshow_signed, imshow_unsigned, new_figure, symmetric_limit
+from kernelscope.report.figures.common import (
+    imshow_signed,
+    imshow_unsigned,
+    new_figure,
+    symmetric_limit,
+)
 
 __all__ = ["training_curves", "kernel_grid", "kernel_evolution", "feature_map_grid", "kernel_drift"]
 
