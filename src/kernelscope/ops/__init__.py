@@ -15,6 +15,8 @@ True
 """
 
 from kernelscope.ops.correlate import METHODS, choose_method, convolve2d, correlate2d, flip_kernel
+from kernelscope.ops.explain import Explanation, explain, format_explanation
+from kernelscope.ops.matrices import parse_matrix
 from kernelscope.ops.padding import PADDING_MODES, pad2d
 from kernelscope.ops.shapes import output_shape, resolve_padding
 
@@ -22,6 +24,10 @@ __all__ = [
     "correlate2d",
     "convolve2d",
     "flip_kernel",
+    "explain",
+    "format_explanation",
+    "Explanation",
+    "parse_matrix",
     "output_shape",
     "resolve_padding",
     "pad2d",
