@@ -25,6 +25,8 @@ __all__ = ["main", "cli", "COMMANDS", "LibraryError"]
 # name -> (module, attribute, short help). The short help is here so that
 # `kernelscope --help` lists every command without importing any of them.
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "explain": ("kernelscope.cli.explain", "explain_command", "Show every output pixel of a small convolution, step by step."),
+    "conventions": ("kernelscope.cli.conventions", "conventions_command", "Which libraries' 'convolution' is cross-correlation, which true convolution."),
 }
 
 
