@@ -25,8 +25,15 @@ __all__ = ["main", "cli", "COMMANDS", "LibraryError"]
 # name -> (module, attribute, short help). The short help is here so that
 # `kernelscope --help` lists every command without importing any of them.
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "report": ("kernelscope.cli.report", "report", "Write a run's self-contained HTML report."),
+    "demo": ("kernelscope.cli.demo", "demo", "Run the whole story on bundled data and write the report."),
     "explain": ("kernelscope.cli.explain", "explain_command", "Show every output pixel of a small convolution, step by step."),
     "conventions": ("kernelscope.cli.conventions", "conventions_command", "Which libraries' 'convolution' is cross-correlation, which true convolution."),
+    "maps": ("kernelscope.cli.maps", "command", "Feature maps of every channel for an image, and across epochs."),
+    "patches": ("kernelscope.cli.patches", "command", "Top-k dataset patches per channel, cropped by the receptive field."),
+    "rf": ("kernelscope.cli.rf", "command", "Theoretical and effective receptive fields, and a locality check."),
+    "dissect": ("kernelscope.cli.dissect", "command", "Network Dissection: channels that detect eyes, mouths or your concepts."),
+    "shift": ("kernelscope.cli.shift", "command", "Which channels go quiet or fire more on out-of-distribution images."),
 }
 
 

@@ -1,0 +1,59 @@
+"""``kernelscope maps``: every channel of the conv layers for one image, and across epochs for a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from kernelscope.cli._channels import load_images, open_source, out_option, source_options
+
+
+@click.command("maps")
+@source_options
+@click.option("--layer", "layers", multiple=True, help="Layer(s) to show (default: every Conv2d).")
+@click.option("--images", "image_set", default=None,
+              help="Image set (default: the run's probe images, or 'faces'); see `kernelscope maps --help`.")
+@click.option("--index", type=int, default=0, show_default=True, help="Which image of the set.")
+@out_option
+def command(source, arch, epoch, mean, std, layers, image_set, index, out_dir):
+    """Feature maps of SOURCE (a run directory or a model file with --arch) for one image.
+
+    Writes feature_maps.png (one colour scale per layer, diverging when signed),
+    feature_maps.npz and maps.json; for a run also epochs_<layer>.png, the probe
+    image's recorded maps across training.
+    """
+    from kernelscope._io import write_json, write_npz
+    from kernelscope.analysis.featuremaps import feature_maps, run_feature_maps
+    from kernelscope.errors import KernelscopeError
+    from kernelscope.report.figures.channels import feature_epochs_figure, feature_maps_figure
+    from kernelscope.report.figures.common import save_figure
+
+    src = open_source(source, arch=arch, epoch=epoch, mean=mean, std=std)
+    image_set = image_set or ("probe" if src.run is not None else "faces")
+    inputs, raw, description = load_images(src, image_set)
+    if not 0 <= index < inputs.shape[0]:
+        raise KernelscopeError(f"--index must be in 0..{inputs.shape[0] - 1} for {image_set!r}, got {index}")
+    maps = feature_maps(src.model, inputs[index], list(layers) or None)
+    out = Path(out_dir)
+    save_figure(feature_maps_figure(maps, raw[index]), out / "feature_maps.png")
+    write_npz(out / "feature_maps.npz", **maps)
+    summary = {
+        "source": src.label, "images": description, "index": index,
+        "layers": {name: {"shape": list(m.shape), "signed": bool(m.min() < 0),
+                          "channel_max": m.reshape(m.shape[0], -1).max(axis=1).tolist(),
+                          "channel_mean_abs": np.abs(m).reshape(m.shape[0], -1).mean(axis=1).tolist()}
+                   for name, m in maps.items()},
+    }
+    if src.run is not None and src.run.feature_map_epochs:
+        summary["epochs"] = {}
+        for name in maps:
+            if name not in src.run.feature_maps(src.run.feature_map_epochs[0]):
+                continue
+            epochs, stack = run_feature_maps(src.run, name, index=0)
+            save_figure(feature_epochs_figure(epochs, stack, name), out / f"epochs_{name}.png")
+            summary["epochs"][name] = {"epochs": epochs, "probe_index": 0,
+                                       "mean_abs": np.abs(stack).mean(axis=(1, 2, 3)).tolist()}
+    write_json(out / "maps.json", summary)
+    click.echo(f"{len(maps)} layer(s) of {src.label} on {description}[{index}] -> {out}/feature_maps.png")

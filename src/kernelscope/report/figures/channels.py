@@ -1,0 +1,204 @@
+"""Figures of what channels detect: feature maps, top patches, receptive fields, dissection, shift.
+
+Colour scales are honest (see :mod:`kernelscope.report.figures.common`): signed maps are
+diverging around zero with one symmetric limit per layer (shared across channels and
+epochs); crops of images share one grey scale.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kernelscope.report.figures.common import imshow_signed, imshow_unsigned, new_figure, symmetric_limit
+
+__all__ = ["feature_maps_figure", "feature_epochs_figure", "top_patches_figure", "erf_figure",
+           "dissect_figure", "shift_figure"]
+
+
+def _grid(n: int, max_cols: int) -> tuple[int, int]:
+    cols = max(1, min(n, max_cols))
+    return int(np.ceil(n / cols)), cols
+
+
+def _show_maps(fig, spec, maps: np.ndarray, signed: bool | None = None, limit: float | None = None,
+               title: str = "", max_cols: int = 16):
+    """Draw maps (O, H, W) into a sub-grid; one shared scale. Returns the last image (for a colour bar)."""
+    n = maps.shape[0]
+    rows, cols = _grid(n, max_cols)
+    sub = spec.subgridspec(rows, cols, wspace=0.05, hspace=0.05)
+    signed = bool(np.nanmin(maps) < 0) if signed is None else signed
+    image = None
+    limit = symmetric_limit([maps]) if limit is None else limit
+    vmax = float(np.nanmax(maps)) if np.isfinite(np.nanmax(maps)) and np.nanmax(maps) > 0 else 1.0
+    for i in range(rows * cols):
+        ax = fig.add_subplot(sub[i // cols, i % cols])
+        ax.set_axis_off()
+        if i >= n:
+            continue
+        if signed:
+            image = imshow_signed(ax, maps[i], limit)
+        else:
+            image = imshow_unsigned(ax, maps[i], vmin=0.0, vmax=vmax, cmap="magma")
+        ax.set_title(str(i), fontsize=6, pad=1)
+    return image
+
+
+def feature_maps_figure(maps: dict[str, np.ndarray], image: np.ndarray | None = None, *, max_channels: int = 64):
+    """One block per layer: every channel's map (O, H', W') for one image, one colour scale per layer."""
+    names = list(maps)
+    heights = [max(1, _grid(min(maps[n].shape[0], max_channels), 16)[0]) for n in names]
+    extra = 1 if image is not None else 0
+    fig = new_figure(figsize=(12, 1.2 + 0.8 * (sum(heights) + 2 * extra)))
+    spec = fig.add_gridspec(len(names) + extra, 1, height_ratios=([2] if extra else []) + heights)
+    if image is not None:
+        ax = fig.add_subplot(spec[0])
+        img = np.asarray(image)
+        img = img[0] if img.ndim == 3 and img.shape[0] == 1 else np.moveaxis(img, 0, -1) if img.ndim == 3 else img
+        imshow_unsigned(ax, img)
+        ax.set_title("input", fontsize=8)
+    for row, name in enumerate(names):
+        layer_maps = maps[name][:max_channels]
+        signed = bool(np.nanmin(maps[name]) < 0)
+        sub = spec[row + extra].subgridspec(1, 2, width_ratios=[40, 1])
+        img = _show_maps(fig, sub[0], layer_maps, signed=signed, limit=symmetric_limit([maps[name]]))
+        cax = fig.add_subplot(sub[1])
+        if img is not None:
+            fig.colorbar(img, cax=cax)
+        cax.set_title(f"{name}\n{'signed' if signed else '>= 0'}", fontsize=7)
+    fig.suptitle("Feature maps (one colour scale per layer)", fontsize=10)
+    return fig
+
+
+def feature_epochs_figure(epochs: list[int], maps: np.ndarray, layer: str, *, max_channels: int = 16):
+    """Rows: recorded epochs (0 = initialisation); columns: channels; one symmetric scale for all."""
+    maps = maps[:, :max_channels]
+    n_epochs, n_channels = maps.shape[:2]
+    fig = new_figure(figsize=(1.0 + 0.9 * n_channels, 0.6 + 0.9 * n_epochs))
+    spec = fig.add_gridspec(n_epochs, n_channels + 1, width_ratios=[1] * n_channels + [0.15])
+    signed = bool(np.nanmin(maps) < 0)
+    limit = symmetric_limit([maps])
+    vmax = float(np.nanmax(maps)) if np.nanmax(maps) > 0 else 1.0
+    image = None
+    for e in range(n_epochs):
+        for c in range(n_channels):
+            ax = fig.add_subplot(spec[e, c])
+            if signed:
+                image = imshow_signed(ax, maps[e, c], limit)
+            else:
+                image = imshow_unsigned(ax, maps[e, c], vmin=0, vmax=vmax, cmap="magma")
+            if c == 0:
+                ax.set_ylabel(f"epoch {epochs[e]}", fontsize=7)
+            if e == 0:
+                ax.set_title(f"ch {c}", fontsize=7)
+    if image is not None:
+        fig.colorbar(image, cax=fig.add_subplot(spec[:, -1]))
+    fig.suptitle(f"{layer}: the probe image's maps across training (shared scale)", fontsize=9)
+    return fig
+
+
+def top_patches_figure(result: Any, *, max_channels: int = 32, raw: bool = True):
+    """Rows: channels; columns: the top-k receptive-field crops, most activating first."""
+    crops = result.crops[:max_channels]  # (C, k, C_in, rh, rw)
+    n_channels, k = crops.shape[:2]
+    fig = new_figure(figsize=(1.2 + 0.8 * k, 0.5 + 0.8 * n_channels))
+    spec = fig.add_gridspec(n_channels, k)
+    finite = crops[np.isfinite(crops)]
+    vmin, vmax = (0.0, 1.0) if raw else (float(finite.min()), float(finite.max())) if finite.size else (0, 1)
+    for c in range(n_channels):
+        for j in range(k):
+            ax = fig.add_subplot(spec[c, j])
+            crop = crops[c, j]
+            shown = np.moveaxis(crop, 0, -1) if crop.shape[0] == 3 else crop[0]
+            shown = np.where(np.isfinite(shown), shown, vmin)  # outside the image: darkest grey
+            if shown.ndim == 3:
+                shown = (shown - vmin) / max(vmax - vmin, 1e-12)
+            imshow_unsigned(ax, shown, vmin=vmin, vmax=vmax)
+            if j == 0:
+                ax.set_ylabel(f"ch {c}", fontsize=7)
+            ax.set_title(f"{result.values[c, j]:.2g}", fontsize=6, pad=1)
+    fig.suptitle(f"{result.layer}: top-{k} patches per channel ({result.field.size[0]}x{result.field.size[1]} "
+                 f"receptive field, {result.n_images} images)", fontsize=9)
+    return fig
+
+
+def erf_figure(erf: Any):
+    """The effective receptive field with the theoretical field (box) and the fitted 2-sigma ellipse."""
+    from matplotlib.patches import Ellipse, Rectangle
+
+    fig = new_figure(figsize=(5, 4.4))
+    ax = fig.add_subplot(1, 1, 1)
+    image = imshow_unsigned(ax, erf.grad_map, vmin=0.0, vmax=float(erf.grad_map.max()) or 1.0, cmap="magma")
+    top, bottom, left, right = erf.theoretical_box
+    ax.add_patch(Rectangle((left - 0.5, top - 0.5), right - left + 1, bottom - top + 1, fill=False,
+                           edgecolor="cyan", linewidth=1.2, label=f"theoretical {erf.theoretical.size[0]}px"))
+    ax.add_patch(Ellipse((erf.centre[1], erf.centre[0]), 4 * erf.sigma[1], 4 * erf.sigma[0], fill=False,
+                         edgecolor="white", linestyle="--", linewidth=1.2,
+                         label=f"Gaussian 4σ = {erf.effective_size[0]:.1f}px"))
+    ax.legend(loc="lower right", fontsize=7)
+    fig.colorbar(image, ax=ax, label="mean |d unit / d input|")
+    ax.set_title(f"{erf.layer}: effective receptive field of unit {erf.unit}\n"
+                 f"effective / theoretical = {erf.ratio[0]:.2f} (y), {erf.ratio[1]:.2f} (x)", fontsize=9)
+    return fig
+
+
+def dissect_figure(result: Any):
+    """Per concept: IoU per channel, trained vs initialisation, with the nulls and the 0.04 line."""
+    concepts = result.concepts
+    fig = new_figure(figsize=(9, 2.6 * len(concepts)))
+    for row, concept in enumerate(concepts):
+        ax = fig.add_subplot(len(concepts), 1, row + 1)
+        trained = result.trained["concepts"][concept]
+        channels = np.arange(len(trained["iou"]))
+        ax.bar(channels, trained["iou"], color="tab:blue", label="trained IoU")
+        ax.plot(channels, trained["null_p95"], "k_", markersize=8, label="permutation null p95")
+        ax.plot(channels, trained["chance"], "_", color="tab:orange", markersize=8, label="chance IoU")
+        if result.init is not None:
+            ax.plot(channels, result.init["concepts"][concept]["iou"], "x", color="tab:red", markersize=4,
+                    label="at initialisation")
+        ax.axhline(result.iou_threshold, color="grey", linestyle="--", linewidth=0.8,
+                   label=f"detector threshold {result.iou_threshold}")
+        ax.set_ylabel(f"IoU with {concept}")
+        ax.set_xlabel("channel")
+        ax.legend(fontsize=6, ncol=3, loc="upper right")
+    fig.suptitle(f"Network Dissection of {result.layer} ({result.n_images} images, top "
+                 f"{result.top_fraction:.1%} threshold)", fontsize=10)
+    return fig
+
+
+def shift_figure(result: Any, *, show: int = 6):
+    """AUROC per channel with bootstrap 95% intervals (and init), then maxima of the clearest channels."""
+    fig = new_figure(figsize=(10, 6.5))
+    spec = fig.add_gridspec(2, 1, height_ratios=[1, 1.1])
+    ax = fig.add_subplot(spec[0])
+    ch = result.trained["channels"]
+    channels = np.arange(len(ch["auroc"]))
+    ax.errorbar(channels, ch["auroc"], yerr=[ch["auroc"] - ch["auroc_low"], ch["auroc_high"] - ch["auroc"]],
+                fmt="o", markersize=3, color="tab:blue", label="trained (bootstrap 95% CI)")
+    if result.init is not None:
+        ax.plot(channels, result.init["channels"]["auroc"], "x", color="tab:red", markersize=4,
+                label="at initialisation")
+    ax.axhline(0.5, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("channel")
+    ax.set_ylabel(f"AUROC ({result.names[0]} vs {result.names[1]})")
+    ax.legend(fontsize=7)
+    ax.set_title("> 0.5: channel goes quiet on OOD; < 0.5: fires more on OOD", fontsize=8)
+    order = np.argsort(ch["auroc"])
+    picked = list(order[::-1][: show // 2]) + list(order[: show - show // 2])
+    ax2 = fig.add_subplot(spec[1])
+    data, labels = [], []
+    for c in picked:
+        data += [result.maxima["in"][:, c], result.maxima["out"][:, c]]
+        labels += [f"{c}\n{result.names[0]}", f"{c}\n{result.names[1]}"]
+    boxes = ax2.boxplot(data, patch_artist=True, showfliers=False)
+    for i, patch in enumerate(boxes["boxes"]):
+        patch.set_facecolor("tab:blue" if i % 2 == 0 else "tab:orange")
+    ax2.set_xticks(np.arange(1, len(labels) + 1), labels, fontsize=6)
+    ax2.set_ylabel("spatial max of the channel")
+    ax2.set_title("most in-selective and most OOD-selective channels", fontsize=8)
+    lines = [f"{name}: AUROC {v['auroc']:.2f}, FPR@95TPR {v['fpr_at_95_tpr']:.2f}"
+             for name, v in result.trained["network"].items()]
+    fig.suptitle(f"Distribution shift at {result.layer}: " + "; ".join(lines), fontsize=8)
+    return fig
