@@ -146,7 +146,7 @@ class BankMatch:
         }
 
 
-def match_bank(kernels: np.ndarray, bank: TemplateBank | None = None, *, chunk: int = 4096) -> BankMatch:
+def match_bank(kernels: np.ndarray, bank: TemplateBank | None = None, *, chunk: int = 512) -> BankMatch:
     """Best absolute cosine of every kernel against every template family.
 
     Parameters
@@ -180,31 +180,41 @@ def match_bank(kernels: np.ndarray, bank: TemplateBank | None = None, *, chunk: 
     centred, ok = _unit_rows(rows, centre=True)
     raw, raw_ok = _unit_rows(rows, centre=False)
     families = [f for f in (*MATCH_FAMILIES, "named") if np.any(bank.family == f)]
-    members = {f: np.flatnonzero(bank.family == f) for f in families}
+    members = {f: bank.members(f) for f in families}
+    # float32 products: ample for choosing the best template; scores are recomputed in float64.
+    templates = bank.matrix.astype(np.float32)
+    blob_rows = members.get("blob", slice(0, 0))
+    blob_templates = bank.raw[blob_rows].astype(np.float32)
     score = {f: np.full(n, np.nan) for f in families}
     index = {f: np.zeros(n, dtype=int) for f in families}
     sign = {f: np.ones(n) for f in families}
-    best_score = np.full(n, np.nan)
-    best_index = np.zeros(n, dtype=int)
-    best_sign = np.ones(n)
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        cos = centred[start:stop] @ bank.matrix.T  # (n_chunk, M)
-        cos_raw = raw[start:stop] @ bank.raw.T  # (n_chunk, M)
-        overall = np.full(stop - start, -1.0)
+        cos = centred[start:stop].astype(np.float32) @ templates.T  # (n_chunk, M)
         for family in families:
-            cols = members[family]
-            values = (cos_raw if family == "blob" else cos)[:, cols]  # (n_chunk, M_family)
-            arg = np.argmax(np.abs(values), axis=1)
-            picked = values[np.arange(stop - start), arg]
-            valid = (raw_ok if family == "blob" else ok)[start:stop]
-            score[family][start:stop] = np.where(valid, np.abs(picked), np.nan)
-            index[family][start:stop] = cols[arg]
-            sign[family][start:stop] = np.where(picked < 0, -1.0, 1.0)
-            better = valid & (np.abs(picked) > overall)
-            overall = np.where(better, np.abs(picked), overall)
-            best_index[start:stop] = np.where(better, cols[arg], best_index[start:stop])
-            best_sign[start:stop] = np.where(better, sign[family][start:stop], best_sign[start:stop])
-        best_score[start:stop] = np.where(overall >= 0, overall, np.nan)
+            rows = members[family]
+            if family == "blob":
+                values = raw[start:stop].astype(np.float32) @ blob_templates.T  # (n_chunk, M_blob)
+            else:
+                values = cos[:, rows]  # a view: families are contiguous
+            index[family][start:stop] = rows.start + np.argmax(np.abs(values), axis=1)
+    best_score = np.full(n, -1.0)
+    best_index = np.zeros(n, dtype=int)
+    best_sign = np.ones(n)
+    for family in families:
+        j = index[family]
+        if family == "blob":
+            picked = np.sum(raw * bank.raw[j], axis=1)  # exact float64 cosines of the winners
+            valid = raw_ok
+        else:
+            picked = np.sum(centred * bank.matrix[j], axis=1)
+            valid = ok
+        score[family] = np.where(valid, np.abs(picked), np.nan)
+        sign[family] = np.where(picked < 0, -1.0, 1.0)
+        better = valid & (np.abs(picked) > best_score)
+        best_score = np.where(better, np.abs(picked), best_score)
+        best_index = np.where(better, j, best_index)
+        best_sign = np.where(better, sign[family], best_sign)
+    best_score = np.where(best_score >= 0, best_score, np.nan)
     return BankMatch(bank=bank, score=score, index=index, sign=sign, best_score=best_score,
                      best_index=best_index, best_sign=best_sign)

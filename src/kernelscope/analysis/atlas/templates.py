@@ -83,6 +83,11 @@ class TemplateBank:
     def __len__(self) -> int:
         return self.matrix.shape[0]
 
+    def members(self, family: str) -> slice:
+        """The rows of ``family`` (families are stored contiguously)."""
+        rows = np.flatnonzero(self.family == family)
+        return slice(int(rows[0]), int(rows[-1]) + 1) if rows.size else slice(0, 0)
+
     def template(self, index: int) -> np.ndarray:
         """The mean-removed unit-norm template ``index`` as a ``(kh, kw)`` array."""
         return self.matrix[index].reshape(self.shape)
@@ -296,6 +301,10 @@ def template_bank(shape: tuple[int, int], *, named: bool = True) -> TemplateBank
             transform.append(tr)
             shift.append(sh)
             params.append(how)
+    # Families stored contiguously, in FAMILIES order, so that each is a slice of the matrix.
+    order = sorted(range(len(rows)), key=lambda i: FAMILIES.index(family[i]))
+    rows, family, names, transform, shift, params = ([seq[i] for i in order] for seq in
+                                                     (rows, family, names, transform, shift, params))
     raw_rows = np.asarray(rows, dtype=float)
     centred = raw_rows - raw_rows.mean(axis=1, keepdims=True)
     norm = np.linalg.norm(centred, axis=1, keepdims=True)
