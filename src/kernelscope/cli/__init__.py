@@ -34,6 +34,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "rf": ("kernelscope.cli.rf", "command", "Theoretical and effective receptive fields, and a locality check."),
     "dissect": ("kernelscope.cli.dissect", "command", "Network Dissection: channels that detect eyes, mouths or your concepts."),
     "shift": ("kernelscope.cli.shift", "command", "Which channels go quiet or fire more on out-of-distribution images."),
+    "kernels": ("kernelscope.cli.kernels", "kernels_group", "The classical filter bank: list kernels, show one as numbers and image."),
+    "filter": ("kernelscope.cli.filter", "filter_command", "Filter an image with classical kernels: each kernel beside its feature map."),
+    "images": ("kernelscope.cli.images", "images_command", "List the real sample images bundled with the installed packages."),
+    "parts": ("kernelscope.cli.parts", "command", "Part detectors by occlusion: channels that respond to eyes, nose, mouth."),
 }
 
 
