@@ -57,6 +57,7 @@ __all__ = [
     "part_selectivity",
     "part_selectivity_layers",
     "part_maps",
+    "detector_panels",
     "build_face_net",
     "train_face_net",
     "part_contrast",
@@ -722,6 +723,37 @@ def part_maps(model: nn.Module, images: np.ndarray, mask: np.ndarray, *, layer: 
         raise KernelscopeError(f"layer {layer!r} gives outputs of shape {maps.shape}, not spatial maps (N, C, H, W)")
     maps = maps[:, list(channels)]
     return maps[:len(x)], maps[len(x):]
+
+
+def detector_panels(model: nn.Module, result: PartSelectivity, images: np.ndarray,
+                    masks: Mapping[str, np.ndarray], *, top: int = 3, n_faces: int = 3,
+                    fill: str | float | None = None) -> list[dict[str, Any]]:
+    """Maps of the top detectors on a few faces, intact and occluded (what the parts figure draws).
+
+    For each part, the ``top`` most selective active channels (detectors first;
+    the best-ranked channels when there is no detector) on the ``n_faces``
+    images where the channel's intact maximum is largest.
+
+    Returns
+    -------
+    list of dict
+        ``part, channel, detector, selectivity, part_drop, control_drop, faces (k,),
+        intact (k, H', W'), occluded (k, H', W')``.
+    """
+    fill = result.settings.get("fill", "zero") if fill is None else fill
+    panels = []
+    for part in result.parts:
+        for channel in result.ranking(part)[:top]:
+            faces = np.argsort(-result.intact[:, channel], kind="stable")[:n_faces]
+            intact, occluded = part_maps(model, np.asarray(images)[faces], np.asarray(masks[part])[faces],
+                                         layer=result.layer, channels=[channel], fill=fill)
+            st = result.stats[part]
+            panels.append({"part": part, "channel": channel, "detector": bool(st["detector"][channel]),
+                           "selectivity": float(st["selectivity"][channel]),
+                           "part_drop": float(st["part_drop"][channel]),
+                           "control_drop": float(st["control_drop"][channel]),
+                           "faces": faces, "intact": intact[:, 0], "occluded": occluded[:, 0]})
+    return panels
 
 
 # ----------------------------------------------------------------------------- our own face models

@@ -32,6 +32,7 @@ in the order left eye, right eye, nose, left mouth corner, right mouth corner
 from __future__ import annotations
 
 from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn

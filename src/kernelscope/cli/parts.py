@@ -1,0 +1,213 @@
+"""``kernelscope parts``: which channels detect eyes, nose, mouth? Occlusion part selectivity of a layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from kernelscope.errors import KernelscopeError
+
+#: Mask sources that need no file.
+MASK_SOURCES = ("landmarks", "haar")
+
+
+def _fill(value: str) -> str | float:
+    if value in ("zero", "mean"):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise KernelscopeError(f"--fill: expected 'zero', 'mean' or a number, got {value!r}") from None
+
+
+def _resize(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """(N, c, h, w) in [0, 1] -> (N, C, H, W): bilinear resize, grey <-> RGB."""
+    import torch
+    import torch.nn.functional as F
+
+    c, h, w = shape
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    if tuple(x.shape[-2:]) != (h, w):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
+    if x.shape[1] == 1 and c == 3:
+        x = x.repeat(1, 3, 1, 1)
+    elif x.shape[1] == 3 and c == 1:
+        x = x.mean(dim=1, keepdim=True)
+    elif x.shape[1] != c:
+        raise KernelscopeError(f"images have {x.shape[1]} channels but the model takes {c}")
+    return x.numpy()
+
+
+def _resize_masks(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of (N, h, w) bool masks."""
+    n, h, w = mask.shape
+    rows = np.minimum(((np.arange(size[0]) + 0.5) * h / size[0]).astype(int), h - 1)
+    cols = np.minimum(((np.arange(size[1]) + 0.5) * w / size[1]).astype(int), w - 1)
+    return mask[:, rows][:, :, cols]
+
+
+def _open(source: str, arch: str | None, epoch: int | None, mean, std) -> tuple[Any, Any, str]:
+    """(model, normalise(raw) -> inputs, label); ONet brings its own input size and normalisation."""
+    if source.lower() == "onet" and not Path(source).exists():
+        from kernelscope.models.onet import load_onet, preprocess_faces
+
+        return load_onet(), (lambda raw: preprocess_faces(raw)), "MTCNN ONet (pretrained, facenet-pytorch weights)"
+    from kernelscope.cli._channels import open_source
+
+    src = open_source(source, arch=arch, epoch=epoch, mean=mean, std=std)
+
+    def normalise(raw: np.ndarray) -> np.ndarray:
+        shape = src.input_shape or (raw.shape[1], *raw.shape[2:])
+        return src.normalise(_resize(raw, shape))
+
+    return src.model, normalise, src.label
+
+
+def _load_raw(spec: str) -> tuple[np.ndarray, str]:
+    if spec == "faces":
+        from kernelscope.data.faces import lfw_faces
+
+        return lfw_faces(), "the 100 lfw_subset faces (25x25 grey)"
+    path = Path(spec)
+    if not path.is_file():
+        raise KernelscopeError(f"--images: expected 'faces' or an .npy/.npz file of face crops, got {spec!r}")
+    from kernelscope.cli._channels import _read_array
+
+    raw = np.asarray(_read_array(path), dtype=np.float32)
+    if raw.ndim == 3:
+        raw = raw[:, None]
+    if raw.ndim != 4 or raw.shape[1] not in (1, 3) or raw.shape[0] < 2:
+        raise KernelscopeError(f"--images: expected (N, H, W) or (N, 1|3, H, W) with N >= 2, got {raw.shape}")
+    if raw.min() < 0 or raw.max() > 1:
+        raise KernelscopeError(f"--images: expected values in [0, 1], got [{raw.min():.3g}, {raw.max():.3g}]")
+    return raw, str(path)
+
+
+def _masks(spec: str, raw: np.ndarray, size: tuple[int, int], parts: list[str], radius: float
+           ) -> tuple[dict[str, np.ndarray], str]:
+    from kernelscope.analysis.parts import PART_NAMES, landmark_part_masks
+    from kernelscope.errors import suggest
+
+    if spec == "landmarks":
+        unknown = [p for p in parts if p not in PART_NAMES]
+        if unknown:
+            raise KernelscopeError(f"--parts: {suggest(unknown[0], PART_NAMES, what='part with landmarks')}")
+        from kernelscope.models.onet import onet_predict
+
+        landmarks = onet_predict(raw)["landmarks"]
+        return landmark_part_masks(landmarks, size, parts=parts, radius=radius), \
+            f"discs (radius {radius:.3g} of the side) at ONet's landmarks"
+    if spec == "haar":
+        from kernelscope.data.face_masks import face_part_masks
+
+        found = face_part_masks(raw.mean(axis=1))
+        masks = {k: _resize_masks(v, size) for k, v in found.masks.items()}
+        return masks, f"Haar cascades (with template fallback): {found.counts}"
+    path = Path(spec)
+    if not path.exists():
+        raise KernelscopeError(f"--masks: expected 'landmarks', 'haar' or an .npz/.npy/folder, got {spec!r}")
+    from kernelscope.data.face_masks import load_masks
+
+    masks = {}
+    for name, mask in load_masks(path).items():
+        mask = np.asarray(mask)
+        if mask.ndim == 4 and mask.shape[1] == 1:
+            mask = mask[:, 0]
+        if mask.ndim == 3 and mask.shape[1:] == raw.shape[2:] and tuple(raw.shape[2:]) != tuple(size):
+            mask = _resize_masks(mask.astype(bool), size)  # given at the images' size: scaled like them
+        elif mask.ndim != 3 or tuple(mask.shape[1:]) != tuple(size):
+            raise KernelscopeError(
+                f"--masks: mask {name!r} has shape {tuple(mask.shape)}; expected (N, H, W) at the images' size "
+                f"{tuple(raw.shape[2:])} or the model's input size {tuple(size)}"
+            )
+        masks[name] = mask
+    return masks, str(path)
+
+
+@click.command("parts")
+@click.argument("source")
+@click.option("--arch", default=None, help="Architecture of a state-dict model file.")
+@click.option("--epoch", type=int, default=None, help="Epoch of a run to analyse (default: the last).")
+@click.option("--mean", type=float, multiple=True, help="Per-channel mean to normalise images (model files).")
+@click.option("--std", type=float, multiple=True, help="Per-channel std to normalise images (model files).")
+@click.option("--parts", "parts_spec", default="eyes,nose,mouth", show_default=True,
+              help="Comma-separated parts: eyes, left_eye, right_eye, nose, mouth (landmarks), or mask names.")
+@click.option("--layer", default=None, help="Layer (default: conv3 for onet, else the deepest Conv2d).")
+@click.option("--images", "image_spec", default="faces", show_default=True,
+              help="'faces' (the bundled lfw_subset faces) or an .npy/.npz of face crops in [0, 1].")
+@click.option("--masks", "mask_spec", default="landmarks", show_default=True,
+              help="'landmarks' (ONet's), 'haar' (eyes, mouth) or an .npz/.npy/folder of masks.")
+@click.option("--limit", type=click.IntRange(2, None), default=None, help="Use only the first N images.")
+@click.option("--fill", "fill_spec", default="zero", show_default=True,
+              help="Occluder value after normalisation: zero (the data mean; mid-grey for onet), mean "
+                   "(each image's mean) or a number.")
+@click.option("--controls", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Control placements per image and part.")
+@click.option("--margin", type=float, default=0.15, show_default=True,
+              help="Detector: part drop - control drop > margin and its CI excludes 0.")
+@click.option("--radius", type=click.FloatRange(0, 0.5, min_open=True), default=4 / 48,
+              show_default="4/48", help="Landmark disc radius, as a fraction of the image side.")
+@click.option("--boot", type=click.IntRange(100, 100000), default=1000, show_default=True,
+              help="Bootstrap resamples over images.")
+@click.option("--top", type=click.IntRange(1, 10), default=3, show_default=True, help="Channels per part in the figure.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Folder for parts.json, parts.csv and parts.png (created).")
+def command(source, arch, epoch, mean, std, parts_spec, layer, image_spec, mask_spec, limit, fill_spec, controls,
+            margin, radius, boot, top, seed, out_dir):
+    """Part detectors in SOURCE (a run directory, a model file with --arch, or 'onet'), by occlusion.
+
+    For every channel of the layer: the relative drop of its spatial maximum when
+    a part is covered, against equal-area occlusions elsewhere on the same faces,
+    with a bootstrap interval over images; and the face probability intact vs.
+    occluded. Writes parts.json, parts.csv and parts.png.
+    """
+    from kernelscope._io import write_json
+    from kernelscope.analysis.parts import detector_panels, part_selectivity
+    from kernelscope.cli._channels import write_csv
+    from kernelscope.report.figures.common import save_figure
+    from kernelscope.report.figures.parts import parts_figure
+
+    parts = [p.strip() for p in parts_spec.split(",") if p.strip()]
+    if not parts:
+        raise KernelscopeError(f"--parts: expected comma-separated part names, got {parts_spec!r}")
+    fill = _fill(fill_spec)
+    model, normalise, label = _open(source, arch, epoch, mean, std)
+    if layer is None:
+        from kernelscope.models.layers import conv_layer_names
+
+        names = conv_layer_names(model)
+        if not names:
+            raise KernelscopeError("the model has no Conv2d layer; give --layer")
+        layer = "conv3" if "conv3" in names and label.startswith("MTCNN") else names[-1]
+    raw, description = _load_raw(image_spec)
+    if limit is not None:
+        raw = raw[:limit]
+    inputs = normalise(raw)  # (N, C, H, W) as the model takes them
+    size = tuple(inputs.shape[2:])
+    masks, mask_description = _masks(mask_spec, raw, size, parts, radius)
+    result = part_selectivity(model, inputs, masks, layer=layer, parts=parts, fill=fill, n_controls=controls,
+                              margin=margin, n_boot=boot, seed=seed, target=1)
+    display = _resize(raw, (raw.shape[1], *size))
+    panels = detector_panels(model, result, inputs, masks, top=top)
+    out = Path(out_dir)
+    save_figure(parts_figure(result, display, masks, panels, title=f"{label}, layer {layer}"), out / "parts.png")
+    write_csv(out / "parts.csv", result.table())
+    write_json(out / "parts.json", {"source": label, "images": description, "masks": mask_description,
+                                    **result.to_json()})
+    for part, info in result.summary().items():
+        best = info["best"]
+        line = f"{part}: {info['n_detectors']} detector(s) of {result.channels} channels in {layer}"
+        if best["channel"] is not None:
+            line += (f"; best channel {best['channel']}: drop {best['part_drop']:.0%} vs {best['control_drop']:.0%} "
+                     f"for controls (difference {best['selectivity']:.2f}, 95% CI {best['ci'][0]:.2f}.."
+                     f"{best['ci'][1]:.2f})")
+        if "output" in info:
+            o = info["output"]
+            line += (f"; face probability {o['intact']:.3f} intact, {o['occluded']:.3f} occluded, "
+                     f"{o['control']:.3f} with controls")
+        click.echo(line)
+    click.echo(f"wrote {out / 'parts.json'}, {out / 'parts.csv'}, {out / 'parts.png'}")
