@@ -21,7 +21,7 @@ import numpy as np
 
 from kernelscope.errors import KernelscopeError
 
-__all__ = ["Layer", "Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear", "kaiming_uniform_init"]
+__all__ = ["Layer", "Conv2d", "ReLU", "MaxPool2d", "AvgPool2d", "Flatten", "Linear", "kaiming_uniform_init"]
 
 
 class Layer:
@@ -69,8 +69,8 @@ class Conv2d(Layer):
     ----------
     in_channels, out_channels : int
         Channels of the input ``(N, C, H, W)`` and of the output ``(N, O, H', W')``.
-    kernel_size : int
-        Square kernel side ``k``: the weight has shape ``(O, C/groups, k, k)``.
+    kernel_size : int or (int, int)
+        Kernel size ``(kh, kw)``: the weight has shape ``(O, C/groups, kh, kw)``.
     stride, padding, dilation, groups
         As in :func:`kernelscope.ops.correlate2d` (``padding`` an int or ``"same"``...).
     padding_mode : str
@@ -95,8 +95,9 @@ class Conv2d(Layer):
     ((4, 1, 6, 6), (2, 1, 3, 3))
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
-                 padding: int | str = 0, dilation: int = 1, groups: int = 1,
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int], *,
+                 stride: int | tuple[int, int] = 1, padding: int | str | tuple = 0,
+                 dilation: int | tuple[int, int] = 1, groups: int = 1,
                  padding_mode: str = "zeros", bias: bool = True, input_grad: bool = True,
                  rng: np.random.Generator | None = None, dtype: np.dtype | type = np.float32) -> None:
         super().__init__()
@@ -105,9 +106,10 @@ class Conv2d(Layer):
                 f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}"
             )
         rng = np.random.default_rng() if rng is None else rng
-        fan_in = in_channels // groups * kernel_size * kernel_size
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        fan_in = in_channels // groups * kh * kw
         self.params["weight"] = kaiming_uniform_init(
-            (out_channels, in_channels // groups, kernel_size, kernel_size), fan_in, rng, dtype)
+            (out_channels, in_channels // groups, kh, kw), fan_in, rng, dtype)
         if bias:
             self.params["bias"] = kaiming_uniform_init((out_channels,), fan_in, rng, dtype)
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
@@ -229,6 +231,53 @@ class MaxPool2d(Layer):
 
     def __repr__(self) -> str:
         return f"MaxPool2d(kernel_size={self.kernel_size}, stride={self.stride})"
+
+
+class AvgPool2d(Layer):
+    """Average pooling over non-overlapping ``k x k`` windows (stride ``k``), no padding.
+
+    Each output is the mean of its window, so each input pixel of a window gets
+    ``1 / k**2`` of that output's gradient. Sizes round down like PyTorch.
+
+    Examples
+    --------
+    >>> pool = AvgPool2d(2)
+    >>> pool(np.arange(16.0).reshape(1, 1, 4, 4))[0, 0]
+    array([[ 2.5,  4.5],
+           [10.5, 12.5]])
+    >>> pool.backward(np.ones((1, 1, 2, 2)))[0, 0, :2]
+    array([[0.25, 0.25, 0.25, 0.25],
+           [0.25, 0.25, 0.25, 0.25]])
+    """
+
+    def __init__(self, kernel_size: int) -> None:
+        super().__init__()
+        self.kernel_size = int(kernel_size)
+        if self.kernel_size < 1:
+            raise KernelscopeError(f"AvgPool2d kernel_size={kernel_size} must be >= 1")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        n, c, h, w = x.shape
+        k = self.kernel_size
+        if h < k or w < k:
+            raise KernelscopeError(f"AvgPool2d kernel_size={k} is larger than the input {h}x{w}")
+        ho, wo = h // k, w // k
+        self._shape = x.shape
+        windows = x[:, :, :ho * k, :wo * k].reshape(n, c, ho, k, wo, k)  # (N, C, H', k, W', k)
+        return windows.mean(axis=(3, 5), dtype=x.dtype)  # (N, C, H', W')
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        n, c, h, w = self._shape
+        k = self.kernel_size
+        ho, wo = grad_out.shape[2:]
+        share = grad_out / (k * k)  # (N, C, H', W'): each of the k*k pixels gets an equal share
+        grad_x = np.zeros(self._shape, dtype=grad_out.dtype)  # (N, C, H, W)
+        grad_x[:, :, :ho * k, :wo * k] = np.broadcast_to(
+            share[:, :, :, None, :, None], (n, c, ho, k, wo, k)).reshape(n, c, ho * k, wo * k)
+        return grad_x
+
+    def __repr__(self) -> str:
+        return f"AvgPool2d(kernel_size={self.kernel_size})"
 
 
 class Flatten(Layer):

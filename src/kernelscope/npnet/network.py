@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from kernelscope.errors import KernelscopeError
-from kernelscope.npnet.layers import Conv2d, Flatten, Layer, Linear, MaxPool2d, ReLU
+from kernelscope.npnet.layers import AvgPool2d, Conv2d, Flatten, Layer, Linear, MaxPool2d, ReLU
 
 __all__ = ["Sequential", "lenet"]
 
@@ -101,17 +101,17 @@ class Sequential:
 
 def lenet(*, in_channels: int = 1, num_classes: int = 10, input_size: int = 28, conv1_channels: int = 6,
           conv2_channels: int = 16, kernel_size: int = 5, hidden: tuple[int, int] = (120, 84),
-          seed: int | None = 0, dtype: np.dtype | type = np.float32) -> Sequential:
-    """LeNet-5 in NumPy (ReLU and max-pooling), laid out like a torch ``features``/``classifier`` model.
+          pool: str = "avg", seed: int | None = 0, dtype: np.dtype | type = np.float32) -> Sequential:
+    """LeNet-5 in NumPy (ReLU), laid out like the zoo's ``lenet5`` (same layer names and shapes).
 
     ::
 
         features.0   Conv2d(in, 6, 5, padding=2)   (N, 6, S, S)
         features.1   ReLU
-        features.2   MaxPool2d(2)                  (N, 6, S/2, S/2)
+        features.2   AvgPool2d(2)                  (N, 6, S/2, S/2)
         features.3   Conv2d(6, 16, 5)              (N, 16, S/2-4, S/2-4)
         features.4   ReLU
-        features.5   MaxPool2d(2)                  (N, 16, (S/2-4)/2, ...)
+        features.5   AvgPool2d(2)                  (N, 16, (S/2-4)/2, ...)
         classifier.0 Flatten
         classifier.1 Linear(16*s*s, 120), classifier.2 ReLU
         classifier.3 Linear(120, 84),     classifier.4 ReLU
@@ -126,6 +126,8 @@ def lenet(*, in_channels: int = 1, num_classes: int = 10, input_size: int = 28, 
         pads by ``kernel_size // 2`` so it keeps the image size.
     hidden : (int, int)
         Widths of the two hidden linear layers.
+    pool : {"avg", "max"}
+        Average pooling (like the zoo's ``lenet5``) or max pooling.
     seed : int or None
         Seeds PyTorch's default initialisation drawn in NumPy.
     dtype : numpy dtype
@@ -147,6 +149,9 @@ def lenet(*, in_channels: int = 1, num_classes: int = 10, input_size: int = 28, 
         raise KernelscopeError(
             f"input_size={input_size} is too small for LeNet with kernel_size={k} "
             f"(needs at least {2 * (2 + k - 1)})")
+    if pool not in ("avg", "max"):
+        raise KernelscopeError(f"pool must be 'avg' or 'max'; got {pool!r}")
+    pooling = AvgPool2d if pool == "avg" else MaxPool2d
     rng = np.random.default_rng(seed)
     conv1 = Conv2d(in_channels, conv1_channels, k, padding=k // 2, input_grad=False, rng=rng, dtype=dtype)
     conv2 = Conv2d(conv1_channels, conv2_channels, k, rng=rng, dtype=dtype)
@@ -154,8 +159,8 @@ def lenet(*, in_channels: int = 1, num_classes: int = 10, input_size: int = 28, 
     fc2 = Linear(hidden[0], hidden[1], rng=rng, dtype=dtype)
     fc3 = Linear(hidden[1], num_classes, rng=rng, dtype=dtype)
     return Sequential([
-        ("features.0", conv1), ("features.1", ReLU()), ("features.2", MaxPool2d(2)),
-        ("features.3", conv2), ("features.4", ReLU()), ("features.5", MaxPool2d(2)),
+        ("features.0", conv1), ("features.1", ReLU()), ("features.2", pooling(2)),
+        ("features.3", conv2), ("features.4", ReLU()), ("features.5", pooling(2)),
         ("classifier.0", Flatten()), ("classifier.1", fc1), ("classifier.2", ReLU()),
         ("classifier.3", fc2), ("classifier.4", ReLU()), ("classifier.5", fc3),
     ])
