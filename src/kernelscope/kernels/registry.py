@@ -367,7 +367,7 @@ def format_kernel(kernel: np.ndarray, *, decimals: int = 3) -> str:
         biggest = float(np.abs(kernel).max())
         if biggest > 0:  # at least 3 significant digits on the largest value
             decimals = max(decimals, 2 - math.floor(math.log10(biggest)))
-        cells = [[f"{v:.{decimals}f}" for v in row] for row in kernel + 0.0]
+        cells = [[f"{v:.{decimals}f}" for v in row] for row in np.round(kernel, decimals) + 0.0]
     width = max(len(c) for row in cells for c in row)
     pad = 2 if d is None else 1
     lines = ["[ " + " ".join(c.rjust(width + pad) for c in row) + " ]" for row in cells]
