@@ -21,8 +21,8 @@ def command(source, arch, epoch, mean, std, layers, image_set, index, out_dir):
     """Feature maps of SOURCE (a run directory or a model file with --arch) for one image.
 
     Writes feature_maps.png (one colour scale per layer, diverging when signed),
-    feature_maps.npz and maps.json; for a run also epochs_<layer>.png, the probe
-    image's recorded maps across training.
+    feature_maps.npz and maps.json; for a run also epochs_<layer>.png, the first
+    probe image's recorded maps across training (for --layer, default the first conv layer).
     """
     from kernelscope._io import write_json, write_npz
     from kernelscope.analysis.featuremaps import feature_maps, run_feature_maps
@@ -48,8 +48,9 @@ def command(source, arch, epoch, mean, std, layers, image_set, index, out_dir):
     }
     if src.run is not None and src.run.feature_map_epochs:
         summary["epochs"] = {}
-        for name in maps:
-            if name not in src.run.feature_maps(src.run.feature_map_epochs[0]):
+        recorded = src.run.feature_maps(src.run.feature_map_epochs[0])
+        for name in list(layers) or [next(iter(maps))]:  # default: the first conv layer
+            if name not in recorded:
                 continue
             epochs, stack = run_feature_maps(src.run, name, index=0)
             save_figure(feature_epochs_figure(epochs, stack, name), out / f"epochs_{name}.png")

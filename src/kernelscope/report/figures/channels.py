@@ -50,7 +50,8 @@ def feature_maps_figure(maps: dict[str, np.ndarray], image: np.ndarray | None = 
     names = list(maps)
     heights = [max(1, _grid(min(maps[n].shape[0], max_channels), 16)[0]) for n in names]
     extra = 1 if image is not None else 0
-    fig = new_figure(figsize=(12, 1.2 + 0.8 * (sum(heights) + 2 * extra)))
+    fig = new_figure(figsize=(12, 1.2 + 0.8 * (sum(heights) + 2 * extra)), layout=None)  # many axes: fixed layout
+    fig.subplots_adjust(left=0.02, right=0.93, bottom=0.02, top=0.92, hspace=0.35)
     spec = fig.add_gridspec(len(names) + extra, 1, height_ratios=([2] if extra else []) + heights)
     if image is not None:
         ax = fig.add_subplot(spec[0])
@@ -75,7 +76,8 @@ def feature_epochs_figure(epochs: list[int], maps: np.ndarray, layer: str, *, ma
     """Rows: recorded epochs (0 = initialisation); columns: channels; one symmetric scale for all."""
     maps = maps[:, :max_channels]
     n_epochs, n_channels = maps.shape[:2]
-    fig = new_figure(figsize=(1.0 + 0.9 * n_channels, 0.6 + 0.9 * n_epochs))
+    fig = new_figure(figsize=(1.0 + 0.9 * n_channels, 0.8 + 0.9 * n_epochs), layout=None)
+    fig.subplots_adjust(left=0.08, right=0.94, bottom=0.02, top=0.9, wspace=0.08, hspace=0.12)
     spec = fig.add_gridspec(n_epochs, n_channels + 1, width_ratios=[1] * n_channels + [0.15])
     signed = bool(np.nanmin(maps) < 0)
     limit = symmetric_limit([maps])
@@ -102,8 +104,13 @@ def top_patches_figure(result: Any, *, max_channels: int = 32, raw: bool = True)
     """Rows: channels; columns: the top-k receptive-field crops, most activating first."""
     crops = result.crops[:max_channels]  # (C, k, C_in, rh, rw)
     n_channels, k = crops.shape[:2]
-    fig = new_figure(figsize=(1.2 + 0.8 * k, 0.5 + 0.8 * n_channels))
+    fig = new_figure(figsize=(1.2 + 0.8 * k, 0.7 + 0.8 * n_channels), layout=None)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.02, top=1 - 0.5 / (0.7 + 0.8 * n_channels),
+                        wspace=0.1, hspace=0.3)
     spec = fig.add_gridspec(n_channels, k)
+    from matplotlib import colormaps
+
+    grey = colormaps["gray"].with_extremes(bad="#bcd4f0")  # outside the image: light blue, not black
     finite = crops[np.isfinite(crops)]
     vmin, vmax = (0.0, 1.0) if raw else (float(finite.min()), float(finite.max())) if finite.size else (0, 1)
     for c in range(n_channels):
@@ -111,10 +118,11 @@ def top_patches_figure(result: Any, *, max_channels: int = 32, raw: bool = True)
             ax = fig.add_subplot(spec[c, j])
             crop = crops[c, j]
             shown = np.moveaxis(crop, 0, -1) if crop.shape[0] == 3 else crop[0]
-            shown = np.where(np.isfinite(shown), shown, vmin)  # outside the image: darkest grey
             if shown.ndim == 3:
-                shown = (shown - vmin) / max(vmax - vmin, 1e-12)
-            imshow_unsigned(ax, shown, vmin=vmin, vmax=vmax)
+                shown = np.where(np.isfinite(shown), (shown - vmin) / max(vmax - vmin, 1e-12), 1.0)
+                imshow_unsigned(ax, shown)
+            else:
+                imshow_unsigned(ax, np.ma.masked_invalid(shown), vmin=vmin, vmax=vmax, cmap=grey)
             if j == 0:
                 ax.set_ylabel(f"ch {c}", fontsize=7)
             ax.set_title(f"{result.values[c, j]:.2g}", fontsize=6, pad=1)
@@ -200,5 +208,6 @@ def shift_figure(result: Any, *, show: int = 6):
     ax2.set_title("most in-selective and most OOD-selective channels", fontsize=8)
     lines = [f"{name}: AUROC {v['auroc']:.2f}, FPR@95TPR {v['fpr_at_95_tpr']:.2f}"
              for name, v in result.trained["network"].items()]
-    fig.suptitle(f"Distribution shift at {result.layer}: " + "; ".join(lines), fontsize=8)
+    rows = ["; ".join(lines[i : i + 2]) for i in range(0, len(lines), 2)]
+    fig.suptitle("\n".join([f"Distribution shift at {result.layer}"] + rows), fontsize=8)
     return fig
