@@ -15,7 +15,10 @@ Decision for one kernel:
 2. Candidates: every class whose score exceeds its threshold. ``gabor-like`` needs
    more than an edge: a fitted envelope of at least ``min_cycles`` cycles along the
    wave (``sigma_u * f``; a Gaussian-derivative edge has about 0.16) and a
-   band-pass spectrum.
+   band-pass spectrum. ``centre-surround`` needs a band-pass spectrum and
+   ``blob/low-pass`` a low-pass one (peak at the lowest frequencies): a Gaussian
+   blob, once its mean is removed, looks like a centre-surround template, but its
+   spectrum says what it is.
 3. The candidate with the largest normalised margin ``(score - t) / (1 - t)`` wins;
    none gives ``unexplained``.
 
@@ -116,6 +119,10 @@ def classify(measures: Measures, thresholds: dict[str, float], *, min_cycles: fl
         if name == "gabor-like":
             fit = measures.gabor
             eligible &= (fit.sigma_u * fit.frequency >= min_cycles) & measures.spectrum.bandpass
+        elif name == "centre-surround":
+            eligible &= measures.spectrum.bandpass
+        elif name == "blob/low-pass":
+            eligible &= ~measures.spectrum.bandpass
         win = eligible & (margin > best)
         classes = np.where(win, name, classes)
         best = np.where(win, margin, best)
