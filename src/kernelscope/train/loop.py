@@ -177,10 +177,9 @@ def train(config: TrainConfig, out_dir: str | Path, *, callbacks: Sequence[Any] 
     if config.backend == "numpy":
         if resume:
             raise KernelscopeError("--resume is not supported with --backend numpy")
-        rundir.prepare_run_dir(out_dir, force=force)
         from kernelscope.npnet.train import train_numpy
 
-        train_numpy(config, out_dir)
+        train_numpy(config, out_dir, force=force)
         return rundir.load_run(out_dir)
 
     import torch
