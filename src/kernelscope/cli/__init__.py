@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "filter": ("kernelscope.cli.filter", "filter_command", "Filter an image with classical kernels: each kernel beside its feature map."),
     "images": ("kernelscope.cli.images", "images_command", "List the real sample images bundled with the installed packages."),
     "parts": ("kernelscope.cli.parts", "command", "Part detectors by occlusion: channels that respond to eyes, nose, mouth."),
+    "atlas": ("kernelscope.cli.atlas", "atlas_command", "How close a layer's kernels are to classical filters, against null controls."),
 }
 
 
