@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kernelscope.errors import KernelscopeError
 from kernelscope.kernels import edge_magnitude, filter_image, get_kernel
@@ -132,3 +134,26 @@ def test_bad_input_gives_one_line_errors(call, message):
     with pytest.raises(KernelscopeError, match=message) as caught:
         call()
     assert "\n" not in str(caught.value)
+
+
+# scipy.ndimage names for our padding modes (odd kernels: scipy centres them as we do)
+_SCIPY_MODES = {"zeros": "constant", "replicate": "nearest", "circular": "wrap", "symmetric": "reflect",
+                "reflect": "mirror"}
+
+
+@settings(max_examples=40, deadline=None)
+@given(height=st.integers(3, 12), width=st.integers(3, 12), kh=st.sampled_from([1, 3, 5]),
+       kw=st.sampled_from([1, 3, 5]), padding_mode=st.sampled_from(sorted(_SCIPY_MODES)),
+       mode=st.sampled_from(["correlate", "convolve"]), seed=st.integers(0, 2**16))
+def test_filter_image_equals_scipy_ndimage_for_any_odd_kernel(height, width, kh, kw, padding_mode, mode, seed):
+    from scipy import ndimage
+
+    generator = np.random.default_rng(seed)
+    kh, kw = min(kh, height), min(kw, width)
+    kh -= 1 - kh % 2
+    kw -= 1 - kw % 2
+    image = generator.random((height, width))
+    kernel = generator.standard_normal((kh, kw))
+    reference = getattr(ndimage, mode)(image, kernel, mode=_SCIPY_MODES[padding_mode])
+    np.testing.assert_allclose(filter_image(image, kernel, padding_mode=padding_mode, mode=mode), reference,
+                               atol=1e-10)

@@ -170,3 +170,14 @@ def test_float_tiff_outside_unit_range_is_refused(tmp_path):
         load_image(tmp_path / "f.tif")
     Image.fromarray(np.full((3, 3), 0.25, np.float32)).save(tmp_path / "ok.tif")
     np.testing.assert_allclose(load_image(tmp_path / "ok.tif"), 0.25)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    pixels = np.zeros((4, 6, 3), np.uint8)
+    pixels[0, 0] = 255  # a white pixel at the top left of the stored image
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to view"
+    Image.fromarray(pixels).save(tmp_path / "phone.png", exif=exif.tobytes())
+    loaded = load_image(tmp_path / "phone.png")
+    assert loaded.shape == (6, 4, 3)  # upright: width and height swapped
+    assert loaded[0, -1].min() > 0.9  # the stored top-left pixel is now at the top right

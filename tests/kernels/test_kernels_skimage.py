@@ -86,3 +86,15 @@ def test_odd_gabor_needs_convolve_to_match_skimage_since_it_is_antisymmetric(pho
     real, _ = skf.gabor(photo, 0.2, sigma_x=2.0, sigma_y=2.0, offset=-np.pi / 2)
     correlated = filter_image(photo, kernel, padding_mode="symmetric")
     np.testing.assert_allclose(-correlated, real, atol=1e-12)
+
+
+@pytest.mark.parametrize("theta,aspect", [(0.0, 0.5), (0.9, 0.5), (0.4, 2.0)])
+def test_gabor_aspect_is_sigma_over_sigma_along_the_stripes(theta, aspect):
+    """aspect (OpenCV's gamma) = sigma_x / sigma_y in skimage's naming; skimage may pick a
+    non-square window, so compare on the common centred window."""
+    reference = skf.gabor_kernel(0.2, theta, sigma_x=2.0, sigma_y=2.0 / aspect).real
+    ours = gabor_kernel(frequency=0.2, theta=theta, sigma=2.0, aspect=aspect, size=41)
+    rh, rw = reference.shape
+    window = ours[20 - rh // 2: 20 + rh // 2 + 1, 20 - rw // 2: 20 + rw // 2 + 1]
+    np.testing.assert_allclose(window, reference, atol=1e-15)
+    assert max(rh, rw) <= gabor_kernel(frequency=0.2, theta=theta, sigma=2.0, aspect=aspect).shape[0]

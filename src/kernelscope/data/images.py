@@ -17,6 +17,7 @@ Conventions
   the stored (gamma-encoded) values, so ``to_gray(x) == skimage.color.rgb2gray(x)``.
   (Pillow's ``convert("L")`` uses BT.601, ``0.299, 0.587, 0.114``.)
 * Multi-frame files (animated GIF, multi-page TIFF) give their first frame.
+* A JPEG's EXIF orientation tag is applied (the image comes upright, as viewers show it).
 """
 
 from __future__ import annotations
@@ -189,7 +190,7 @@ def _finish(array: np.ndarray, what: str, alpha: str) -> np.ndarray:
 
 
 def _read_file(path: Path, alpha: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     what = f"image file {str(path)!r}"
     if not path.exists():
@@ -201,7 +202,9 @@ def _read_file(path: Path, alpha: str) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()  # decodes everything: a truncated file fails here
-            fmt, mode = im.format, im.mode
+            fmt = im.format
+            im = ImageOps.exif_transpose(im)  # camera photos: apply the EXIF orientation
+            mode = im.mode
             if mode == "P":
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
             elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
@@ -296,8 +299,9 @@ def load_image(source: str | os.PathLike, *, gray: bool = False, alpha: str = "c
 def as_image(image: np.ndarray | str | os.PathLike, *, what: str = "image") -> np.ndarray:
     """An image array ``(H, W)`` or ``(H, W, 3)`` float64 from an array, a path or a sample name.
 
-    Arrays are checked: 2-D, or 3-D with 1, 3 or 4 channels (alpha composited over white);
-    integers are scaled by their range, floats must lie in ``[0, 1]``.
+    Arrays are checked: 2-D, or 3-D with 1, 3 or 4 channels (alpha composited over white).
+    ``uint8`` is divided by 255 and ``uint16`` by 65535; other integer types by 255 when
+    their values fit in 8 bits, else by 65535; floats must lie in ``[0, 1]``.
     """
     if isinstance(image, (str, os.PathLike)):
         return load_image(image)
