@@ -25,6 +25,8 @@ __all__ = ["main", "cli", "COMMANDS", "LibraryError"]
 # name -> (module, attribute, short help). The short help is here so that
 # `kernelscope --help` lists every command without importing any of them.
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "train": ("kernelscope.cli.train", "train_command", "Train a zoo model, recording kernels and feature maps into a run directory."),
+    "runs": ("kernelscope.cli.runs", "runs_group", "Inspect run directories: manifest summary and metrics per epoch."),
     "report": ("kernelscope.cli.report", "report", "Write a run's self-contained HTML report."),
     "demo": ("kernelscope.cli.demo", "demo", "Run the whole story on bundled data and write the report."),
     "explain": ("kernelscope.cli.explain", "explain_command", "Show every output pixel of a small convolution, step by step."),
