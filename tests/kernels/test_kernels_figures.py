@@ -80,3 +80,10 @@ def test_filter_responses_share_limits_within_a_family_and_grey_for_smoothing():
     assert clims == {(-4.0, 4.0)}
     with pytest.raises(KernelscopeError, match="scale must be 'family', 'shared' or 'each'"):
         draw_filter_responses(image, rows, scale="auto")
+
+
+def test_grid_writes_numbers_only_where_they_fit():
+    bank = np.stack([get_kernel("gabor", size=7, theta=t) for t in (0.0, 1.0)])
+    assert not any(ax.texts for ax in draw_kernel_grid(bank).axes)
+    assert len(draw_kernel_grid(bank, panel_size=1.75).axes[0].texts) == 49
+    assert len(draw_kernel_grid(bank[:, :5, :5]).axes[0].texts) == 25

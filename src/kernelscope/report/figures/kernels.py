@@ -132,7 +132,8 @@ def draw_kernel_grid(kernels: np.ndarray, titles: Sequence[str] | None = None, *
         visible, magnitudes not comparable; the limit is then written under the
         panel); a number: that limit for all.
     annotate : bool, optional
-        Write values into the cells (default: grey kernels up to 7x7 and at most 32 of them).
+        Write values into the cells (default: grey kernels whose numbers fit, up to 5x5 at the
+        default panel size and 7x7 at ``panel_size=1.75``, and at most 32 of them).
     suptitle : str, optional
     colorbar : bool
         One colour bar for the shared limit (grey kernels only).
@@ -164,7 +165,8 @@ def draw_kernel_grid(kernels: np.ndarray, titles: Sequence[str] | None = None, *
     nrows = int(np.ceil(count / ncols))
     shared = symmetric_limit([bank]) if limit == "shared" else (None if limit == "each" else float(limit))
     if annotate is None:
-        annotate = not rgb and max(bank.shape[-2:]) <= _ANNOTATE_MAX_SIDE and count <= 32
+        # numbers only where they fit: about 4 cells per inch of panel
+        annotate = not rgb and max(bank.shape[-2:]) <= min(_ANNOTATE_MAX_SIDE, int(4 * panel_size)) and count <= 32
     fig = new_figure(figsize=(panel_size * ncols + (0.9 if colorbar and not rgb else 0.2),
                               panel_size * nrows * 1.15 + (0.4 if suptitle else 0.1)))
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False).ravel())
