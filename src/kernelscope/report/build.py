@@ -97,7 +97,8 @@ EXAMPLE_KERNEL = np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
 
 def operation_section(*, level: int = 2) -> H.Section:
     """What a conv layer computes: the explain walk-through of the 4x4 / 3x3 example and the convention table."""
-    from kernelscope.ops import convolve2d, correlate2d, explain
+    from kernelscope.ops import convolve2d, correlate2d
+    from kernelscope.ops.explain import explain
 
     body: list[H.Html] = [H.paragraph(
         "A convolution layer slides each kernel over its input and, at every position, multiplies the window "
@@ -136,75 +137,52 @@ def operation_section(*, level: int = 2) -> H.Section:
                      level=level)
 
 
-def _matrix(array: np.ndarray) -> str:
+def _matrix(array: Any) -> str:
     array = np.asarray(array)
     return "; ".join(" ".join(H.format_number(v) for v in row) for row in array.reshape(array.shape[-2:]))
 
 
-def _get(obj: Any, *names: str, default: Any = None) -> Any:
-    for name in names:
-        if isinstance(obj, Mapping) and name in obj:
-            return obj[name]
-        if hasattr(obj, name):
-            return getattr(obj, name)
-    return default
-
-
-def _explain_steps(trace: Any) -> list[Any]:
-    steps = _get(trace, "steps", "positions", "outputs", default=None)
-    if steps is None and isinstance(trace, (list, tuple)):
-        steps = trace
-    return list(steps) if steps is not None else []
-
-
 def _explain_table(trace: Any) -> H.Html:
+    """One row per output position: the window, the products, the sum (from an ``Explanation``)."""
     rows = []
-    for step in _explain_steps(trace):
-        position = _get(step, "position", "index", "out_index", default="?")
-        window = _get(step, "window", default=None)
-        products = _get(step, "products", default=None)
-        total = _get(step, "sum", "total", "value", "output", default=None)
-        if isinstance(position, (tuple, list)):
-            position = "(" + ", ".join(str(int(p)) for p in position) + ")"
-        rows.append([
-            str(position),
-            _matrix(window) if window is not None else "",
-            " + ".join(H.format_number(v) for v in np.asarray(products).ravel()) if products is not None else "",
-            total if isinstance(total, (int, float, np.number)) else str(total),
-        ])
+    for position in trace.positions:
+        for term in position.channels:
+            products = np.asarray(term.products).ravel()
+            rows.append([
+                f"({position.row}, {position.col})",
+                _matrix(term.window),
+                " + ".join(H.format_number(v) for v in products),
+                term.sum if position.bias is None else f"{H.format_number(term.sum)} + bias",
+                position.total,
+            ])
     if not rows:
-        raise KernelscopeError("kernelscope.ops.explain returned no per-position steps")
-    return H.table(["output position (row, col)", "input window", "products window x kernel", "sum"], rows,
+        raise KernelscopeError("kernelscope.ops.explain returned no output positions")
+    return H.table(["output (row, col)", "input window under the kernel", "products window x kernel",
+                    "sum of products", "output"], rows,
                    caption="Every output position of the 4x4 input correlated with the 3x3 kernel", digits=6)
 
 
 def _explain_text(trace: Any) -> str:
-    for name in ("to_text", "text", "render"):
-        method = getattr(trace, name, None)
-        if callable(method):
-            return str(method())
-        if isinstance(method, str):
-            return method
-    try:
-        from kernelscope.ops import explain_text  # type: ignore[attr-defined]
+    from kernelscope.ops.explain import format_explanation
 
-        return str(explain_text(trace))
-    except ImportError:
-        return ""
+    return format_explanation(trace)
 
 
 def _conventions_rows() -> tuple[list[str], list[list[Any]]] | None:
+    """The ENGINE's convention probe as table rows: library, call, verdict, output vs. both candidates."""
     try:
-        from kernelscope.ops.conventions import probe_conventions  # type: ignore[import-not-found]
+        from kernelscope.ops.conventions import probe_conventions
     except ImportError:
         return None
-    results = probe_conventions()
+    report = probe_conventions()
     rows = []
-    for item in results:
-        rows.append([str(_get(item, "name", "library", default="?")),
-                     str(_get(item, "verdict", "convention", "result", default="?")),
-                     str(_get(item, "detail", "evidence", "note", default=""))])
-    return ["function", "computes", "evidence"], rows
+    for item in report.results:
+        evidence = item.note
+        if item.output is not None:
+            evidence = (f"output {_matrix(item.output)}; cross-correlation {_matrix(item.cross_correlation)}; "
+                        f"convolution {_matrix(item.convolution)}" + (f" ({item.note})" if item.note else ""))
+        rows.append([item.library, item.call, item.verdict, evidence])
+    return ["library", "call", "computes", "evidence"], rows
 
 
 # --------------------------------------------------------------------------------------------

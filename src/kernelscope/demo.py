@@ -1,0 +1,398 @@
+"""The whole story on the bundled real data, in one call: ``kernelscope demo --out DIR``.
+
+Stages, each timed and guarded (a missing capability is reported, not crashed):
+
+1. ``mnist``: train the large-kernel net on the 5,000 bundled MNIST digits with the
+   structure-revealing recipe (TRAINING's ``structure`` preset), recording a run.
+2. ``atlas``: the kernel atlas of its first layer against the nulls and the
+   initialisation control: which fraction of kernels is edge- or Gabor-like.
+3. ``faces``: train the faces model (face vs. non-face, ``faces`` preset).
+4. ``dissect``: Network Dissection of every conv layer with eye and mouth masks,
+   IoU against chance and against the same network at initialisation.
+5. ``shift``: faces in, non-face objects out: channels that go quiet (and those that
+   fire more), per-channel and network-level AUROC, with the init control.
+6. ``parts``: occlusion part selectivity: ONet, the easy faces net, a net trained on
+   a task that needs eyes, and a random net.
+7. ``report``: one self-contained HTML report of all of it.
+
+``run_demo(..., quick=True)`` shrinks every stage (fewer epochs and images) for the
+tests; the full demo aims at under 3 minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kernelscope.errors import KernelscopeError
+
+__all__ = ["DemoResult", "StageResult", "run_demo", "STAGES"]
+
+STAGES = ("mnist", "atlas", "faces", "dissect", "shift", "parts", "report")
+
+
+@dataclass
+class StageResult:
+    """One demo stage: "ok", "unavailable" (capability missing) or "failed", its time and numbers."""
+
+    name: str
+    status: str
+    seconds: float
+    value: Any = None
+    reason: str = ""
+
+
+@dataclass
+class DemoResult:
+    """Everything the demo did: the output folder, the report, each stage and the key numbers."""
+
+    out_dir: Path
+    report_path: Path | None
+    stages: dict[str, StageResult] = field(default_factory=dict)
+    numbers: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        """The short printed summary: key numbers, then what was unavailable, then the report's path."""
+        lines = ["kernelscope demo: what the kernels learned", ""]
+        lines.extend(_summary_lines(self.numbers))
+        problems = [s for s in self.stages.values() if s.status != "ok"]
+        if problems:
+            lines.append("")
+            lines.extend(f"  [{s.status}] {s.name}: {s.reason}" for s in problems)
+        lines.append("")
+        lines.append("stage times: " + ", ".join(f"{s.name} {s.seconds:.1f} s" for s in self.stages.values())
+                     + f"; total {self.seconds:.1f} s")
+        lines.append(f"report: {self.report_path}" if self.report_path else "report: not written")
+        return "\n".join(lines)
+
+
+def _pct(value: Any) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{100 * value:.0f}%"
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _summary_lines(n: dict[str, Any]) -> list[str]:
+    lines = []
+    if "mnist_test_acc" in n:
+        lines.append(f"  MNIST large-kernel net: test accuracy {_pct(n['mnist_test_acc'])} "
+                     f"({n.get('mnist_n_test', '?')} held-out digits)")
+    if "atlas_fraction" in n:
+        lines.append(f"  first-layer kernels edge-/Gabor-like: {_pct(n['atlas_fraction'])} of "
+                     f"{n.get('atlas_n', '?')} (at initialisation: {_pct(n.get('atlas_init_fraction'))}; "
+                     f"random kernels: {_pct(n.get('atlas_random_fraction'))}); median best match "
+                     f"{_num(n.get('atlas_median'), 2)} vs {_num(n.get('atlas_init_median'), 2)} at init")
+    if "faces_test_acc" in n:
+        lines.append(f"  faces net: test accuracy {_pct(n['faces_test_acc'])} (face vs. non-face)")
+    for concept in ("eyes", "mouth"):
+        key = f"dissect_{concept}"
+        if key in n:
+            d = n[key]
+            lines.append(f"  strongest {concept} detector: layer {d['layer']} channel {d['channel']}, IoU "
+                         f"{_num(d['iou'])} (chance {_num(d['chance'])}, permutation p95 {_num(d['null_p95'])}, "
+                         f"init best {_num(d.get('init_iou'))}); detectors (IoU > {d['threshold']}): "
+                         f"{d['n_detectors']}")
+    if "shift" in n:
+        s = n["shift"]
+        lines.append(f"  faces in, objects out (layer {s['layer']}): {s['n_quiet']} of {s['channels']} channels go "
+                     f"quiet, {s['n_louder']} fire more; best channel AUROC {_num(s['best_auroc'])}; network "
+                     f"{s['network_score']} AUROC {_num(s['network_auroc'])} (init: {_num(s.get('init_auroc'))})")
+    if "parts" in n:
+        for name, p in n["parts"].items():
+            lines.append(f"  {p['part']} occlusion, {name}: best channel {p['layer']}:{p['channel']} drops "
+                         f"{_pct(p['part_drop'])} vs {_pct(p['control_drop'])} for equal-area controls "
+                         f"({'detector' if p['detector'] else 'no detector'})")
+    if not lines:
+        lines.append("  (no numbers: every stage was unavailable)")
+    return lines
+
+
+def _stage(result: DemoResult, name: str, work: Callable[[], Any], *, strict: bool, log: Callable[[str], None]
+           ) -> Any:
+    """Run one stage; a missing capability is 'unavailable', an error 'failed' (re-raised when strict)."""
+    start = time.perf_counter()
+    log(f"[demo] {name} ...")
+    try:
+        value = work()
+        status, reason = "ok", ""
+    except ImportError as error:
+        value, status, reason = None, "unavailable", f"not available in this installation ({error})"
+        if strict and not (getattr(error, "name", "") or "").startswith("kernelscope"):
+            raise
+    except KernelscopeError as error:
+        if strict:
+            raise
+        value, status, reason = None, "failed", str(error)
+    except Exception as error:
+        if strict:
+            raise
+        value, status, reason = None, "failed", f"{type(error).__name__}: {error}"
+        log(traceback.format_exc())
+    seconds = time.perf_counter() - start
+    result.stages[name] = StageResult(name, status, seconds, value, reason)
+    log(f"[demo] {name}: {status} in {seconds:.1f} s" + (f" ({reason})" if reason else ""))
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Stages
+# --------------------------------------------------------------------------------------------
+
+
+def _train(kind: str, out: Path, *, quick: bool, seed: int, progress: bool):
+    from kernelscope.train import preset, train
+
+    if kind == "mnist":
+        overrides = {"epochs": 2, "train_limit": 600, "n_probe": 4} if quick else {}
+        config = preset("structure", seed=seed, progress=progress, device="cpu", **overrides)
+    else:
+        overrides = {"epochs": 2, "train_limit": 300, "n_probe": 4} if quick else {}
+        config = preset("faces", seed=seed, progress=progress, device="cpu", **overrides)
+    return train(config, out, force=True)
+
+
+def _atlas(run_dir: Path, out: Path, *, quick: bool) -> Any:
+    from kernelscope._io import write_bytes
+    from kernelscope.analysis.atlas import atlas_of
+
+    result = atlas_of(run_dir, **({"n_null": 300} if quick else {}))
+    write_bytes(out / "atlas.json", result.to_json().encode("utf-8"))
+    return result
+
+
+def _atlas_numbers(result: Any) -> dict[str, Any]:
+    classes = ("edge-like", "gabor-like")
+    fraction = sum(result.fractions.get(c, 0.0) for c in classes)
+    controls = result.control_fractions
+    numbers = {"atlas_fraction": fraction, "atlas_n": result.shape[0],
+               "atlas_random_fraction": sum(controls.get("random", {}).get(c, np.nan) for c in classes),
+               "atlas_init_fraction": sum(controls.get("init", {}).get(c, np.nan) for c in classes)}
+    data = result.to_dict()
+    numbers["atlas_median"] = data.get("median_best_match")
+    numbers["atlas_init_median"] = (data.get("control_median_best_match") or {}).get("init")
+    return numbers
+
+
+def _dissect(run_dir: Path, out: Path, *, quick: bool, seed: int) -> dict[str, Any]:
+    """Dissect every conv layer of the faces run; write dissect.json."""
+    from kernelscope._io import write_json
+
+    results = dissect_of_run(run_dir, quick=quick, seed=seed)
+    write_json(out / "dissect.json", {layer: r.to_dict() for layer, r in results.items()})
+    return results
+
+
+def dissect_of_run(run_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0) -> dict[str, Any]:
+    """``{layer: DissectResult}``: every conv layer of a faces run, eye and mouth masks, init control."""
+    from kernelscope.analysis.dissect import dissect
+    from kernelscope.cli._channels import load_images, open_source
+    from kernelscope.data.face_masks import face_part_masks
+
+    src = open_source(str(run_dir))
+    x, raw, _ = load_images(src, "faces")  # the 100 lfw_subset faces, normalised as in training
+    found = face_part_masks(raw)
+    init = src.init_model(seed)
+    return {layer: dissect(src.model, layer, x, found.masks, init_model=init, n_permutations=5 if quick else 20,
+                           seed=seed, mask_counts=found.counts)
+            for layer in src.run.conv_layers}
+
+
+def _dissect_numbers(results: dict[str, Any]) -> dict[str, Any]:
+    numbers = {}
+    for concept in ("eyes", "mouth"):
+        best = None
+        for layer, r in results.items():
+            t = r.trained["concepts"].get(concept)
+            if t is None:
+                continue
+            channel = int(np.argmax(t["iou"]))
+            if best is None or t["iou"][channel] > best["iou"]:
+                init = r.init["concepts"][concept]["iou"] if r.init is not None else None
+                best = {"layer": layer, "channel": channel, "iou": float(t["iou"][channel]),
+                        "chance": float(t["chance"][channel]), "null_p95": float(t["null_p95"][channel]),
+                        "init_iou": float(np.max(init)) if init is not None else None,
+                        "threshold": r.iou_threshold}
+        if best is not None:
+            best["n_detectors"] = sum(len(r.detectors().get(concept, [])) for r in results.values())
+            numbers[f"dissect_{concept}"] = best
+    return numbers
+
+
+def shift_of_run(run_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0) -> Any:
+    """Faces in, non-face objects out, at the deepest conv layer of a run, with the init control."""
+    from kernelscope.analysis.shift import shift
+    from kernelscope.cli._channels import load_images, open_source, pick_layer
+
+    src = open_source(str(run_dir))
+    layer = pick_layer(src, None)
+    in_x, _, _ = load_images(src, "faces")
+    out_x, _, _ = load_images(src, "objects", limit=200 if quick else None)
+    data = src.run.dataset()
+    return shift(src.model, layer, in_x, out_x, train_images=src.normalise(data.x_train),
+                 train_labels=data.y_train, init_model=src.init_model(seed), n_boot=200 if quick else 1000,
+                 seed=seed, names=("faces", "objects"))
+
+
+def _shift(run_dir: Path, out: Path, *, quick: bool, seed: int) -> Any:
+    from kernelscope._io import write_json
+
+    result = shift_of_run(run_dir, quick=quick, seed=seed)
+    write_json(out / "shift.json", result.to_dict())
+    return result
+
+
+def _shift_numbers(result: Any) -> dict[str, Any]:
+    t = result.trained
+    network = t["network"]
+    name = "mahalanobis" if "mahalanobis" in network else next(iter(network))
+    init = (result.init or {}).get("network", {}).get(name, {}) if result.init is not None else {}
+    auroc = t["channels"]["auroc"]
+    return {"shift": {"layer": result.layer, "channels": int(len(auroc)), "n_quiet": len(t["quiet_on_ood"]),
+                      "n_louder": len(t["fire_more_on_ood"]), "best_auroc": float(np.max(auroc)),
+                      "network_score": name, "network_auroc": float(network[name]["auroc"]),
+                      "init_auroc": init.get("auroc")}}
+
+
+def _parts(out: Path, *, quick: bool, seed: int) -> dict[str, Any]:
+    from kernelscope._io import write_json
+    from kernelscope.analysis.parts import part_contrast
+
+    result = part_contrast(seed=seed, quick=quick)
+    write_json(out / "parts.json", result)
+    return result
+
+
+def _parts_numbers(result: dict[str, Any]) -> dict[str, Any]:
+    models = {}
+    for name, m in result["models"].items():
+        models[name] = {"part": result["part"], "layer": m.get("layer"), "channel": m.get("channel"),
+                        "part_drop": m.get("part_drop", float("nan")),
+                        "control_drop": m.get("control_drop", float("nan")),
+                        "detector": bool(m.get("detector", False))}
+    return {"parts": models}
+
+
+# --------------------------------------------------------------------------------------------
+# The demo
+# --------------------------------------------------------------------------------------------
+
+
+def run_demo(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, strict: bool = False,
+             progress: bool = True, stages: tuple[str, ...] | None = None,
+             log: Callable[[str], None] | None = None) -> DemoResult:
+    """Run the whole story and write ``out_dir/report.html``.
+
+    Parameters
+    ----------
+    out_dir : str or PathLike
+        Output folder: ``runs/mnist``, ``runs/faces`` (run directories), ``atlas.json``,
+        ``dissect.json``, ``shift.json``, ``parts.json``, ``report.html``, ``summary.txt``.
+    quick : bool
+        Tiny version of every stage (for the tests; ~1 minute).
+    seed : int
+        Seeds training and every randomised control.
+    strict : bool
+        Re-raise errors instead of reporting a failed stage (tests).
+    stages : tuple of str, optional
+        Run only these stages (default: all of :data:`STAGES`); stages whose input is missing
+        are reported as unavailable.
+    log : callable, optional
+        Where progress lines go (default: stderr).
+
+    Returns
+    -------
+    DemoResult
+    """
+    started = time.perf_counter()
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    chosen = tuple(STAGES if stages is None else stages)
+    for name in chosen:
+        if name not in STAGES:
+            from kernelscope.errors import suggest
+
+            raise KernelscopeError("stages: " + suggest(name, STAGES, what="demo stage"))
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise KernelscopeError(f"--out {str(out)!r} is a file; give a folder for the demo's outputs")
+    out.mkdir(parents=True, exist_ok=True)
+    result = DemoResult(out_dir=out, report_path=None)
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+    def skip(name: str, reason: str) -> None:
+        result.stages[name] = StageResult(name, "unavailable", 0.0, None, reason)
+
+    mnist_dir, faces_dir = out / "runs" / "mnist", out / "runs" / "faces"
+    mnist_run = faces_run = None
+    if "mnist" in chosen:
+        mnist_run = _stage(result, "mnist", lambda: _train("mnist", mnist_dir, quick=quick, seed=seed,
+                                                            progress=progress), strict=strict, log=log)
+        if mnist_run is not None:
+            last = mnist_run.metrics[-1]
+            result.numbers["mnist_test_acc"] = last.get("test_acc")
+            result.numbers["mnist_n_test"] = mnist_run.manifest["dataset"].get("n_test")
+    atlas_result = None
+    if "atlas" in chosen:
+        if mnist_run is None:
+            skip("atlas", "needs the MNIST run (stage 'mnist')")
+        else:
+            atlas_result = _stage(result, "atlas", lambda: _atlas(mnist_dir, out, quick=quick), strict=strict,
+                                  log=log)
+            if atlas_result is not None:
+                result.numbers.update(_atlas_numbers(atlas_result))
+    if "faces" in chosen:
+        faces_run = _stage(result, "faces", lambda: _train("faces", faces_dir, quick=quick, seed=seed,
+                                                            progress=progress), strict=strict, log=log)
+        if faces_run is not None:
+            result.numbers["faces_test_acc"] = faces_run.metrics[-1].get("test_acc")
+    dissect_result = shift_result = parts_result = None
+    if "dissect" in chosen:
+        if faces_run is None:
+            skip("dissect", "needs the faces run (stage 'faces')")
+        else:
+            dissect_result = _stage(result, "dissect", lambda: _dissect(faces_dir, out, quick=quick, seed=seed),
+                                    strict=strict, log=log)
+            if dissect_result is not None:
+                result.numbers.update(_dissect_numbers(dissect_result))
+    if "shift" in chosen:
+        if faces_run is None:
+            skip("shift", "needs the faces run (stage 'faces')")
+        else:
+            shift_result = _stage(result, "shift", lambda: _shift(faces_dir, out, quick=quick, seed=seed),
+                                  strict=strict, log=log)
+            if shift_result is not None:
+                result.numbers.update(_shift_numbers(shift_result))
+    if "parts" in chosen:
+        parts_result = _stage(result, "parts", lambda: _parts(out, quick=quick, seed=seed), strict=strict, log=log)
+        if parts_result is not None:
+            result.numbers.update(_parts_numbers(parts_result))
+    if "report" in chosen:
+        from kernelscope.report.story import build_story_report
+
+        runs = []
+        if mnist_run is not None:
+            runs.append(("mnist", "MNIST digits: the large-kernel net (structure recipe)", mnist_dir,
+                         ["training", "kernels", "atlas", "featuremaps"], {"atlas": atlas_result}))
+        if faces_run is not None:
+            runs.append(("faces", "Faces: face vs. non-face (TinyVGG)", faces_dir,
+                         ["training", "kernels", "featuremaps", "patches", "receptive", "dissect", "shift"],
+                         {"dissect": dissect_result, "shift": shift_result}))
+        report_path = _stage(result, "report", lambda: build_story_report(
+            out / "report.html", runs, parts=parts_result, numbers=result.numbers,
+            stages=result.stages, strict=strict, progress=progress), strict=strict, log=log)
+        result.report_path = report_path
+    result.seconds = time.perf_counter() - started
+    from kernelscope._io import write_bytes
+
+    write_bytes(out / "summary.txt", (result.summary() + "\n").encode("utf-8"))
+    return result
