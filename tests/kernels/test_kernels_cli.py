@@ -113,6 +113,15 @@ def test_filter_colour_per_channel_and_user_file(cli_runner, tmp_path, rng):
                         "--padding-mode", "symmetric", "--mode", "convolve", "--scale", "each", "--out", out)
     assert result.exit_code == 0, result.output
     assert out.read_text().lstrip().startswith("<?xml")
+    maps = tmp_path / "maps.npz"
+    result = cli_runner("filter", photo, "--kernels", "box", "--padding-mode", "constant", "--pad-value", "1",
+                        "--out", tmp_path / "box.png", "--save-maps", maps)
+    assert result.exit_code == 0, result.output
+    with np.load(maps) as archive:
+        box = archive["box"]
+    expected = filter_image(photo, "box", padding_mode="constant", pad_value=1.0)
+    np.testing.assert_allclose(box, expected, atol=1e-6)
+    assert not np.allclose(expected, filter_image(photo, "box", padding_mode="zeros"))
 
 
 @pytest.fixture

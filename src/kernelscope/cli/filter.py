@@ -31,6 +31,8 @@ def split_kernel_list(text: str) -> list[str]:
 @click.option("--padding-mode", default="reflect", show_default=True,
               type=click.Choice(["reflect", "zeros", "constant", "replicate", "circular", "symmetric"]),
               help="Border handling; 'symmetric' is scikit-image's 'reflect'.")
+@click.option("--pad-value", default=0.0, show_default=True, type=float,
+              help="Fill value for --padding-mode constant.")
 @click.option("--color", default="luminance", show_default=True, type=click.Choice(["luminance", "per-channel"]),
               help="Colour images: filter the luminance (BT.709) or each channel.")
 @click.option("--mode", default="correlate", show_default=True, type=click.Choice(["correlate", "convolve"]),
@@ -39,8 +41,8 @@ def split_kernel_list(text: str) -> list[str]:
               help="Signed maps diverge around zero with one symmetric limit per kernel family, "
                    "one for all, or one each.")
 @click.option("--save-maps", default=None, metavar="MAPS.npz", help="Also save the feature maps (one array per kernel).")
-def filter_command(image: str, kernel_list: str, out: str, magnitude: bool, padding_mode: str, color: str,
-                   mode: str, scale: str, save_maps: str | None) -> None:
+def filter_command(image: str, kernel_list: str, out: str, magnitude: bool, padding_mode: str,
+                   pad_value: float, color: str, mode: str, scale: str, save_maps: str | None) -> None:
     """Filter IMAGE (a file or sample:NAME) with classical kernels and draw each beside its map."""
     import numpy as np
 
@@ -81,7 +83,7 @@ def filter_command(image: str, kernel_list: str, out: str, magnitude: bool, padd
                 f"{kernel.shape[0]}x{kernel.shape[1]} kernel {label}"
             )
 
-    maps = [filter_image(picture, kernel, padding_mode=padding_mode, color=color, mode=mode)
+    maps = [filter_image(picture, kernel, padding_mode=padding_mode, pad_value=pad_value, color=color, mode=mode)
             for kernel, _ in kernels]
     shown = [k[::-1, ::-1] if mode == "convolve" else k for k, _ in kernels]  # what was correlated
     families = [kernel_info(name).family for name, _ in parsed]
