@@ -87,3 +87,11 @@ def test_grid_writes_numbers_only_where_they_fit():
     assert not any(ax.texts for ax in draw_kernel_grid(bank).axes)
     assert len(draw_kernel_grid(bank, panel_size=1.75).axes[0].texts) == 49
     assert len(draw_kernel_grid(bank[:, :5, :5]).axes[0].texts) == 25
+
+
+def test_grid_draws_at_most_max_kernels_and_says_so(rng):
+    bank = rng.standard_normal((40, 3, 3))
+    fig = draw_kernel_grid(bank, max_kernels=12, suptitle="conv1")
+    assert sum(1 for ax in fig.axes if ax.images) == 12
+    assert fig._suptitle.get_text() == "conv1: first 12 of 40 kernels"
+    assert len(draw_kernel_grid(bank[:3], max_kernels=12).axes) == 4  # 3 panels + colour bar, no note

@@ -114,7 +114,7 @@ def _as_bank(kernels: np.ndarray) -> np.ndarray:
 
 def draw_kernel_grid(kernels: np.ndarray, titles: Sequence[str] | None = None, *, ncols: int | None = None,
                      limit: float | str = "shared", annotate: bool | None = None, suptitle: str | None = None,
-                     colorbar: bool = True, panel_size: float = 1.25):
+                     colorbar: bool = True, panel_size: float = 1.25, max_kernels: int | None = 256):
     """A grid of kernels with an honest colour scale.
 
     Parameters
@@ -139,6 +139,10 @@ def draw_kernel_grid(kernels: np.ndarray, titles: Sequence[str] | None = None, *
         One colour bar for the shared limit (grey kernels only).
     panel_size : float
         Inches per panel.
+    max_kernels : int or None
+        Draw at most this many (the first ones; the title says so), so that a 512-channel
+        layer does not make an 80-inch figure. ``None``: all. The shared limit is computed
+        over the drawn kernels.
 
     Returns
     -------
@@ -153,10 +157,18 @@ def draw_kernel_grid(kernels: np.ndarray, titles: Sequence[str] | None = None, *
     4
     """
     bank = _as_bank(kernels)
-    count = bank.shape[0]
+    total = bank.shape[0]
     rgb = bank.ndim == 4
-    if titles is not None and len(titles) != count:
-        raise KernelscopeError(f"titles: got {len(titles)} titles for {count} kernels")
+    if titles is not None and len(titles) != total:
+        raise KernelscopeError(f"titles: got {len(titles)} titles for {total} kernels")
+    if max_kernels is not None:
+        if int(max_kernels) < 1:
+            raise KernelscopeError(f"max_kernels must be >= 1 or None, got {max_kernels}")
+        bank = bank[: int(max_kernels)]
+        titles = None if titles is None else list(titles)[: int(max_kernels)]
+    count = bank.shape[0]
+    if count < total:
+        suptitle = f"{suptitle + ': ' if suptitle else ''}first {count} of {total} kernels"
     if isinstance(limit, str) and limit not in ("shared", "each"):
         raise KernelscopeError(f"limit must be 'shared', 'each' or a number, got {limit!r}")
     ncols = min(count, 8, int(np.ceil(np.sqrt(count * 1.5)))) if ncols is None else int(ncols)
