@@ -21,7 +21,11 @@ import numpy as np
 
 from kernelscope.errors import KernelscopeError
 
-__all__ = ["Layer", "Conv2d", "ReLU", "MaxPool2d", "AvgPool2d", "Flatten", "Linear", "kaiming_uniform_init"]
+__all__ = ["NonFiniteError", "Layer", "Conv2d", "ReLU", "MaxPool2d", "AvgPool2d", "Flatten", "Linear", "kaiming_uniform_init"]
+
+
+class NonFiniteError(KernelscopeError):
+    """A loss, an activation or a parameter became NaN or infinite (training diverged)."""
 
 
 class Layer:
@@ -125,6 +129,8 @@ class Conv2d(Layer):
     def forward(self, x: np.ndarray) -> np.ndarray:
         from kernelscope.ops import correlate2d
 
+        if not np.isfinite(x).all():
+            raise NonFiniteError("the input of a Conv2d layer holds NaN or infinity")
         self._x = x  # (N, C, H, W)
         return correlate2d(x, self.params["weight"], self.params.get("bias"),
                            **self._options())  # (N, O, H', W')

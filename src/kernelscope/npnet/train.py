@@ -24,15 +24,12 @@ import numpy as np
 
 from kernelscope._progress import progress
 from kernelscope.errors import KernelscopeError
+from kernelscope.npnet.layers import NonFiniteError
 from kernelscope.npnet.loss import softmax_cross_entropy
 from kernelscope.npnet.network import Sequential
 from kernelscope.npnet.optim import SGD, Adam
 
 __all__ = ["train_numpy", "train_step", "make_optimizer", "evaluate_numpy", "augment", "NonFiniteError"]
-
-
-class NonFiniteError(KernelscopeError):
-    """The loss or a parameter became NaN or infinite during training."""
 
 
 def make_optimizer(name: str, params: dict[str, np.ndarray], *, lr: float, momentum: float = 0.9,
@@ -58,11 +55,11 @@ def make_optimizer(name: str, params: dict[str, np.ndarray], *, lr: float, momen
 
 
 def train_step(net: Sequential, optimizer: SGD | Adam, x: np.ndarray, y: np.ndarray, *,
-               step: int | None = None) -> tuple[float, np.ndarray]:
+               step: int | None = None, epoch: int | None = None) -> tuple[float, np.ndarray]:
     """One optimiser step on the batch ``x`` ``(B, C, H, W)``, ``y`` ``(B,)``; returns (loss, logits).
 
-    Raises :class:`NonFiniteError` naming ``step`` when the loss or an updated
-    parameter is not finite.
+    Raises :class:`NonFiniteError` naming ``step`` (and ``epoch``) when the loss, an
+    activation or an updated parameter is not finite.
 
     Examples
     --------
@@ -74,13 +71,18 @@ def train_step(net: Sequential, optimizer: SGD | Adam, x: np.ndarray, y: np.ndar
     >>> logits.shape, bool(np.isfinite(loss))
     ((4, 10), True)
     """
-    where = f" at step {step}" if step is not None else ""
-    logits = net.forward(x)  # (B, classes)
-    loss, grad = softmax_cross_entropy(logits, y)  # grad (B, classes)
-    if not np.isfinite(loss):
-        raise NonFiniteError(f"training diverged{where}: the loss is {loss}; lower the learning rate")
-    net.backward(grad)
-    optimizer.step(net.gradients())
+    where = (f" at step {step}" if step is not None else "") + (f" (epoch {epoch})" if epoch is not None else "")
+    # overflow is not a warning here: every result is checked for NaN/infinity below
+    with np.errstate(over="ignore", invalid="ignore"):
+        try:
+            logits = net.forward(x)  # (B, classes)
+        except NonFiniteError as error:
+            raise NonFiniteError(f"training diverged{where}: {error}; lower the learning rate") from None
+        loss, grad = softmax_cross_entropy(logits, y)  # grad (B, classes)
+        if not np.isfinite(loss):
+            raise NonFiniteError(f"training diverged{where}: the loss is {loss}; lower the learning rate")
+        net.backward(grad)
+        optimizer.step(net.gradients())
     for name, value in net.parameters().items():
         if not np.isfinite(value).all():
             raise NonFiniteError(
@@ -227,7 +229,7 @@ def train_numpy(config: Any, out_dir: str | Path, *, force: bool = False) -> Pat
                 xb = dataset.normalise(xb)  # (B, C, H, W)
                 yb = y_train[index]  # (B,)
                 step += 1
-                loss, logits = train_step(net, optimizer, xb, yb, step=step)
+                loss, logits = train_step(net, optimizer, xb, yb, step=step, epoch=epoch)
                 loss_sum += loss * len(yb)
                 correct += int((logits.argmax(axis=1) == yb).sum())
                 if config.record_every_steps and step % config.record_every_steps == 0:
@@ -249,7 +251,7 @@ def train_numpy(config: Any, out_dir: str | Path, *, force: bool = False) -> Pat
             last = manifest["epochs_completed"]
             manifest["error"] = str(error)
             rundir.write_manifest(out_dir, manifest)
-            raise NonFiniteError(f"{error} (epoch {len(metrics) + 1}); the last good checkpoint is "
+            raise NonFiniteError(f"{error}; the last good checkpoint is "
                                  f"{out_dir / 'checkpoints' / f'epoch_{last:03d}.pt'}") from None
         rundir.write_manifest(out_dir, manifest)
         raise
