@@ -182,6 +182,9 @@ def test_gabor_rotation_relation_parity_and_orientation():
     long = gabor_kernel(frequency=0.2, sigma=2.0, aspect=0.5, size=11)
     assert long[0, 5] / long[5, 5] > 5 * even[0, 5] / even[5, 5]
     assert abs(gabor_kernel(frequency=0.2, sigma=2.0, size=11, zero_mean=True).sum()) < 1e-12
+    np.testing.assert_array_equal(gabor_kernel(frequency=0.2, sigma=2.0, size=11, parity="odd"), odd)
+    np.testing.assert_array_equal(get_kernel("gabor", parity="odd"), get_kernel("gabor_odd"))
+    np.testing.assert_array_equal(get_kernel("gabor", parity="even"), get_kernel("gabor"))
 
 
 def test_dihedral_transforms_form_the_group_of_eight():
@@ -214,6 +217,8 @@ def test_dihedral_transforms_form_the_group_of_eight():
     ("gabor", {"frequency": 0.2, "wavelength": 5}, r"give exactly one of frequency and wavelength"),
     ("gabor", {"theta": "up"}, r"theta must be a finite number, got 'up'"),
     ("dog_on", {"ratio": 0.8}, r"ratio must be > 1"),
+    ("gabor", {"parity": "sine"}, r"parity must be 'even' or 'odd', got 'sine'"),
+    ("gabor", {"parity": "odd", "phase": 1.0}, r"give parity or phase, not both"),
 ])
 def test_bad_parameters_give_one_line_errors(name, params, message):
     with pytest.raises(KernelscopeError, match=message) as caught:

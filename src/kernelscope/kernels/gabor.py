@@ -50,7 +50,8 @@ def bandwidth_sigma(frequency: float, bandwidth: float = 1.0) -> float:
 
 def gabor_kernel(*, frequency: float | None = None, wavelength: float | None = None,
                  theta: float = 0.0, phase: float = 0.0, sigma: float | None = None,
-                 aspect: float = 1.0, size: int | None = None, zero_mean: bool = False) -> np.ndarray:
+                 aspect: float = 1.0, size: int | None = None, zero_mean: bool = False,
+                 parity: str | None = None) -> np.ndarray:
     """A real Gabor kernel (see the module docstring for the formula and conventions).
 
     Parameters
@@ -76,6 +77,9 @@ def gabor_kernel(*, frequency: float | None = None, wavelength: float | None = N
     zero_mean : bool
         Subtract the mean so that flat regions give zero (an even Gabor otherwise has a
         small response to the mean brightness).
+    parity : {"even", "odd"}, optional
+        Shorthand for ``phase=0`` (even, cosine) or ``phase=-pi/2`` (odd, sine); give
+        either ``parity`` or a non-zero ``phase``, not both.
 
     Returns
     -------
@@ -91,12 +95,20 @@ def gabor_kernel(*, frequency: float | None = None, wavelength: float | None = N
     >>> odd = gabor_kernel(wavelength=4, phase=-np.pi / 2, sigma=1.0, size=5)
     >>> bool(odd[2, 3] > 0 > odd[2, 1])  # positive to the right of the centre
     True
+    >>> bool(np.allclose(odd, gabor_kernel(wavelength=4, parity="odd", sigma=1.0, size=5)))
+    True
     """
     if (frequency is None) == (wavelength is None):
         raise KernelscopeError(
             f"give exactly one of frequency and wavelength, got frequency={frequency!r}, "
             f"wavelength={wavelength!r}"
         )
+    if parity is not None:
+        if parity not in ("even", "odd"):
+            raise KernelscopeError(f"parity must be 'even' or 'odd', got {parity!r}")
+        if phase != 0.0:
+            raise KernelscopeError(f"give parity or phase, not both (got parity={parity!r}, phase={phase!r})")
+        phase = EVEN if parity == "even" else ODD
     if wavelength is not None:
         wavelength = positive_float("wavelength", wavelength, maximum=1000.0)
         if wavelength < 2.0:

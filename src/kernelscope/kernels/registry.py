@@ -74,11 +74,11 @@ def _register(name: str, family: str, description: str, builder: Callable[..., n
 
 def _gabor(frequency: float | None = None, wavelength: float | None = None, theta: float = 0.0,
            phase: float = 0.0, sigma: float | None = None, aspect: float = 1.0, size: int | None = None,
-           zero_mean: bool = False) -> np.ndarray:
+           zero_mean: bool = False, parity: str | None = None) -> np.ndarray:
     if frequency is None and wavelength is None:
         frequency = 0.25  # 4-pixel wavelength: fine stripes, visible on any sample image
     return gabor.gabor_kernel(frequency=frequency, wavelength=wavelength, theta=theta, phase=phase,
-                              sigma=sigma, aspect=aspect, size=size, zero_mean=zero_mean)
+                              sigma=sigma, aspect=aspect, size=size, zero_mean=zero_mean, parity=parity)
 
 
 def _gabor_odd(frequency: float | None = None, wavelength: float | None = None, theta: float = 0.0,
