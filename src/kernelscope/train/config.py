@@ -102,6 +102,16 @@ class TrainConfig:
             raise KernelscopeError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise KernelscopeError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        from kernelscope.data import _BUNDLED, _PREFIXES
+        from kernelscope.models.zoo import ZOO
+
+        if not isinstance(self.data, str) or (self.data.partition(":")[0] not in _PREFIXES
+                                              and self.data not in _BUNDLED):
+            from kernelscope.data import dataset_names
+
+            raise KernelscopeError(suggest(str(self.data), dataset_names(), what="dataset"))
+        if self.model not in ZOO:
+            raise KernelscopeError(suggest(str(self.model), ZOO, what="model"))
         if self.backend not in ("torch", "numpy"):
             raise KernelscopeError(suggest(self.backend, ["torch", "numpy"], what="backend"))
         return self
