@@ -8,7 +8,13 @@ import torch
 from torch import nn
 
 from kernelscope.analysis.dissect import dissect
-from kernelscope.analysis.hooks import capture, count_hooks, forward_until, iter_batches, layer_outputs
+from kernelscope.analysis.hooks import (
+    capture,
+    count_hooks,
+    forward_until,
+    iter_batches,
+    layer_outputs,
+)
 from kernelscope.analysis.shift import shift
 from kernelscope.analysis.toppatches import top_patches
 from kernelscope.errors import KernelscopeError

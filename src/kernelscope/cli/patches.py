@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from kernelscope.cli._channels import load_images, open_source, out_option, pick_layer, source_options
+from kernelscope.cli._channels import (
+    load_images,
+    open_source,
+    out_option,
+    pick_layer,
+    source_options,
+)
 
 
 @click.command("patches")

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from kernelscope.cli._channels import load_images, open_source, out_option, pick_layer, source_options, write_csv
+from kernelscope.cli._channels import (
+    load_images,
+    open_source,
+    out_option,
+    pick_layer,
+    source_options,
+    write_csv,
+)
 
 
 @click.command("rf")
@@ -26,7 +33,12 @@ def command(source, arch, epoch, mean, std, layer, input_size, image_set, limit,
     Writes rf.json, rf.csv and erf_<layer>.png.
     """
     from kernelscope._io import write_json
-    from kernelscope.analysis.receptive import FORMULA, effective_receptive_field, locality_check, receptive_fields
+    from kernelscope.analysis.receptive import (
+        FORMULA,
+        effective_receptive_field,
+        locality_check,
+        receptive_fields,
+    )
     from kernelscope.errors import KernelscopeError
     from kernelscope.report.figures.channels import erf_figure
     from kernelscope.report.figures.common import save_figure

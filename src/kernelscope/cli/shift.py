@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from kernelscope.cli._channels import load_images, open_source, out_option, pick_layer, source_options, write_csv
+from kernelscope.cli._channels import (
+    load_images,
+    open_source,
+    out_option,
+    pick_layer,
+    source_options,
+    write_csv,
+)
 
 
 @click.command("shift")

@@ -11,7 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from kernelscope.report.figures.common import imshow_signed, imshow_unsigned, new_figure, symmetric_limit
+from kernelscope.report.figures.common import (
+    imshow_signed,
+    imshow_unsigned,
+    new_figure,
+    symmetric_limit,
+)
 
 __all__ = ["feature_maps_figure", "feature_epochs_figure", "top_patches_figure", "erf_figure",
            "dissect_figure", "shift_figure"]
