@@ -14,7 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from kernelscope.report.figures.common import imshow_signed, imshow_unsigned, new_figure, symmetric_limit
+from kernelscope.report.figures.common import (
+    imshow_signed,
+    imshow_unsigned,
+    new_figure,
+    symmetric_limit,
+)
 
 __all__ = ["parts_figure", "contrast_figure"]
 

@@ -1,0 +1,186 @@
+"""The occlusion protocol on hand-set models (positive control) and random ones (negative control)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from kernelscope.analysis.hooks import count_hooks
+from kernelscope.analysis.parts import (
+    _shift,
+    _shift_overlap,
+    control_offsets,
+    landmark_part_masks,
+    occlude,
+    part_selectivity,
+    part_selectivity_layers,
+)
+from kernelscope.errors import KernelscopeError
+
+SIZE = 16
+
+
+def _blob_images(rng, n=12):
+    """Two input channels: an 'eye' blob (3x3 of ones) in channel 0, a 'mouth' blob in channel 1,
+    on uniform noise in [0, 0.2]; the blobs move a little from image to image."""
+    x = rng.uniform(0, 0.2, size=(n, 2, SIZE, SIZE)).astype(np.float32)
+    eye = np.zeros((n, SIZE, SIZE), bool)
+    mouth = np.zeros((n, SIZE, SIZE), bool)
+    for i in range(n):
+        ey, ex = rng.integers(1, 4), rng.integers(2, 11)
+        my, mx = rng.integers(10, 13), rng.integers(2, 11)
+        eye[i, ey:ey + 3, ex:ex + 3] = True
+        mouth[i, my:my + 3, mx:mx + 3] = True
+    x[:, 0][eye] = 1.0
+    x[:, 1][mouth] = 1.0
+    return x, {"eye": eye, "mouth": mouth}
+
+
+def _hand_model():
+    """ch0 sums channel 0 (eye detector), ch1 sums channel 1 (mouth), ch2 sums both;
+    the face logit is ch0's spatial max - 5."""
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, bias=False), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(3, 2))
+    with torch.no_grad():
+        net[0].weight.zero_()
+        net[0].weight[0, 0] = 1.0
+        net[0].weight[1, 1] = 1.0
+        net[0].weight[2] = 1.0
+        net[3].weight.zero_()
+        net[3].bias.zero_()
+        net[3].weight[1, 0] = 1.0
+        net[3].bias[1] = -5.0
+    return net.eval()
+
+
+def _window_max(x):
+    """Spatial max of the 3x3 valid window sums of (N, H, W)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    return sliding_window_view(x, (3, 3), axis=(1, 2)).sum(axis=(-1, -2)).max(axis=(1, 2))
+
+
+def test_hand_set_eye_channel_is_found_with_its_exact_drop(rng):
+    x, masks = _blob_images(rng)
+    net = _hand_model()
+    r = part_selectivity(net, x, masks, layer="0", n_controls=6, n_boot=400)
+    # expected by hand: channel 0 is the window sum of input channel 0
+    intact = _window_max(x[:, 0].astype(np.float64))
+    occluded = _window_max(occlude(x, masks["eye"])[:, 0].astype(np.float64))
+    expected = 1 - occluded.sum() / intact.sum()
+    st = r.stats["eye"]
+    assert st["part_drop"][0] == pytest.approx(expected, abs=1e-5)
+    assert expected > 0.75
+    assert st["control_drop"][0] == pytest.approx(0.0, abs=1e-6)  # controls never touch the max window
+    assert r.detectors("eye") == [0]
+    assert r.detectors("mouth") == [1]
+    assert not st["detector"][2]  # both blobs: covering one leaves the other
+    assert st["ci_low"][0] <= st["selectivity"][0] <= st["ci_high"][0]
+    out = r.output_stats["eye"]
+    assert out["intact"] > 0.95 and out["occluded"] < 0.05 and out["control"] == pytest.approx(out["intact"])
+    assert out["ci_low"] > 0.5
+    # covering the mouth leaves the face logit alone (its controls may land on the eye: effect <= 0)
+    assert r.output_stats["mouth"]["occluded"] == pytest.approx(out["intact"], abs=1e-6)
+    assert r.output_stats["mouth"]["effect"] <= 1e-6
+
+
+def test_random_model_on_noise_has_no_part_detector(rng):
+    # Negative control: the "part" is a random box on pure noise, so it is exchangeable with the controls.
+    n = 24
+    x = rng.normal(size=(n, 1, SIZE, SIZE)).astype(np.float32)
+    part = np.zeros((n, SIZE, SIZE), bool)
+    for i in range(n):
+        y0, x0 = rng.integers(0, SIZE - 4, size=2)
+        part[i, y0:y0 + 4, x0:x0 + 4] = True
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        net = nn.Sequential(nn.Conv2d(1, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3), nn.ReLU())
+    results = part_selectivity_layers(net, x, {"blob": part}, layers=["1", "3"], n_boot=400, target=None)
+    for r in results.values():
+        assert r.detectors("blob") == []
+        sel = r.stats["blob"]["selectivity"]
+        assert np.nanmax(np.abs(sel)) < 0.15
+        assert abs(np.nanmean(sel)) < 0.05
+        assert r.output_intact is None and r.output_stats == {}
+
+
+def test_all_variants_of_a_batch_go_through_one_forward(rng):
+    x, masks = _blob_images(rng, n=5)
+    net = _hand_model()
+    calls = []
+    net.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    part_selectivity(net, x, masks, layer="0", n_controls=3, n_boot=100, batch_size=16)
+    assert calls == [5 * (1 + 2 * (1 + 3))]
+
+
+def test_mean_fill_and_number_fill(rng):
+    x, masks = _blob_images(rng, n=3)
+    filled = occlude(x, masks["eye"], "mean")
+    assert np.allclose(filled[:, :, 2, 5][masks["eye"][:, 2, 5]], x.mean(axis=(2, 3))[masks["eye"][:, 2, 5]])
+    assert (occlude(x, masks["eye"], 0.5)[:, 0][masks["eye"]] == 0.5).all()
+    with pytest.raises(KernelscopeError, match="fill: expected 'zero', 'mean' or a number, got 'grey'"):
+        occlude(x, masks["eye"], "grey")
+
+
+def test_shift_overlap_matches_brute_force(rng):
+    a = rng.random((7, 9)) > 0.6
+    b = rng.random((7, 9)) > 0.7
+    overlap = _shift_overlap(a.astype(float), b.astype(float))
+    for dy in range(-6, 7):
+        for dx in range(-8, 9):
+            assert overlap[dy + 6, dx + 8] == pytest.approx((a & _shift(b, dy, dx)).sum(), abs=1e-9)
+
+
+def test_control_offsets_are_inside_disjoint_and_of_equal_area(rng):
+    mask = np.zeros((12, 12), bool)
+    mask[3:6, 2:5] = True
+    mask[3:6, 7:10] = True  # two "eyes"
+    allowed = np.zeros((12, 12), bool)
+    allowed[1:, :] = True
+    for dy, dx in control_offsets(mask, 50, rng, allowed=allowed):
+        moved = _shift(mask, int(dy), int(dx))
+        assert moved.sum() == mask.sum()
+        assert not (moved & mask).any()
+        assert not (moved & ~allowed).any()
+
+
+def test_occluder_too_large_for_the_image():
+    mask = np.zeros((6, 6), bool)
+    mask[1:5, 1:5] = True
+    with pytest.raises(KernelscopeError, match="image too small for the occluder: a 16-pixel part mask in a 6x6 image"):
+        control_offsets(mask, 4, np.random.default_rng(0))
+
+
+def test_landmark_masks_are_discs_at_the_landmarks():
+    marks = np.array([[[0.25, 0.25], [0.75, 0.25], [0.5, 0.5], [0.25, 0.75], [0.75, 0.75]]])
+    m = landmark_part_masks(marks, 48, parts=["left_eye", "right_eye", "eyes", "nose", "mouth"], radius=4 / 48)
+    ys, xs = np.nonzero(m["left_eye"][0])
+    assert xs.mean() == pytest.approx(11.5) and ys.mean() == pytest.approx(11.5)
+    assert (m["eyes"] == (m["left_eye"] | m["right_eye"])).all()
+    assert m["mouth"][0, 35, 12:36].all() and not m["mouth"][0, 30].any()
+    with pytest.raises(KernelscopeError, match="unknown part \\(landmark parts\\) 'ears'"):
+        landmark_part_masks(marks, 48, parts=["ears"])
+
+
+def test_bad_inputs_are_one_line_errors(rng):
+    x, masks = _blob_images(rng, n=4)
+    net = _hand_model()
+    with pytest.raises(KernelscopeError, match=r"part 'nose' has no mask \(masks given: eye, mouth\)"):
+        part_selectivity(net, x, masks, layer="0", parts=["nose"])
+    with pytest.raises(KernelscopeError, match=r"mask of part 'eye': expected shape \(4, 16, 16\) to match the images, got \(4, 8, 8\)"):
+        part_selectivity(net, x, {"eye": masks["eye"][:, :8, :8]}, layer="0")
+    empty = masks["eye"].copy()
+    empty[2] = False
+    with pytest.raises(KernelscopeError, match="mask of part 'eye' is empty on image 2"):
+        part_selectivity(net, x, {"eye": empty}, layer="0")
+    with pytest.raises(KernelscopeError, match="unknown layer 'conv9'"):
+        part_selectivity(net, x, masks, layer="conv9")
+
+
+def test_layer_without_spatial_maps_fails_and_leaves_no_hook(rng):
+    x, masks = _blob_images(rng, n=4)
+    net = _hand_model()
+    with pytest.raises(KernelscopeError, match=r"layer '2' \(Flatten\) gives outputs of shape \(3,\) per image, not spatial maps \(C, H, W\); choose a convolution or pooling layer \(conv layers: 0\)"):
+        part_selectivity(net, x, masks, layer="2", n_controls=4)
+    assert count_hooks(net) == 0
