@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_engine.py            # the table
     .venv/bin/python benchmarks/bench_engine.py --sweep    # kernel-size sweep behind method="auto"
+    KERNELSCOPE_THREADS=1 .venv/bin/python benchmarks/bench_engine.py   # both sides on one thread
 
 Baselines, measured in the same process right next to the engine:
 ``torch.nn.functional.conv2d`` (float32, the best of contiguous and channels_last
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # before NumPy: no spinning BLAS threads
+os.environ.setdefault("KERNELSCOPE_THREADS", "2")  # the engine's threads; torch gets as many
 
 import argparse  # noqa: E402
 import statistics  # noqa: E402
@@ -26,7 +28,7 @@ import numpy as np  # noqa: E402
 from kernelscope.ops import correlate2d  # noqa: E402
 from kernelscope.ops.correlate import choose_method  # noqa: E402
 
-THREADS = 2
+THREADS = int(os.environ.get("KERNELSCOPE_THREADS", "2"))
 
 
 def median_time(fn, *, min_runs: int = 5, min_seconds: float = 0.5, warmup: int = 2) -> float:

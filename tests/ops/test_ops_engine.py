@@ -270,3 +270,35 @@ def test_circular_padding_is_periodic_beyond_one_period():
 def test_integer_padded_with_fractional_value_becomes_float():
     out = pad2d(np.ones((2, 2), dtype=np.int64), 1, "constant", pad_value=0.5)
     assert out.dtype == np.float64 and out[0, 0] == 0.5
+
+
+# ---- chunks and threads -----------------------------------------------------
+
+@pytest.mark.parametrize("threads", ["1", "3"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_many_chunks_on_several_threads_match_torch(threads, stride, monkeypatch, rng):
+    from kernelscope.ops import _im2col
+
+    monkeypatch.setenv("KERNELSCOPE_THREADS", threads)
+    monkeypatch.setattr(_im2col, "CHUNK_BYTES", 3000)  # a few images per chunk, a ragged last one
+    x = rng.standard_normal((11, 4, 9, 10)).astype(np.float32)
+    k = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)
+    expected = torch_reference(x, k, None, stride=stride, pads=(1, 1, 1, 1), mode="zeros",
+                               pad_value=0, dilation=1, groups=2)
+    for method in ("im2col", "shift", "fft"):
+        got = correlate2d(x, k, padding=1, stride=stride, groups=2, method=method)
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4, err_msg=method)
+
+
+def test_blas_thread_limit_is_restored():
+    from threadpoolctl import threadpool_info
+
+    from kernelscope.ops._threads import single_threaded_blas
+
+    before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    with single_threaded_blas(), single_threaded_blas():
+        inside = [i["num_threads"] for i in threadpool_info()
+                  if i["user_api"] == "blas" and i["prefix"] == "libscipy_openblas"]
+        assert inside and set(inside) == {1}
+    correlate2d(np.ones((8, 3, 20, 20)), np.ones((4, 3, 3, 3)))
+    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before

@@ -12,13 +12,11 @@ Rounding errors are those of floating point (about ``eps * log(size)`` relative)
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-__all__ = ["correlate_padded", "exact_for_integers"]
+from kernelscope.ops._threads import engine_threads
 
-WORKERS = max(1, min(os.cpu_count() or 1, 8))
+__all__ = ["correlate_padded", "exact_for_integers"]
 
 
 def exact_for_integers(x_abs_max: float, kernel: np.ndarray, fft_size: int) -> bool:
@@ -40,6 +38,7 @@ def correlate_padded(xp: np.ndarray, kernel: np.ndarray, stride: tuple[int, int]
     """
     import scipy.fft
 
+    workers = engine_threads()
     xp = xp.astype(dtype, copy=False)
     n, c, hp, wp = xp.shape
     o, cg, kh, kw = kernel.shape
@@ -51,8 +50,8 @@ def correlate_padded(xp: np.ndarray, kernel: np.ndarray, stride: tuple[int, int]
     dilated = np.zeros((o, cg, eh, ew), dtype=dtype)  # (O, Cg, eh, ew)
     dilated[:, :, ::dh, ::dw] = kernel
     flipped = dilated[:, :, ::-1, ::-1]
-    xf = scipy.fft.rfft2(xp, s=(fh, fw), workers=WORKERS)  # (N, C, fh, fw//2+1)
-    kf = scipy.fft.rfft2(flipped, s=(fh, fw), workers=WORKERS)  # (O, Cg, fh, fw//2+1)
+    xf = scipy.fft.rfft2(xp, s=(fh, fw), workers=workers)  # (N, C, fh, fw//2+1)
+    kf = scipy.fft.rfft2(flipped, s=(fh, fw), workers=workers)  # (O, Cg, fh, fw//2+1)
     if cg == 1 and og == 1:
         yf = xf * kf[None, :, 0]  # (N, O=C, fh, F)
     else:
@@ -62,6 +61,6 @@ def correlate_padded(xp: np.ndarray, kernel: np.ndarray, stride: tuple[int, int]
         kg = kf.reshape(groups, og, cg, nf).transpose(0, 3, 2, 1)  # (G, F, Cg, Og)
         yf = np.matmul(xg, kg)  # (G, F, N, Og)
         yf = yf.transpose(2, 0, 3, 1).reshape(n, o, fh, fw // 2 + 1)  # (N, O, fh, F)
-    full = scipy.fft.irfft2(yf, s=(fh, fw), workers=WORKERS)  # (N, O, fh, fw)
+    full = scipy.fft.irfft2(yf, s=(fh, fw), workers=workers)  # (N, O, fh, fw)
     valid = full[:, :, eh - 1:hp, ew - 1:wp][:, :, ::sh, ::sw]  # (N, O, H_out, W_out)
     return np.ascontiguousarray(valid, dtype=dtype)

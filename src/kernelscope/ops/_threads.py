@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -35,35 +36,57 @@ def engine_threads() -> int:
     return max(1, min(cpus, 8))
 
 
+_LOCK = threading.Lock()
+_USERS = 0
+_LIMITER: Any = None
+
+
 @contextlib.contextmanager
 def single_threaded_blas() -> Iterator[None]:
-    """Limit NumPy/SciPy's OpenBLAS to one thread inside the block (no-op without threadpoolctl)."""
-    global _CONTROLLER
-    try:
-        if _CONTROLLER is None:
-            from threadpoolctl import ThreadpoolController
+    """Limit NumPy/SciPy's OpenBLAS to one thread inside the block (no-op without threadpoolctl).
 
-            _CONTROLLER = ThreadpoolController().select(user_api="blas", prefix="libscipy_openblas")
-        limiter = _CONTROLLER.limit(limits=1)
-    except Exception:  # threadpoolctl missing or unable to act: run as is
+    The limit is process-wide, so concurrent callers share it: the first one in
+    sets it and the last one out restores the previous setting.
+    """
+    global _CONTROLLER, _USERS, _LIMITER
+    with _LOCK:
+        if _USERS == 0:
+            try:
+                if _CONTROLLER is None:
+                    from threadpoolctl import ThreadpoolController
+
+                    _CONTROLLER = ThreadpoolController().select(user_api="blas",
+                                                                prefix="libscipy_openblas")
+                _LIMITER = _CONTROLLER.limit(limits=1)
+            except Exception:  # threadpoolctl missing or unable to act: run as is
+                _LIMITER = None
+        _USERS += 1
+    try:
         yield
-        return
-    with limiter:
-        yield
+    finally:
+        with _LOCK:
+            _USERS -= 1
+            if _USERS == 0 and _LIMITER is not None:
+                _LIMITER.restore_original_limits()
+                _LIMITER = None
 
 
 def run_parallel(work: Callable[[int, int, int], None], n: int, chunk: int) -> None:
     """Call ``work(worker, start, stop)`` for consecutive chunks of ``range(n)``.
 
     Chunks go to ``engine_threads()`` threads (worker ids ``0..threads-1`` so each
-    can own a buffer); with one thread or one chunk everything runs in this thread.
+    can own a buffer), each with single-threaded BLAS; with one chunk everything runs
+    in this thread (BLAS keeps its threads unless ``engine_threads() == 1``).
     """
     global _POOL, _POOL_SIZE
     starts: Sequence[int] = range(0, n, chunk)
-    threads = min(engine_threads(), len(starts))
+    wanted = engine_threads()
+    threads = min(wanted, len(starts))
     if threads <= 1:
-        for start in starts:
-            work(0, start, min(start + chunk, n))
+        # one chunk: BLAS may use its own threads, unless one thread was asked for
+        with single_threaded_blas() if wanted == 1 else contextlib.nullcontext():
+            for start in starts:
+                work(0, start, min(start + chunk, n))
         return
     if _POOL is None or _POOL_SIZE < threads:
         _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kernelscope")

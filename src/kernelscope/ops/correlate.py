@@ -16,8 +16,8 @@ Strategies (``method=``), all giving the same numbers:
 ``"fft"``
     a product of spectra; fast for large kernels.
 ``"auto"``
-    ``"fft"`` for float inputs with large kernels, ``"shift"`` for one input channel
-    per group, ``"im2col"`` otherwise (see :func:`choose_method`).
+    ``"fft"`` for float inputs with large kernels, ``"shift"`` for integer inputs
+    with large kernels, ``"im2col"`` otherwise (see :func:`choose_method`).
 
 Integer inputs (with an integer kernel and bias) give exact int64 results: they
 never go through floating point, except ``method="fft"`` when its float64 result is
@@ -41,10 +41,15 @@ __all__ = ["correlate2d", "convolve2d", "flip_kernel", "choose_method", "METHODS
 METHODS = ("auto", "direct", "im2col", "shift", "fft")
 _IMPLEMENTATIONS = {"direct": _direct, "im2col": _im2col, "shift": _shift, "fft": _fft}
 
-#: float kernels with at least this many taps (kh * kw) go to the FFT under "auto"
-#: when the input is large enough for it to pay off; calibrated by
-#: ``benchmarks/bench_engine.py --sweep`` (see docs/engine.md).
-FFT_MIN_TAPS = 121
+#: float kernels with at least this many taps (kh * kw) go to the FFT under "auto";
+#: with few channels per group (<= FFT_FEW_CHANNELS input x output pairs) already from
+#: FFT_MIN_TAPS_FEW. Calibrated by ``benchmarks/bench_engine.py --sweep`` (docs/engine.md).
+FFT_MIN_TAPS = 49
+FFT_MIN_TAPS_FEW = 25
+FFT_FEW_CHANNELS = 4
+#: integer kernels with at least this many taps use shift-and-add (im2col would copy
+#: every input pixel this many times into NumPy's slow, exact integer matmul)
+SHIFT_MIN_TAPS_INT = 25
 
 
 def as_matrix(value: object, name: str) -> np.ndarray:
@@ -124,6 +129,13 @@ def choose_method(x_shape: Sequence[int], kernel_shape: Sequence[int], *, groups
                   integer: bool = False) -> str:
     """The strategy ``method="auto"`` picks for these shapes.
 
+    Rules, from the kernel-size sweep in ``benchmarks/bench_engine.py --sweep``:
+    float inputs with kernels of at least ``FFT_MIN_TAPS`` taps (7x7), or of at least
+    ``FFT_MIN_TAPS_FEW`` taps (5x5) with few channels per group, go to the FFT, whose
+    cost hardly grows with the kernel; integer inputs with large kernels go to
+    shift-and-add (exact, and no copies); everything else, dense and depthwise CNN
+    layers included, to im2col.
+
     Parameters
     ----------
     x_shape : (N, C, Hp, Wp)
@@ -138,16 +150,22 @@ def choose_method(x_shape: Sequence[int], kernel_shape: Sequence[int], *, groups
     >>> choose_method((256, 1, 28, 28), (32, 1, 5, 5))
     'im2col'
     >>> choose_method((64, 64, 34, 34), (64, 1, 3, 3), groups=64)
-    'shift'
+    'im2col'
     >>> choose_method((1, 1, 542, 542), (1, 1, 31, 31))
     'fft'
+    >>> choose_method((1, 1, 256, 256), (1, 1, 5, 5))
+    'fft'
+    >>> choose_method((1, 1, 256, 256), (1, 1, 5, 5), integer=True)
+    'shift'
     """
-    _, _, kh, kw = kernel_shape
+    o, cg, kh, kw = kernel_shape
     hp, wp = x_shape[-2:]
-    if not integer and kh * kw >= FFT_MIN_TAPS and hp * wp >= 4 * kh * kw:
+    taps = kh * kw
+    if integer:
+        return "shift" if taps >= SHIFT_MIN_TAPS_INT else "im2col"
+    few_channels = cg * (o // groups) <= FFT_FEW_CHANNELS
+    if (taps >= FFT_MIN_TAPS or (few_channels and taps >= FFT_MIN_TAPS_FEW)) and hp * wp >= 4 * taps:
         return "fft"
-    if kernel_shape[1] == 1 and groups > 1:
-        return "shift"
     return "im2col"
 
 
