@@ -70,15 +70,25 @@ def infer_build_kwargs(arch: str, state: dict[str, Any], **given: Any) -> dict[s
     base.update({k: v for k, v in given.items() if v is not None})
     sizes = [given["input_size"]] if given.get("input_size") is not None else list(_COMMON_SIZES)
     depths = [given["depth"]] if given.get("depth") is not None else list(range(1, 7))
+    def build(depth: int, size: Any):
+        try:
+            with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+                return build_model(arch, **{**base, "depth": depth, "input_size": size})
+        except (KernelscopeError, RuntimeError, ValueError):
+            return None
+
+    # Tensor names depend on the depth only: find the depths whose names match first.
+    probe_sizes = [*sizes, 224]
+    matching = []
     for depth in depths:
+        model = next((m for m in (build(depth, s) for s in probe_sizes) if m is not None), None)
+        if model is not None and set(model.state_dict()) == set(target):
+            matching.append(depth)
+    for depth in matching:
         for size in sizes:
+            model = build(depth, size)
             kwargs = {**base, "depth": depth, "input_size": size}
-            try:
-                with torch.device("meta"):
-                    model = build_model(arch, **kwargs)
-            except (KernelscopeError, RuntimeError, ValueError):
-                continue
-            if _shapes(model.state_dict()) == target:
+            if model is not None and _shapes(model.state_dict()) == target:
                 if isinstance(size, int):
                     kwargs["input_size"] = (size, size)
                 return kwargs
@@ -117,12 +127,13 @@ def _torch_load(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         text = str(error)
-        if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
+        if "Unsupported global" in text:
             raise KernelscopeError(
                 f"{str(path)!r} holds pickled Python objects (such as a whole nn.Module), which kernelscope "
                 "refuses to load because unpickling can run code; save model.state_dict() instead "
                 "(or TorchScript / ONNX)") from None
-        raise KernelscopeError(f"cannot read {str(path)!r}: {text.splitlines()[0]}") from None
+        detail = text.split("WeightsUnpickler error:")[-1].strip().splitlines()[0] if text.strip() else "empty"
+        raise KernelscopeError(f"cannot read {str(path)!r}: not a torch file or corrupt ({detail})") from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise KernelscopeError(f"cannot read {str(path)!r} as a torch file: {str(error).splitlines()[0]}") from None
 

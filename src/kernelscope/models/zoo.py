@@ -33,8 +33,11 @@ def _check_int(name: str, value: Any, low: int, high: int) -> int:
 
 
 def _flat_features(features: nn.Module, in_channels: int, input_size: tuple[int, int]) -> int:
-    with torch.no_grad():
-        out = features(torch.zeros(1, in_channels, *input_size))
+    try:
+        with torch.no_grad():
+            out = features(torch.zeros(1, in_channels, *input_size))
+    except RuntimeError:
+        out = torch.zeros(0)
     if out.numel() == 0:
         raise KernelscopeError(f"input_size {input_size} is too small for this model: the feature maps "
                                "shrink to nothing (use a smaller depth or a larger input)")
