@@ -1,6 +1,7 @@
 """Per-step time of the NumPy LeNet (npnet) against PyTorch eager on the same network and batch.
 
-Run: ``OPENBLAS_THREAD_TIMEOUT=4 .venv/bin/python benchmarks/bench_npnet.py [--batch 64] [--repeats 30]``
+Run: ``OPENBLAS_THREAD_TIMEOUT=4 .venv/bin/python benchmarks/bench_npnet.py [--batch 64] [--repeats 30]
+[--threads 2]``
 
 Same network (the zoo's ``lenet5``: 5x5 convolutions, ReLU, average pooling, three linear
 layers), same weights, same real MNIST batch. Forward (logits + loss) and backward
@@ -29,10 +30,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2,
+                        help="threads for both sides: torch.set_num_threads and NumPy's BLAS (threadpoolctl)")
     args = parser.parse_args()
+    os.environ.setdefault("KERNELSCOPE_THREADS", str(args.threads))  # the engine's own thread pool
 
     import torch
     import torch.nn.functional as F
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(args.threads)
+    threadpool_limits(args.threads, user_api="blas")
 
     from kernelscope.data import load_dataset
     from kernelscope.models.zoo import build_model
@@ -81,7 +89,7 @@ def main() -> None:
     assert abs(loss - loss_t.item()) < 1e-4, (loss, loss_t.item())  # same network, same numbers
 
     print(f"LeNet-5 (zoo lenet5) on real MNIST, batch {args.batch}, float32, "
-          f"torch {torch.__version__} with {torch.get_num_threads()} threads; medians of {args.repeats} "
+          f"torch {torch.__version__}, {args.threads} thread(s) each side; medians of {args.repeats} "
           f"after {args.warmup} warm-up steps")
     print(f"{'phase':<10}{'numpy ms':>10}{'torch ms':>10}{'ratio':>8}")
     total_n = total_t = 0.0

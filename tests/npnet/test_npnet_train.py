@@ -112,3 +112,21 @@ def test_unsupported_model_is_a_one_line_error(tmp_path):
 
     with pytest.raises(KernelscopeError, match=r"^model \(SmallResNet\) is not a plain sequence of layers"):
         train_numpy(_config(model="resnet-small", epochs=1), tmp_path / "resnet")
+
+
+def test_cli_train_backend_numpy_and_its_one_line_errors(cli_runner, tmp_path):
+    out = tmp_path / "cli"
+    args = ("train", "--backend", "numpy", "--model", "lenet5", "--optimizer", "sgd", "--lr", "0.05",
+            "--epochs", "1", "--train-limit", "64", "--batch-size", "32", "--out", out)
+    result = cli_runner(*args)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("lenet5 on mnist: test accuracy ")
+    assert load_run(out).manifest["backend"] == "numpy"
+    again = cli_runner(*args)
+    assert again.exit_code == 2
+    assert again.output.startswith(f"Error: output directory {str(out)!r} already holds a run")
+    bad = cli_runner("train", "--backend", "numpy", "--model", "resnet-small", "--epochs", "1",
+                     "--train-limit", "32", "--out", tmp_path / "resnet")
+    assert bad.exit_code == 2
+    assert bad.output.startswith("Error: model (SmallResNet) is not a plain sequence of layers")
+    assert "Traceback" not in bad.output

@@ -269,8 +269,12 @@ class AvgPool2d(Layer):
             raise KernelscopeError(f"AvgPool2d kernel_size={k} is larger than the input {h}x{w}")
         ho, wo = h // k, w // k
         self._shape = x.shape
-        windows = x[:, :, :ho * k, :wo * k].reshape(n, c, ho, k, wo, k)  # (N, C, H', k, W', k)
-        return windows.mean(axis=(3, 5), dtype=x.dtype)  # (N, C, H', W')
+        total = np.zeros((n, c, ho, wo), dtype=np.result_type(x.dtype, np.float32))  # (N, C, H', W')
+        for u in range(k):  # window sums tap by tap, in PyTorch's row-major order
+            for v in range(k):
+                total += x[:, :, u:ho * k:k, v:wo * k:k]  # (N, C, H', W')
+        total /= k * k
+        return total
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         n, c, h, w = self._shape

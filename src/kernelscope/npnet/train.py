@@ -166,7 +166,10 @@ def train_numpy(config: Any, out_dir: str | Path, *, force: bool = False) -> Pat
 
     config = config.validate()
     out_dir = Path(out_dir)
-    rundir.prepare_run_dir(out_dir, force=force)
+    if force or (out_dir / "manifest.json").exists():
+        rundir.prepare_run_dir(out_dir, force=force)  # refuses to overwrite a run unless force
+    else:  # new, or already prepared by kernelscope.train.train (which checked it)
+        out_dir.mkdir(parents=True, exist_ok=True)
 
     dataset = load_dataset(config.data, seed=config.split_seed, test_fraction=config.test_fraction)
     x_train, y_train = dataset.x_train, dataset.y_train
