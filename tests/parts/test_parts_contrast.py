@@ -1,0 +1,48 @@
+"""The answer to the seed: eye channels emerge in ONet and in a net trained on a task that needs eyes,
+not in the same net trained on the easy face/non-face task, nor at random initialisation."""
+
+from __future__ import annotations
+
+import pytest
+
+from kernelscope.analysis.parts import face_task_data, part_contrast
+
+
+@pytest.fixture(scope="module")
+def contrast():
+    return part_contrast(seed=0, quick=True)
+
+
+def test_onet_has_eye_channels_in_conv3(contrast):
+    onet = contrast["models"]["onet"]
+    # FINDINGS: the strongest conv3 eye channel drops ~51% against ~14% for controls.
+    assert onet["n_detectors"]["conv3"] >= 3
+    assert onet["detector"] and onet["ci"][0] > 0.15
+
+
+def test_eye_channels_emerge_only_where_the_task_needs_eyes(contrast):
+    models = contrast["models"]
+    eyes, easy, random = models["eyes"], models["easy"], models["random"]
+    assert sum(eyes["n_detectors"].values()) >= 1 and eyes["detector"]
+    assert sum(easy["n_detectors"].values()) == 0 and not easy["detector"]
+    assert sum(random["n_detectors"].values()) == 0
+    assert eyes["selectivity"] > easy["selectivity"] + 0.05
+    # both models solve their task on held-out images
+    assert eyes["test_accuracy"] > 0.85 and easy["test_accuracy"] > 0.85
+
+
+def test_occluding_the_eyes_matters_to_the_eyes_model_output_only(contrast):
+    models = contrast["models"]
+    assert models["eyes"]["output"]["effect"] > 0.15 and models["eyes"]["output"]["ci_low"] > 0.05
+    assert abs(models["easy"]["output"]["effect"]) < 0.05
+    assert abs(models["random"]["output"]["effect"]) < 0.02
+
+
+def test_face_task_splits_share_no_face():
+    data = face_task_data("easy", seed=3)
+    faces = data["test_faces"].reshape(len(data["test_faces"]), -1)
+    train_pos = data["x_train"][data["y_train"] == 1].reshape(-1, faces.shape[1])
+    assert not (faces[:, None, :] == train_pos[None, :, :]).all(axis=2).any()
+    assert data["test_eye_masks"].shape == (40, 25, 25)
+    with pytest.raises(Exception, match="task: expected 'easy' or 'eyes', got 'hard'"):
+        face_task_data("hard")
