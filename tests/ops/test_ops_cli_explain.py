@@ -91,3 +91,24 @@ def test_large_input_is_refused(cli_runner):
     result = cli_runner("explain", "--input", "; ".join(["1 " * 30] * 30), "--kernel", "1")
     assert result.exit_code == 2
     assert result.output.startswith("Error: explain is for small inputs: this call has 900 output")
+
+
+def test_backward_calls_the_gradient_explainer(cli_runner):
+    result = cli_runner("explain", "--input", "1 2 3; 4 5 6; 7 8 9", "--kernel", "1 0; 0 -1",
+                        "--backward", "--grad-output", "1 0; 0 2")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("backward pass of a cross-correlation of a 3x3 input")
+    data = json.loads(cli_runner("explain", "--input", "1 2 3; 4 5 6; 7 8 9", "--kernel", "1 0; 0 -1",
+                                 "--backward", "--json").output)
+    # with g all ones, dL/dK[u, v] is the sum of the input pixels that tap met
+    assert data["kernel_grad"] == [[12, 16], [24, 28]]
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--groups", "2"), "Error: --groups 2 is not supported with --backward; use groups 1"),
+    (("--bias", "1"), "Error: --bias does not change any gradient; leave it out with --backward"),
+])
+def test_backward_option_errors(cli_runner, args, message):
+    result = cli_runner("explain", *SEED, "--backward", *args)
+    assert result.exit_code == 2
+    assert result.output.strip() == message

@@ -85,7 +85,9 @@ def explain_command(input_: str, kernel: str, bias: str | None, stride: str, pad
     if backward and groups != 1:
         raise KernelscopeError(f"--groups {groups} is not supported with --backward; use groups 1")
     if backward:
-        _explain_backward(x, k, grad_output, options, as_json)
+        if b is not None:
+            raise KernelscopeError("--bias does not change any gradient; leave it out with --backward")
+        _explain_backward(x, k, grad_output, dict(options, pad_value=pad_value), as_json)
         return
     from kernelscope.ops.explain import explain, format_explanation
 
