@@ -1,0 +1,319 @@
+"""The explorer's web app: a FastAPI factory, the JSON API and the hand-written page.
+
+``create_app(["runs/mnist"])`` returns an ASGI app; ``kernelscope serve`` runs it
+with uvicorn. The page (``static/``: HTML, JS and CSS, no build step, no CDN) is fed
+only by the JSON endpoints below, whose schema FastAPI publishes at
+``/openapi.json``.
+
+Errors: a :class:`~kernelscope.errors.KernelscopeError` becomes a 400 (404 for an
+unknown run or name), a request outside the schema a 422, malformed JSON a 422,
+and a body over ``MAX_BODY`` bytes a 413; each with ``{"detail": "one line"}``,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Path as PathParam, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kernelscope.errors import KernelscopeError, suggest
+from kernelscope.serve import operation as ops_view
+from kernelscope.serve import schemas as s
+from kernelscope.serve.runs import RunStore, UnknownRun
+
+__all__ = ["create_app", "MAX_BODY", "STATIC"]
+
+STATIC = Path(__file__).parent / "static"
+MAX_BODY = 1 << 20  #: bytes in a request body (a 64x64 matrix of long floats is ~100 kB)
+
+log = logging.getLogger("kernelscope.serve")
+
+ERRORS = {400: {"model": s.ErrorResponse, "description": "Invalid values (one-line message)"},
+          422: {"model": s.ErrorResponse, "description": "Outside the schema, or malformed JSON"}}
+RUN_ERRORS = {**ERRORS, 404: {"model": s.ErrorResponse, "description": "No such run"}}
+
+RunId = Annotated[int, PathParam(ge=0, le=1_000_000, description="Index of a run given on the command line")]
+Epoch = Annotated[int | None, Query(ge=-1, le=1_000_000, description="Recorded epoch (default: last)")]
+Layer = Annotated[str | None, Query(max_length=200, description="Conv layer (default: the first)")]
+
+
+class NotFound(KernelscopeError):
+    """An unknown name in the request path (404)."""
+
+
+class _BodyLimit:
+    """ASGI middleware: refuse request bodies larger than ``limit`` bytes with a 413."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            return await _send_json(send, 413, f"request body too large: at most {self.limit} bytes")
+        received = 0
+        too_large = False
+
+        async def limited_receive():
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    too_large = True
+                    raise _TooLarge
+            return message
+
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _send_json(send, 413, f"request body too large: at most {self.limit} bytes")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _send_json(send, status: int, detail: str) -> None:
+    import json
+
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _validation_message(error: RequestValidationError) -> str:
+    parts = []
+    for item in error.errors()[:3]:
+        loc = ".".join(str(p) for p in item.get("loc", ()) if p != "body") or "body"
+        if item.get("type") == "json_invalid":
+            ctx = item.get("ctx") or {}
+            parts.append(f"malformed JSON: {ctx.get('error', 'cannot parse the body')}")
+        else:
+            parts.append(f"{loc}: {item.get('msg', 'invalid')}")
+    more = len(error.errors()) - 3
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+@lru_cache(maxsize=8)
+def _sample_gray(name: str):
+    from kernelscope.data.images import load_image
+
+    return load_image(f"sample:{name}", gray=True)  # (H, W) float64 in [0, 1]
+
+
+def create_app(runs: Sequence[str | Path] = (), *, atlas_n_null: int = 300) -> FastAPI:
+    """Build the explorer app serving the run directories ``runs`` (and the operation view).
+
+    Parameters
+    ----------
+    runs : sequence of path
+        Run directories; only these are ever read, addressed by their index.
+    atlas_n_null : int
+        Null kernels per control when the atlas of a run's layer is computed.
+
+    Returns
+    -------
+    FastAPI
+
+    Examples
+    --------
+    >>> from fastapi.testclient import TestClient
+    >>> client = TestClient(create_app())
+    >>> client.post("/api/operation", json={"input": [[1, 2], [3, 4]], "kernel": [[1, 0], [0, -1]]}).json()["output"]
+    [[-3]]
+    >>> client.get("/api/runs/0/kernels").json()["detail"]
+    'run 0 is not served; this server has no run (start `kernelscope serve RUN`)'
+    """
+    from kernelscope import __version__
+
+    store = RunStore(runs, atlas_n_null=atlas_n_null)
+    app = FastAPI(title="kernelscope explorer", version=__version__,
+                  description="The operation (cross-correlation, convolution, explained cell by cell) and the "
+                              "runs given on the command line, as JSON.")
+    app.state.store = store
+
+    # ---- errors ---------------------------------------------------------------------------
+    @app.exception_handler(KernelscopeError)
+    async def _library_error(request: Request, error: KernelscopeError):
+        status = 404 if isinstance(error, (UnknownRun, NotFound)) else 400
+        return JSONResponse({"detail": str(error).splitlines()[0] if str(error) else "invalid request"},
+                            status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, error: RequestValidationError):
+        return JSONResponse({"detail": _validation_message(error)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, error: StarletteHTTPException):
+        return JSONResponse({"detail": str(error.detail)}, status_code=error.status_code,
+                            headers=getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception):  # pragma: no cover - a bug if reached
+        log.exception("unexpected error on %s", request.url.path)
+        return JSONResponse({"detail": f"internal error ({type(error).__name__}); see the server log"},
+                            status_code=500)
+
+    app.add_middleware(_BodyLimit, limit=MAX_BODY)
+
+    # ---- the page -------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    # ---- the operation --------------------------------------------------------------------
+    @app.get("/api/info", response_model=s.Info, tags=["operation"])
+    def info() -> dict[str, Any]:
+        """Version, size limits, padding modes, sample images and the kernel bank."""
+        from kernelscope.data.images import sample_image_names
+        from kernelscope.kernels import kernel_info, kernel_names
+        from kernelscope.ops import PADDING_MODES
+
+        try:
+            import kernelscope.ops.explain_backward  # noqa: F401
+
+            backward_ok = True
+        except ImportError:  # pragma: no cover - present in this tree
+            backward_ok = False
+        bank = [kernel_info(n).to_dict() for n in kernel_names()]
+        bank = [b for b in bank if max(b["shape"]) <= s.MAX_KERNEL or b["resizable"]]
+        limits = {"input": s.MAX_INPUT, "kernel": s.MAX_KERNEL, "output": s.MAX_OUTPUT, "stride": s.MAX_STRIDE,
+                  "dilation": s.MAX_DILATION, "pad": s.MAX_PAD, "abs_value": s.MAX_ABS}
+        return {"version": __version__, "limits": limits, "padding_modes": list(PADDING_MODES),
+                "sample_images": sample_image_names(), "bank": bank, "backward": backward_ok}
+
+    @app.post("/api/operation", response_model=s.OperationResponse, responses=ERRORS, tags=["operation"])
+    def operation(request: s.OperationRequest) -> dict[str, Any]:
+        """The engine's output, the padded input, the applied (flipped) kernel, and one cell explained."""
+        x, k = ops_view.as_numbers(request.input), ops_view.as_numbers(request.kernel)
+        return ops_view.operation(x, k, bias=request.bias, stride=request.stride, padding=request.padding,
+                                  padding_mode=request.padding_mode, pad_value=request.pad_value,
+                                  dilation=request.dilation, mode=request.mode, cell=request.cell,
+                                  max_output=s.MAX_OUTPUT)
+
+    @app.post("/api/explain", response_model=s.ExplainResponse, responses=ERRORS, tags=["operation"])
+    def explain(request: s.OperationRequest) -> dict[str, Any]:
+        """``kernelscope.ops.explain(...).to_dict()``: every output cell traced (small operations only)."""
+        x, k = ops_view.as_numbers(request.input), ops_view.as_numbers(request.kernel)
+        return ops_view.explain_all(x, k, bias=request.bias, stride=request.stride, padding=request.padding,
+                                    padding_mode=request.padding_mode, pad_value=request.pad_value,
+                                    dilation=request.dilation, mode=request.mode)
+
+    @app.post("/api/backward", response_model=s.BackwardResponse, responses=ERRORS, tags=["operation"])
+    def backward(request: s.BackwardRequest) -> dict[str, Any]:
+        """The backward pass: dL/dK (a correlation), dL/dbias, dL/dinput (a 'full' convolution)."""
+        x, k = ops_view.as_numbers(request.input), ops_view.as_numbers(request.kernel)
+        g = None if request.grad_output is None else ops_view.as_numbers(request.grad_output)
+        return ops_view.backward(x, k, g, stride=request.stride, padding=request.padding,
+                                 padding_mode=request.padding_mode, pad_value=request.pad_value,
+                                 dilation=request.dilation, mode=request.mode)
+
+    @app.get("/api/bank/{name}", response_model=s.MatrixResponse, responses={**ERRORS, 404: ERRORS[400]},
+             tags=["operation"])
+    def bank_kernel(name: Annotated[str, PathParam(max_length=100)],
+                    size: Annotated[int | None, Query(ge=2, le=s.MAX_KERNEL)] = None) -> dict[str, Any]:
+        """A kernel of the classical bank (``size`` for the resizable ones)."""
+        from kernelscope.kernels import get_kernel, kernel_info, kernel_names
+
+        if name not in kernel_names():
+            raise NotFound(suggest(name, kernel_names(), what="kernel"))
+        info = kernel_info(name)
+        params = {}
+        if size is not None:
+            if not info.resizable:
+                raise KernelscopeError(f"kernel {name!r} has a fixed size {tuple(info.shape)}; got size={size}")
+            params["size"] = size
+        elif max(info.shape) > s.MAX_KERNEL:
+            params["size"] = s.MAX_KERNEL
+        k = get_kernel(name, **params)
+        return {"name": name, "shape": list(k.shape), "matrix": _round(k), "note": info.description}
+
+    @app.get("/api/images/{name}", response_model=s.MatrixResponse, responses={**ERRORS, 404: ERRORS[400]},
+             tags=["operation"])
+    def sample_image(name: Annotated[str, PathParam(max_length=100)],
+                     size: Annotated[int, Query(ge=2, le=s.MAX_INPUT)] = 24) -> dict[str, Any]:
+        """A bundled sample image in grey, downscaled so its longer side is ``size``, as integers 0..255."""
+        import numpy as np
+        from skimage.transform import resize
+
+        from kernelscope.data.images import sample_image_names
+
+        if name not in sample_image_names():
+            raise NotFound(suggest(name, sample_image_names(), what="sample image"))
+        image = _sample_gray(name)  # (H, W)
+        h, w = image.shape
+        scale = size / max(h, w)
+        shape = (max(1, round(h * scale)), max(1, round(w * scale)))
+        small = resize(image, shape, anti_aliasing=True, preserve_range=True)  # (h', w')
+        matrix = np.clip(np.round(small * 255), 0, 255).astype(np.int64)
+        return {"name": name, "shape": list(matrix.shape), "matrix": matrix.tolist(),
+                "note": f"sample:{name}, {h}x{w} downscaled to {shape[0]}x{shape[1]}, grey 0..255"}
+
+    # ---- runs -----------------------------------------------------------------------------
+    @app.get("/api/runs", response_model=list[s.RunInfo], tags=["runs"])
+    def list_runs() -> list[dict[str, Any]]:
+        """The runs given on the command line, by index."""
+        return [store.info(i) for i in range(len(store))]
+
+    @app.get("/api/runs/{run_id}", response_model=s.RunSummary, responses=RUN_ERRORS, tags=["runs"])
+    def run_summary(run_id: RunId) -> dict[str, Any]:
+        """Manifest summary, recorded epochs, layer shapes and the training curves."""
+        return store.summary(run_id)
+
+    @app.get("/api/runs/{run_id}/kernels", response_model=s.KernelsResponse, responses=RUN_ERRORS, tags=["runs"])
+    def run_kernels(run_id: RunId, layer: Layer = None, epoch: Epoch = None) -> dict[str, Any]:
+        """One layer's kernels at one recorded epoch, ``(O, C, kh, kw)``."""
+        return store.kernels(run_id, layer=layer, epoch=epoch)
+
+    @app.get("/api/runs/{run_id}/atlas", response_model=s.AtlasResponse, responses=RUN_ERRORS, tags=["runs"])
+    def run_atlas(run_id: RunId, layer: Layer = None, epoch: Epoch = None) -> dict[str, Any]:
+        """Per kernel: atlas class, best classical match and scores against the controls (cached)."""
+        return store.atlas(run_id, layer=layer, epoch=epoch)
+
+    @app.get("/api/runs/{run_id}/featuremaps", response_model=s.FeatureMapsResponse, responses=RUN_ERRORS,
+             tags=["runs"])
+    def run_feature_maps(run_id: RunId, layer: Layer = None, epoch: Epoch = None,
+                         probe: Annotated[int, Query(ge=0, le=100_000)] = 0) -> dict[str, Any]:
+        """One probe image's feature maps at one layer and epoch, ``(O, H', W')``."""
+        return store.feature_maps(run_id, layer=layer, epoch=epoch, probe=probe)
+
+    @app.get("/api/runs/{run_id}/probe", response_model=s.ProbeResponse, responses=RUN_ERRORS, tags=["runs"])
+    def run_probe(run_id: RunId) -> dict[str, Any]:
+        """The probe images (raw, in [0, 1]) and their labels."""
+        return store.probe(run_id)
+
+    return app
+
+
+def _round(k) -> list[list[float]]:
+    import numpy as np
+
+    k = np.asarray(k, dtype=np.float64)
+    if np.all(k == np.round(k)):
+        return k.astype(np.int64).tolist()
+    return np.round(k, 4).tolist()

@@ -1,0 +1,292 @@
+"""The explorer's JSON API as pydantic models: what each endpoint takes and returns.
+
+FastAPI publishes these as ``/openapi.json``, so every view of the page can be
+scripted. Limits are part of the schema (a 64x64 input, a 15x15 kernel, strides
+up to 8, ...): a request outside them gets a 422 with a one-line message.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+__all__ = [
+    "MAX_INPUT", "MAX_KERNEL", "MAX_OUTPUT", "MAX_STRIDE", "MAX_DILATION", "MAX_PAD", "MAX_ABS",
+    "Matrix", "KernelMatrix", "OperationRequest", "OperationResponse", "ExplainResponse",
+    "BackwardRequest", "BackwardResponse", "OutputPosition", "ChannelTerm", "Info", "BankKernel",
+    "MatrixResponse", "RunInfo", "RunSummary", "FlatArray", "KernelsResponse", "AtlasKernel",
+    "AtlasResponse", "FeatureMapsResponse", "ProbeResponse", "ErrorResponse",
+]
+
+MAX_INPUT = 64  #: rows and columns of the input matrix (and of downscaled sample images)
+MAX_KERNEL = 15  #: rows and columns of the kernel
+MAX_OUTPUT = 128  #: rows and columns of the output (padding and dilation can grow it)
+MAX_STRIDE = 8
+MAX_DILATION = 4
+MAX_PAD = 16  #: explicit padding amounts per side
+MAX_ABS = 1e6  #: |value| of any number typed in: products and sums stay exact and finite
+
+Number = int | float
+Value = Annotated[float, Field(ge=-MAX_ABS, le=MAX_ABS, allow_inf_nan=False)]
+
+
+def _rectangular(rows: list[list[float]]) -> list[list[float]]:
+    width = len(rows[0])
+    for r, row in enumerate(rows):
+        if len(row) != width:
+            raise ValueError(f"row {r} has {len(row)} numbers but row 0 has {width}; "
+                             "every row needs the same count")
+    return rows
+
+
+def _matrix(limit: int, what: str):
+    row = Annotated[list[Value], Field(min_length=1, max_length=limit)]
+    return Annotated[list[row], Field(min_length=1, max_length=limit,
+                                      description=f"{what}: rows of numbers, at most {limit}x{limit}, "
+                                                  f"|value| <= {MAX_ABS:g}"),
+                     AfterValidator(_rectangular)]
+
+
+Matrix = _matrix(MAX_INPUT, "input")
+KernelMatrix = _matrix(MAX_KERNEL, "kernel")
+Stride = Annotated[int, Field(ge=1, le=MAX_STRIDE)]
+Dilation = Annotated[int, Field(ge=1, le=MAX_DILATION)]
+Pad = Annotated[int, Field(ge=0, le=MAX_PAD)]
+Index = Annotated[int, Field(ge=0, le=10_000)]
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx (and the 5xx that should never happen) answers with this."""
+
+    detail: str = Field(description="One line: what was wrong and what is allowed.")
+
+
+class OperationParams(BaseModel):
+    """The settings of one cross-correlation or convolution, as for ``kernelscope.ops.correlate2d``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: Matrix
+    kernel: KernelMatrix
+    stride: Stride | Annotated[list[Stride], Field(min_length=2, max_length=2)] = 1
+    padding: (Literal["valid", "same", "full"] | Pad
+              | Annotated[list[Pad], Field(min_length=2, max_length=2)]
+              | Annotated[list[Pad], Field(min_length=4, max_length=4)]) = "valid"
+    padding_mode: Literal["zeros", "constant", "reflect", "replicate", "circular"] = "zeros"
+    pad_value: Value = 0.0
+    dilation: Dilation | Annotated[list[Dilation], Field(min_length=2, max_length=2)] = 1
+    mode: Literal["correlate", "convolve"] = "correlate"
+
+
+class OperationRequest(OperationParams):
+    """An operation, and optionally the output cell to explain (``[row, col]``)."""
+
+    bias: Value | None = None
+    cell: Annotated[list[Index], Field(min_length=2, max_length=2)] | None = None
+
+
+class BackwardRequest(OperationParams):
+    """An operation and the gradient arriving at its output (default: all ones)."""
+
+    grad_output: Matrix | None = None
+
+
+class ChannelTerm(BaseModel):
+    channel: int
+    window: list[list[Number]]
+    kernel: list[list[Number]]
+    products: list[list[Number]]
+    sum: Number
+
+
+class OutputPosition(BaseModel):
+    """How one output pixel comes about: ``explain``'s record of it."""
+
+    batch: int
+    out_channel: int
+    row: int
+    col: int
+    input_rows: list[int] = Field(description="Rows of the original input; < 0 or >= H is padding.")
+    input_cols: list[int]
+    channels: list[ChannelTerm]
+    bias: Number | None
+    total: Number
+
+
+class OperationResponse(BaseModel):
+    mode: Literal["correlate", "convolve"]
+    input_shape: list[int]
+    kernel: list[list[Number]]
+    applied_kernel: list[list[Number]] = Field(
+        description="What slides over the input: the kernel, or flip(kernel) for convolution.")
+    padding: list[int] = Field(description="(top, bottom, left, right)")
+    padded_input: list[list[Number]]
+    stride: list[int]
+    dilation: list[int]
+    output: list[list[Number]]
+    output_shape: list[int]
+    flip_identity: bool | None = Field(
+        description="Convolution: convolve2d(I, K) == correlate2d(I, flip(K)) was checked.")
+    position: OutputPosition | None = Field(
+        default=None, description="The explained cell, when one was asked for.")
+    position_agrees: bool | None = Field(
+        default=None, description="The explained cell's total equals the engine's output there.")
+
+
+class ExplainResponse(BaseModel):
+    """``kernelscope.ops.explain(...).to_dict()`` for the whole (small) operation."""
+
+    mode: str
+    input: list[Any]
+    kernel: list[Any]
+    applied_kernel: list[Any]
+    bias: list[Number] | None
+    padded_input: list[Any]
+    stride: list[int]
+    padding: list[int]
+    padding_mode: str
+    pad_value: Number
+    dilation: list[int]
+    groups: int
+    output: list[Any]
+    positions: list[OutputPosition]
+    engine_agrees: bool
+    flip_identity: bool | None
+
+
+class WeightedWindow(BaseModel):
+    batch: int
+    out_channel: int
+    row: int
+    col: int
+    channel: int
+    grad: Number
+    input_rows: list[int]
+    input_cols: list[int]
+    window: list[list[Number]]
+    contribution: list[list[Number]]
+
+
+class BackwardResponse(BaseModel):
+    """``kernelscope.ops.explain_backward(...)``: the gradients of kernel, bias and input."""
+
+    mode: str
+    input: list[Any]
+    kernel: list[Any]
+    applied_kernel: list[Any]
+    stride: list[int]
+    padding: list[int]
+    padding_mode: str
+    dilation: list[int]
+    forward_output: list[Any]
+    grad_output: list[Any]
+    grad_output_given: bool
+    weighted_windows: list[WeightedWindow]
+    kernel_grad: list[Any] = Field(description="dL/dK: cross-correlation of the input with g.")
+    bias_grad: list[Number]
+    grad_output_dilated: list[Any]
+    input_grad: list[Any] = Field(description="dL/dinput: g convolved with K ('full').")
+    engine_agrees: bool
+
+
+class BankKernel(BaseModel):
+    name: str
+    family: str
+    description: str
+    shape: list[int]
+    resizable: bool
+
+
+class Info(BaseModel):
+    version: str
+    limits: dict[str, float]
+    padding_modes: list[str]
+    sample_images: list[str]
+    bank: list[BankKernel]
+    backward: bool = Field(description="The backward view is available.")
+
+
+class MatrixResponse(BaseModel):
+    name: str
+    shape: list[int]
+    matrix: list[list[Number]]
+    note: str = ""
+
+
+class RunInfo(BaseModel):
+    id: int
+    name: str
+    model: str
+    dataset: str
+    status: str
+    epochs: list[int]
+    conv_layers: list[str]
+
+
+class RunSummary(RunInfo):
+    feature_map_epochs: list[int]
+    classes: list[str]
+    metrics: list[dict[str, Number | None]]
+    layer_shapes: dict[str, list[int]]
+
+
+class FlatArray(BaseModel):
+    """An array as its shape and its values in C order (easy to draw on a canvas)."""
+
+    shape: list[int]
+    data: list[float]
+    vmin: float
+    vmax: float
+
+
+class KernelsResponse(BaseModel):
+    run_id: int
+    layer: str
+    epoch: int
+    kernels: FlatArray = Field(description="(O, C, kh, kw)")
+    note: str = ""
+
+
+class AtlasKernel(BaseModel):
+    index: int
+    kernel_class: str
+    best_family: str
+    best_name: str
+    best_params: str
+    best_score: float | None
+    scores: dict[str, float | None]
+    margin: float | None
+
+
+class AtlasResponse(BaseModel):
+    run_id: int
+    layer: str
+    epoch: int
+    thresholds: dict[str, float | None] = Field(
+        description="Per score: the control percentile a kernel must exceed for its class.")
+    percentile: float
+    fractions: dict[str, float]
+    control_fractions: dict[str, dict[str, float]]
+    kernels: list[AtlasKernel]
+    notes: list[str]
+    n_null: int
+    seconds: float
+
+
+class FeatureMapsResponse(BaseModel):
+    run_id: int
+    layer: str
+    epoch: int
+    probe: int
+    label: int
+    label_name: str
+    image: FlatArray = Field(description="The probe image, raw, (C, H, W) in [0, 1]")
+    maps: FlatArray = Field(description="(O, H', W')")
+
+
+class ProbeResponse(BaseModel):
+    run_id: int
+    images: FlatArray = Field(description="(P, C, H, W) raw, in [0, 1]")
+    labels: list[int]
+    label_names: list[str]
