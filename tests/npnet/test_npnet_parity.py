@@ -91,17 +91,17 @@ def test_float64_training_follows_torch_step_for_step(mnist_batches, optimizer, 
     assert np.ptp(losses_t) > 0.1  # a trajectory that moves, not a trivially equal constant
     if steps >= 50:
         assert losses_t[-10:].mean() < losses_t[:10].mean() - 0.2  # and the long run really learns
-    np.testing.assert_allclose(losses_np, losses_t, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(losses_np, losses_t, rtol=1e-10, atol=1e-12)
     assert sorted(params_np) == sorted(params_t)
     for name in params_t:
-        np.testing.assert_allclose(params_np[name], params_t[name], rtol=1e-8, atol=1e-10, err_msg=name)
+        np.testing.assert_allclose(params_np[name], params_t[name], rtol=1e-10, atol=1e-12, err_msg=name)
 
 
 def test_float32_training_follows_torch_within_float32_tolerance(mnist_batches):
     losses_np, losses_t, params_np, params_t = run_both(mnist_batches, dtype=torch.float32, **HYPER["sgd"])
-    np.testing.assert_allclose(losses_np, losses_t, rtol=2e-4, atol=1e-5)
+    np.testing.assert_allclose(losses_np, losses_t, rtol=1e-5, atol=1e-5)
     for name in params_t:
-        np.testing.assert_allclose(params_np[name], params_t[name], rtol=1e-3, atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(params_np[name], params_t[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def test_parity_detects_a_wrong_update_rule(mnist_batches, monkeypatch):
