@@ -122,3 +122,64 @@ def test_sgd_rejects_bad_hyper_parameters_and_shapes():
     opt = SGD({"w": np.zeros(3)}, lr=0.1)
     with pytest.raises(KernelscopeError, match=r"gradient of 'w' has shape \(4,\), the parameter \(3,\)"):
         opt.step({"w": np.zeros(4)})
+
+
+@pytest.mark.parametrize("decoupled, weight_decay", [(False, 0.0), (False, 0.01), (True, 0.05)])
+def test_adam_and_adamw_match_torch_over_steps(rng, decoupled, weight_decay):
+    from kernelscope.npnet.optim import Adam
+
+    p0 = rng.normal(size=(3, 4))
+    params = {"w": p0.copy()}
+    opt = Adam(params, lr=0.01, weight_decay=weight_decay, decoupled=decoupled)
+    tp = _t(p0, grad=True)
+    cls = torch.optim.AdamW if decoupled else torch.optim.Adam
+    topt = cls([tp], lr=0.01, weight_decay=weight_decay)
+    for _ in range(6):
+        g = rng.normal(size=(3, 4))
+        opt.step({"w": g})
+        tp.grad = _t(g)
+        topt.step()
+        np.testing.assert_allclose(params["w"], tp.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_avgpool_matches_torch(rng):
+    from kernelscope.npnet.layers import AvgPool2d
+
+    x = rng.normal(size=(2, 3, 9, 8))
+    g = rng.normal(size=(2, 3, 3, 2))
+    pool = AvgPool2d(3)
+    t = _t(x, grad=True)
+    ref = F.avg_pool2d(t, 3)
+    ref.backward(_t(g))
+    np.testing.assert_allclose(pool.forward(x), ref.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(pool.backward(g), t.grad.numpy(), rtol=1e-12)
+
+
+def test_numpy_lenet_has_the_zoo_lenet5_layout():
+    from kernelscope.models.zoo import build_model
+    from kernelscope.npnet import lenet
+
+    zoo = {k: tuple(v.shape) for k, v in build_model("lenet5", input_size=28).state_dict().items()}
+    ours = {k: v.shape for k, v in lenet(input_size=28).state_dict().items()}
+    assert ours == zoo
+
+
+def test_importing_npnet_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, kernelscope.npnet, kernelscope.npnet.train, kernelscope.ops.backward, "
+            "kernelscope.ops.explain_backward; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_from_torch_refuses_what_it_cannot_run():
+    from torch import nn
+
+    from kernelscope.npnet.torch_bridge import from_torch
+
+    with pytest.raises(KernelscopeError, match=r"^layer '1' is a Tanh, which the NumPy network cannot run"):
+        from_torch(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh()))
+    with pytest.raises(KernelscopeError, match=r"^layer '0': npnet supports MaxPool2d with square windows, no padding"):
+        from_torch(nn.Sequential(nn.MaxPool2d(2, padding=1)))

@@ -25,7 +25,12 @@ from typing import Any
 import numpy as np
 
 from kernelscope.errors import KernelscopeError
-from kernelscope.ops.backward import convolve2d_backward, correlate2d_backward, dilate2d, pad2d_adjoint
+from kernelscope.ops.backward import (
+    convolve2d_backward,
+    correlate2d_backward,
+    dilate2d,
+    pad2d_adjoint,
+)
 from kernelscope.ops.correlate import _prepare, as_matrix, correlate2d, flip_kernel
 from kernelscope.ops.explain import (
     MAX_POSITIONS,
@@ -309,7 +314,7 @@ def format_backward(trace: BackwardTrace) -> str:
         "",
         f"The forward slid {slid} over the input without flipping it: out = correlate2d(input, {slid}).",
         "Given g = dL/dout, the chain rule gives three gradients:",
-        f"  dL/dK     is a CROSS-CORRELATION of the input with g (g slides over the input like a kernel)"
+        "  dL/dK     is a CROSS-CORRELATION of the input with g (g slides over the input like a kernel)"
         + (", flipped back because the forward slid flip(K)" if convolve else ""),
         "  dL/dbias  is the sum of g",
         ("  dL/dinput is a TRUE CONVOLUTION of g with K: g, zero-padded, slides under flip(K) "
