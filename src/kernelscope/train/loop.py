@@ -243,7 +243,12 @@ def train(config: TrainConfig, out_dir: str | Path, *, callbacks: Sequence[Any] 
 
         trained = model
         if context.distributed:
+            import warnings
+
             from torch.nn.parallel import DistributedDataParallel
+
+            # A 1-channel first layer's weight grad has an equivalent but different stride; harmless.
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
 
             trained = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
