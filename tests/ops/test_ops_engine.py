@@ -183,6 +183,36 @@ def test_integer_inputs_are_exact(method, rng):
     assert (as_float.astype(object) != expected).any()  # so the test can tell exact from close
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(case=layer_cases())
+def test_integer_methods_agree_exactly_on_random_layers(case):
+    pads = _fits(case)
+    assume(pads is not None)
+    rng = np.random.default_rng(case["seed"])
+    c, o = case["groups"] * case["cg"], case["groups"] * case["og"]
+    x = rng.integers(-1000, 1000, size=(case["n"], c, case["h"], case["w"]))
+    kernel = rng.integers(-50, 50, size=(o, case["cg"], case["kh"], case["kw"]))
+    bias = rng.integers(-99, 99, size=o) if case["use_bias"] else None
+    common = dict(stride=case["stride"], padding=case["padding"], padding_mode=case["mode"],
+                  pad_value=7, dilation=case["dilation"], groups=case["groups"])
+    reference = correlate2d(x, kernel, bias, method="direct", **common)
+    assert reference.dtype == np.int64
+    expected = torch_reference(x, kernel, bias, stride=case["stride"], pads=pads, mode=case["mode"],
+                               pad_value=7, dilation=case["dilation"], groups=case["groups"])
+    assert (reference == expected).all()  # small integers are exact in float64 too
+    for method in ("im2col", "shift", "fft", "auto"):
+        got = correlate2d(x, kernel, bias, method=method, **common)
+        assert got.dtype == np.int64, method
+        assert (got == reference).all(), method
+
+
+def test_float16_is_computed_in_float32(rng):
+    x = rng.standard_normal((1, 1, 6, 6)).astype(np.float16)
+    out = correlate2d(x, np.ones((1, 1, 3, 3), np.float16))
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, correlate2d(x.astype(np.float64), np.ones((1, 1, 3, 3))), atol=1e-5)
+
+
 def test_small_integers_through_fft_are_exact_and_integer(rng):
     x = rng.integers(-50, 50, size=(40, 40))
     k = rng.integers(-5, 5, size=(13, 13))
