@@ -1,0 +1,76 @@
+"""``kernelscope serve``: the interactive explorer on a local web server."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+import click
+
+from kernelscope.errors import KernelscopeError
+
+__all__ = ["serve_command", "bind"]
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (port 0: any free port), or a one-line error."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise KernelscopeError(f"--host {host!r} cannot be resolved: {error.strerror}") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as error:
+        sock.close()
+        raise KernelscopeError(f"cannot listen on {host}:{port} ({error.strerror}); "
+                               f"choose another --port (0 picks a free one)") from None
+    sock.setblocking(False)
+    return sock
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+@click.command("serve")
+@click.argument("runs", nargs=-1, type=click.Path(), metavar="[RUN]...")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
+              help="TCP port (0: any free port).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; the default serves this machine only.")
+@click.option("--atlas-nulls", default=300, show_default=True, type=click.IntRange(50, 5000),
+              help="Null kernels per control when a layer's atlas is computed (hover information).")
+def serve_command(runs: tuple[str, ...], port: int, host: str, atlas_nulls: int) -> None:
+    """Start the explorer: the operation, explained cell by cell, and the given runs.
+
+    Only the RUN directories named here are served (by index); nothing else on disk is
+    reachable from the page. Stop with Ctrl+C.
+
+    \b
+    Example:
+      kernelscope serve runs/mnist --port 8765
+    """
+    import uvicorn
+
+    from kernelscope.serve.app import create_app
+
+    app = create_app(list(runs), atlas_n_null=atlas_nulls)
+    sock = bind(host, port)
+    actual = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"kernelscope explorer: http://{shown}:{actual}/  (serving {len(runs)} run"
+               f"{'' if len(runs) == 1 else 's'}; Ctrl+C stops)")
+    if not _is_loopback(host):
+        click.echo(f"warning: bound to {host}, not loopback: other machines can reach this page", err=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
