@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from kernelscope.data import load_dataset
-from kernelscope.data.formats import load_cifar10, load_image_folder, read_idx, safe_unpickle, write_idx
+from kernelscope.data.formats import (
+    load_cifar10,
+    load_image_folder,
+    read_idx,
+    safe_unpickle,
+    write_idx,
+)
 from kernelscope.errors import KernelscopeError
 
 

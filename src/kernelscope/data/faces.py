@@ -41,7 +41,7 @@ def lfw_faces() -> np.ndarray:
     Examples
     --------
     >>> x = lfw_faces()
-    >>> x.shape, x.dtype.name, 0.0 <= x.min() <= x.max() <= 1.0
+    >>> x.shape, x.dtype.name, bool(0.0 <= x.min() <= x.max() <= 1.0)
     ((100, 1, 25, 25), 'float32', True)
     """
     return _lfw()[:100, None].copy()

@@ -53,7 +53,7 @@ class OnnxModel(nn.Module):
         self.input_names = inputs
         self.output_names = outputs
         self.program = program  # [(op, input names, output names, module path or None, attrs)]
-        for i, (name, value) in enumerate(constants.items()):
+        for i, value in enumerate(constants.values()):
             self.register_buffer(f"_const{i}", value, persistent=False)
         self._constant_names = {name: f"_const{i}" for i, name in enumerate(constants)}
 
