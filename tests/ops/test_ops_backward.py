@@ -214,3 +214,10 @@ def test_mismatched_groups_are_a_one_line_error():
 def test_unknown_padding_mode_suggests_the_valid_ones():
     with pytest.raises(KernelscopeError, match=r"unknown padding mode 'reflekt'; did you mean 'reflect'"):
         correlate2d_backward(np.zeros((4, 4)), np.zeros((2, 2)), np.zeros((3, 3)), padding_mode="reflekt")
+
+
+def test_non_finite_gradient_is_a_one_line_error_naming_it():
+    grad = np.ones((3, 3))
+    grad[1, 2] = np.nan
+    with pytest.raises(KernelscopeError, match=r"^grad_out contains nan at index \(1, 2\); only finite numbers"):
+        correlate2d_backward(np.zeros((4, 4)), np.zeros((2, 2)), grad)

@@ -204,10 +204,11 @@ def correlate2d_backward(x: np.ndarray, kernel: np.ndarray, grad_out: np.ndarray
     array(9)
     """
     from kernelscope.ops import convolve2d, correlate2d
+    from kernelscope.ops.correlate import as_matrix
 
-    x = np.asarray(x)
-    kernel = np.asarray(kernel)
-    grad_out = np.asarray(grad_out)
+    x = as_matrix(x, "x")  # finite real numbers, or a one-line error naming the argument
+    kernel = as_matrix(kernel, "kernel")
+    grad_out = as_matrix(grad_out, "grad_out")
     x4, k4, plain = _as_batch(x, kernel)
     n, c, h, w = x4.shape
     o, cg, kh, kw = k4.shape
