@@ -130,3 +130,19 @@ def test_cli_train_backend_numpy_and_its_one_line_errors(cli_runner, tmp_path):
     assert bad.exit_code == 2
     assert bad.output.startswith("Error: model (SmallResNet) is not a plain sequence of layers")
     assert "Traceback" not in bad.output
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(numpy_run, tmp_path):
+    """Stop after epoch 1, resume to epoch 2: weights, optimiser state and data order carry over exactly."""
+    from kernelscope.npnet.train import train_numpy
+
+    out = tmp_path / "resumed"
+    train_numpy(_config(shift=1, record_every_steps=2, epochs=1), out)
+    train_numpy(_config(shift=1, record_every_steps=2, epochs=2), out, resume=True)
+    resumed, straight = load_run(out), load_run(numpy_run)
+    assert resumed.epochs == [0, 1, 2] and resumed.manifest["status"] == "complete"
+    for layer in straight.conv_layers:
+        np.testing.assert_array_equal(resumed.kernels(2, layer), straight.kernels(2, layer))
+    assert [m["train_loss"] for m in resumed.metrics] == [m["train_loss"] for m in straight.metrics]
+    with pytest.raises(KernelscopeError, match=r"with a different config \(lr: run has 0\.05, now 0\.1\)"):
+        train_numpy(_config(shift=1, record_every_steps=2, epochs=3, lr=0.1), out, resume=True)

@@ -139,7 +139,7 @@ def _feature_maps(net: Sequential, layers: list[str], images: np.ndarray) -> dic
     return maps
 
 
-def train_numpy(config: Any, out_dir: str | Path, *, force: bool = False) -> Path:
+def train_numpy(config: Any, out_dir: str | Path, *, force: bool = False, resume: bool = False) -> Path:
     """Train ``config`` (a :class:`~kernelscope.train.TrainConfig`) with the NumPy network into ``out_dir``.
 
     Parameters
@@ -149,6 +149,13 @@ def train_numpy(config: Any, out_dir: str | Path, *, force: bool = False) -> Pat
         (``lenet5``, ``tinyvgg``, ``large-kernel``); ``device`` is ignored (NumPy runs on the CPU).
     out_dir : str or Path
         The run directory (new or empty; ``force`` replaces a run already there).
+    force : bool
+        Overwrite a run already in ``out_dir``.
+    resume : bool
+        Continue the NumPy run in ``out_dir`` from its last complete epoch (same config;
+        only ``epochs``, ``device`` and ``progress`` may change). Parameters, optimiser
+        state and the data-order generator are restored, so the result equals an
+        uninterrupted run.
 
     Returns
     -------
@@ -166,7 +173,11 @@ def train_numpy(config: Any, out_dir: str | Path, *, force: bool = False) -> Pat
 
     config = config.validate()
     out_dir = Path(out_dir)
-    if force or (out_dir / "manifest.json").exists():
+    existing = None
+    if resume:
+        existing = rundir.prepare_run_dir(out_dir, force=force, resume=True)
+        _check_resume(existing, config.to_dict(), out_dir)
+    elif force or (out_dir / "manifest.json").exists():
         rundir.prepare_run_dir(out_dir, force=force)  # refuses to overwrite a run unless force
     else:  # new, or already prepared by kernelscope.train.train (which checked it)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -199,9 +210,21 @@ def train_numpy(config: Any, out_dir: str | Path, *, force: bool = False) -> Pat
                                    dataset={**dataset.summary(), "n_train": int(len(y_train))},
                                    conv_layers=conv_layers, seed=config.seed)
     manifest["backend"] = "numpy"
-    rundir.write_probe(out_dir, probe_images, probe_raw, dataset.y_test[probe_idx])
     metrics: list[dict[str, Any]] = []
-    step = 0
+    step = start_epoch = 0
+    if existing is None:
+        rundir.write_probe(out_dir, probe_images, probe_raw, dataset.y_test[probe_idx])
+    else:  # resume: weights, optimiser state and generator from the last complete epoch
+        checkpoint = rundir.read_checkpoint(out_dir / "checkpoints" / "last.pt")
+        net.load_state_dict({k: v.numpy() for k, v in checkpoint["model"].items()})
+        optimizer.load_state_dict(_to_numpy(checkpoint["optimizer"]))
+        _set_rng_state(rng, checkpoint["rng"]["numpy"])
+        start_epoch, step = int(checkpoint["epoch"]), int(checkpoint["step"])
+        metrics = list(existing.get("metrics", []))[:start_epoch]
+        manifest = {**existing, "config": config.to_dict(), "versions": rundir.versions(), "metrics": metrics,
+                    "epochs_completed": start_epoch}
+        manifest.pop("error", None)
+    manifest["status"] = "running"
 
     def record(epoch: int) -> None:
         params = net.parameters()
@@ -218,9 +241,12 @@ def train_numpy(config: Any, out_dir: str | Path, *, force: bool = False) -> Pat
         rundir.write_manifest(out_dir, manifest)
 
     try:
-        record(0)
+        if existing is None:
+            record(0)
+        else:
+            rundir.write_manifest(out_dir, manifest)
         n, batch = len(y_train), config.batch_size
-        for epoch in range(1, config.epochs + 1):
+        for epoch in range(start_epoch + 1, config.epochs + 1):
             started = time.perf_counter()
             order = rng.permutation(n)  # (N,)
             loss_sum, correct = 0.0, 0
@@ -275,8 +301,42 @@ def _optimizer_state_to_torch(state: dict[str, Any]) -> dict[str, Any]:
     return convert(state)
 
 
+def _to_numpy(value: Any) -> Any:
+    """The inverse of :func:`_optimizer_state_to_torch`: tensors back to arrays."""
+    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
+        return value.numpy()
+    if isinstance(value, dict):
+        return {k: _to_numpy(v) for k, v in value.items()}
+    return value
+
+
 def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
     """The generator's state as plain ints and strings (readable with weights_only=True)."""
     state = rng.bit_generator.state
     return {"bit_generator": state["bit_generator"], "state": int(state["state"]["state"]),
-            "inc": int(state["state"]["inc"])}
+            "inc": int(state["state"]["inc"]), "has_uint32": int(state["has_uint32"]),
+            "uinteger": int(state["uinteger"])}
+
+
+def _set_rng_state(rng: np.random.Generator, saved: dict[str, Any]) -> None:
+    if saved.get("bit_generator") != rng.bit_generator.state["bit_generator"]:
+        raise KernelscopeError(f"cannot resume: the checkpoint's generator is {saved.get('bit_generator')!r}")
+    rng.bit_generator.state = {"bit_generator": saved["bit_generator"],
+                               "state": {"state": int(saved["state"]), "inc": int(saved["inc"])},
+                               "has_uint32": int(saved.get("has_uint32", 0)),
+                               "uinteger": int(saved.get("uinteger", 0))}
+
+
+def _check_resume(existing: dict[str, Any], new: dict[str, Any], out_dir: Path) -> None:
+    """Resuming needs a NumPy run and the same settings (except epochs, device and progress)."""
+    from kernelscope.train.config import RESUME_MAY_CHANGE
+
+    if existing.get("backend") != "numpy":
+        raise KernelscopeError(f"cannot resume {str(out_dir)!r} with --backend numpy: it was trained with "
+                               "the torch back end; resume it without --backend numpy")
+    old = existing.get("config", {})
+    changed = [k for k in sorted(set(old) | set(new)) if k not in RESUME_MAY_CHANGE and old.get(k) != new.get(k)]
+    if changed:
+        details = ", ".join(f"{k}: run has {old.get(k)!r}, now {new.get(k)!r}" for k in changed[:3])
+        raise KernelscopeError(f"cannot resume {str(out_dir)!r} with a different config ({details}); "
+                               "use the run's settings or --force to start over")
