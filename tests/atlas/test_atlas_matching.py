@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from kernelscope.analysis.atlas.matching import as_kernel_stack, match_bank, spatial_profiles
-from kernelscope.analysis.atlas.templates import DIHEDRAL, centre_shifts, gabor_template, template_bank
+from kernelscope.analysis.atlas.templates import (
+    DIHEDRAL,
+    centre_shifts,
+    gabor_template,
+    template_bank,
+)
 from kernelscope.errors import KernelscopeError
 
 

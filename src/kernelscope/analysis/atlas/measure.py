@@ -12,7 +12,12 @@ import numpy as np
 
 from kernelscope.analysis.atlas.colour import off_luminance_fraction
 from kernelscope.analysis.atlas.gabor import MIN_GABOR_SIZE, GaborFit, fit_gabor
-from kernelscope.analysis.atlas.matching import BankMatch, as_kernel_stack, match_bank, spatial_profiles
+from kernelscope.analysis.atlas.matching import (
+    BankMatch,
+    as_kernel_stack,
+    match_bank,
+    spatial_profiles,
+)
 from kernelscope.analysis.atlas.quality import Quality, kernel_quality
 from kernelscope.analysis.atlas.spectral import Spectrum, spectral_shape
 from kernelscope.analysis.atlas.templates import TemplateBank

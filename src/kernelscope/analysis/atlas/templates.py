@@ -284,7 +284,7 @@ def template_bank(shape: tuple[int, int], *, named: bool = True) -> TemplateBank
     """
     shape = (int(shape[0]), int(shape[1]))
     shifts = centre_shifts(shape)
-    rows, raw, family, names, transform, shift, params = [], [], [], [], [], [], []
+    rows, family, names, transform, shift, params = [], [], [], [], [], []
     for generator in (_gabor_family, _edge_family, _centre_surround_family, _blob_family):
         for fam, name, param, sh, t in generator(shape, shifts):
             rows.append(t.ravel())
