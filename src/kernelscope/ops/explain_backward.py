@@ -396,7 +396,8 @@ def format_backward(trace: BackwardTrace) -> str:
     lines.append(f"g is padded 'full' ((kh-1)*dilation zeros on every side) and convolved with {slid}: "
                  f"the kernel is flipped as it slides. Here the 'input' is g and the 'output' is dL/d(padded input).")
     if not squeeze:
-        lines.append("Channels swap roles: output channel o of the forward is input channel o here.")
+        lines.append("Channels swap roles: the forward's output channels are the input channels here, and the "
+                     "kernel shown as K[c, o] is the forward's K[o, c].")
     conv_text = format_explanation(trace.input_grad_convolution) if trace.input_grad_convolution else ""
     lines += ["  " + line if line else "" for line in conv_text.splitlines()]
     if any(pad):
