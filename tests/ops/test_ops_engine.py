@@ -332,3 +332,18 @@ def test_blas_thread_limit_is_restored():
         assert inside and set(inside) == {1}
     correlate2d(np.ones((8, 3, 20, 20)), np.ones((4, 3, 3, 3)))
     assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_engine_works_in_a_forked_child(monkeypatch):
+    # a forked child inherits the pool object but not its threads: it must build its own
+    import multiprocessing
+
+    monkeypatch.setenv("KERNELSCOPE_THREADS", "2")
+    x = np.ones((6, 2, 8, 8))
+    k = np.ones((3, 2, 3, 3))
+    expected = correlate2d(x, k, method="im2col")  # the parent's pool now has threads
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        result = pool.apply_async(correlate2d, (x, k), {"method": "im2col"})
+        np.testing.assert_array_equal(result.get(timeout=60), expected)

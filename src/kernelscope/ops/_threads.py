@@ -21,6 +21,7 @@ __all__ = ["engine_threads", "run_parallel", "single_threaded_blas"]
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_SIZE = 0
+_POOL_PID = 0
 _CONTROLLER: Any = None
 
 
@@ -78,7 +79,7 @@ def run_parallel(work: Callable[[int, int, int], None], n: int, chunk: int) -> N
     can own a buffer), each with single-threaded BLAS; with one chunk everything runs
     in this thread (BLAS keeps its threads unless ``engine_threads() == 1``).
     """
-    global _POOL, _POOL_SIZE
+    global _POOL, _POOL_SIZE, _POOL_PID
     starts: Sequence[int] = range(0, n, chunk)
     wanted = engine_threads()
     threads = min(wanted, len(starts))
@@ -88,9 +89,10 @@ def run_parallel(work: Callable[[int, int, int], None], n: int, chunk: int) -> N
             for start in starts:
                 work(0, start, min(start + chunk, n))
         return
-    if _POOL is None or _POOL_SIZE < threads:
+    if _POOL is None or _POOL_SIZE < threads or _POOL_PID != os.getpid():
+        # a new pool also after a fork: the parent's worker threads do not exist in the child
         _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kernelscope")
-        _POOL_SIZE = threads
+        _POOL_SIZE, _POOL_PID = threads, os.getpid()
     # worker w takes chunks w, w + threads, ...: static and balanced for equal chunks
     def lane(worker: int) -> None:
         for start in starts[worker::threads]:
