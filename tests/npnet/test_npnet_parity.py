@@ -118,3 +118,25 @@ def test_parity_detects_a_wrong_update_rule(mnist_batches, monkeypatch):
     with pytest.raises(AssertionError):
         np.testing.assert_allclose(params_np["features.0.weight"], params_t["features.0.weight"],
                                    rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["tinyvgg", "large-kernel"])
+def test_other_zoo_models_follow_torch_with_adam(rng, name):
+    """The other architectures the NumPy back end runs (padded convs, max pooling), 10 Adam steps, float64."""
+    from kernelscope.models.zoo import build_model
+
+    torch.manual_seed(0)
+    model = build_model(name, in_channels=1, num_classes=10, input_size=12).double()
+    net = from_torch(model, dtype=np.float64)
+    opt_np = make_optimizer("adam", net.parameters(), lr=1e-2)
+    opt_t = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(10):
+        xb, yb = rng.normal(size=(8, 1, 12, 12)), rng.integers(0, 10, size=8)
+        loss, _ = train_step(net, opt_np, xb, yb, step=step + 1)
+        loss_t = F.cross_entropy(model(torch.from_numpy(xb)), torch.from_numpy(yb))
+        opt_t.zero_grad()
+        loss_t.backward()
+        opt_t.step()
+        assert loss == pytest.approx(loss_t.item(), rel=1e-10, abs=1e-12)
+    for key, value in model.state_dict().items():
+        np.testing.assert_allclose(net.parameters()[key], value.numpy(), rtol=1e-9, atol=1e-11, err_msg=key)
