@@ -307,10 +307,11 @@ def test_integer_padded_with_fractional_value_becomes_float():
 @pytest.mark.parametrize("threads", ["1", "3"])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_many_chunks_on_several_threads_match_torch(threads, stride, monkeypatch, rng):
-    from kernelscope.ops import _im2col
+    from kernelscope.ops import _fft, _im2col
 
     monkeypatch.setenv("KERNELSCOPE_THREADS", threads)
     monkeypatch.setattr(_im2col, "CHUNK_BYTES", 3000)  # a few images per chunk, a ragged last one
+    monkeypatch.setattr(_fft, "CHUNK_BYTES", 30000)
     x = rng.standard_normal((11, 4, 9, 10)).astype(np.float32)
     k = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)
     expected = torch_reference(x, k, None, stride=stride, pads=(1, 1, 1, 1), mode="zeros",
