@@ -65,7 +65,7 @@ class ErrorResponse(BaseModel):
 class OperationParams(BaseModel):
     """The settings of one cross-correlation or convolution, as for ``kernelscope.ops.correlate2d``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # strict: `true` is not the number 1
 
     input: Matrix
     kernel: KernelMatrix
