@@ -208,14 +208,21 @@ class MaxPool2d(Layer):
             raise KernelscopeError(f"MaxPool2d kernel_size={k} is larger than the input {h}x{w}")
         ho, wo = (h - k) // s + 1, (w - k) // s + 1
         self._shape = x.shape
-        if k == s:  # non-overlapping windows: a reshape, no copy
-            windows = x[:, :, :ho * k, :wo * k].reshape(n, c, ho, k, wo, k)  # (N, C, H', k, W', k)
-            windows = windows.transpose(0, 1, 2, 4, 3, 5).reshape(n, c, ho, wo, k * k)  # (N, C, H', W', k*k)
+        if k == s:  # non-overlapping windows: tap by tap over strided slices, no window copies
+            best = x[:, :, 0:ho * k:k, 0:wo * k:k].copy()  # (N, C, H', W'): tap (0, 0)
+            self._argmax = np.zeros(best.shape, dtype=np.intp)  # (N, C, H', W')
+            for tap in range(1, k * k):
+                u, v = divmod(tap, k)
+                candidate = x[:, :, u:ho * k:k, v:wo * k:k]  # (N, C, H', W')
+                better = candidate > best  # strict: ties keep the first maximum, like PyTorch
+                np.copyto(best, candidate, where=better)
+                self._argmax[better] = tap
+            return best
         else:
             view = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))
-            windows = view[:, :, ::s, ::s].reshape(n, c, ho, wo, k * k)  # (N, C, H', W', k*k)
-        self._argmax = windows.argmax(axis=-1)  # (N, C, H', W'): first maximum, like PyTorch
-        return np.take_along_axis(windows, self._argmax[..., None], axis=-1)[..., 0]  # (N, C, H', W')
+            windows = view[:, :, ::s, ::s][:, :, :ho, :wo].reshape(n, c, ho, wo, k * k)  # (N, C, H', W', k*k)
+            self._argmax = windows.argmax(axis=-1)  # (N, C, H', W'): first maximum, like PyTorch
+            return np.take_along_axis(windows, self._argmax[..., None], axis=-1)[..., 0]  # (N, C, H', W')
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         n, c, h, w = self._shape
