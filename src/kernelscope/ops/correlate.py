@@ -17,7 +17,8 @@ Strategies (``method=``), all giving the same numbers:
     a product of spectra; fast for large kernels.
 ``"auto"``
     ``"fft"`` for float inputs with large kernels, ``"shift"`` for integer inputs
-    with large kernels, ``"im2col"`` otherwise (see :func:`choose_method`).
+    with large kernels and for large images with few channels, ``"im2col"``
+    otherwise (see :func:`choose_method`).
 
 Integer inputs (with an integer kernel and bias) give exact int64 results: they
 never go through floating point, except ``method="fft"`` when its float64 result is
@@ -50,6 +51,9 @@ FFT_FEW_CHANNELS = 4
 #: integer kernels with at least this many taps use shift-and-add (im2col would copy
 #: every input pixel this many times into NumPy's slow, exact integer matmul)
 SHIFT_MIN_TAPS_INT = 25
+#: few channels and more column entries per image than this (taps * Hp * Wp): shift-and-add
+#: (a 512x512 image with a 3x3 kernel: ~2 ms against ~15-23 ms for im2col's 9 copies)
+SHIFT_MIN_COLUMN_CELLS = 2**19
 
 
 def as_matrix(value: object, name: str) -> np.ndarray:
@@ -132,9 +136,9 @@ def choose_method(x_shape: Sequence[int], kernel_shape: Sequence[int], *, groups
     Rules, from the kernel-size sweep in ``benchmarks/bench_engine.py --sweep``:
     float inputs with kernels of at least ``FFT_MIN_TAPS`` taps (7x7), or of at least
     ``FFT_MIN_TAPS_FEW`` taps (5x5) with few channels per group, go to the FFT, whose
-    cost hardly grows with the kernel; integer inputs with large kernels go to
-    shift-and-add (exact, and no copies); everything else, dense and depthwise CNN
-    layers included, to im2col.
+    cost hardly grows with the kernel; integer inputs with large kernels, and large
+    images with few channels, go to shift-and-add (no copies); everything else,
+    dense and depthwise CNN layers included, to im2col.
 
     Parameters
     ----------
@@ -157,6 +161,8 @@ def choose_method(x_shape: Sequence[int], kernel_shape: Sequence[int], *, groups
     'fft'
     >>> choose_method((1, 1, 256, 256), (1, 1, 5, 5), integer=True)
     'shift'
+    >>> choose_method((1, 1, 512, 512), (1, 1, 3, 3))
+    'shift'
     """
     o, cg, kh, kw = kernel_shape
     hp, wp = x_shape[-2:]
@@ -166,6 +172,8 @@ def choose_method(x_shape: Sequence[int], kernel_shape: Sequence[int], *, groups
     few_channels = cg * (o // groups) <= FFT_FEW_CHANNELS
     if (taps >= FFT_MIN_TAPS or (few_channels and taps >= FFT_MIN_TAPS_FEW)) and hp * wp >= 4 * taps:
         return "fft"
+    if groups == 1 and few_channels and taps * hp * wp > SHIFT_MIN_COLUMN_CELLS:
+        return "shift"  # one large image, few channels: im2col's columns would not fit in cache
     return "im2col"
 
 
