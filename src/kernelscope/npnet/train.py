@@ -94,9 +94,13 @@ def evaluate_numpy(net: Sequential, x: np.ndarray, y: np.ndarray, *, batch_size:
     """Mean cross-entropy and accuracy of ``net`` on normalised ``x`` ``(N, C, H, W)`` and labels ``y``."""
     total, correct = 0.0, 0
     for start in range(0, len(x), batch_size):
-        logits = net.forward(x[start:start + batch_size])  # (B, classes)
-        target = y[start:start + batch_size]
-        loss, _ = softmax_cross_entropy(logits, target)
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverged net shows as a non-finite loss
+            try:
+                logits = net.forward(x[start:start + batch_size])  # (B, classes)
+            except NonFiniteError as error:
+                raise NonFiniteError(f"training diverged: evaluating the test images, {error}") from None
+            target = y[start:start + batch_size]
+            loss, _ = softmax_cross_entropy(logits, target)
         total += loss * len(target)
         correct += int((logits.argmax(axis=1) == target).sum())
     n = max(len(x), 1)
