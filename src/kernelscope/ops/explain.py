@@ -336,7 +336,8 @@ def format_explanation(trace: Explanation) -> str:
     for label, plane in planes:
         if label is not None:
             lines.append(f"  out[{label[0]}, {label[1]}]:")
-        lines += ["  " + row for row in _grid(np.asarray(plane).tolist())]
+        indent = "  " if label is None else "    "
+        lines += [indent + row for row in _grid(np.asarray(plane).tolist())]
     if trace.mode == "convolve":
         lines.append(f"check: convolve2d(I, K) == correlate2d(I, flip(K)): {trace.flip_identity}")
     if not trace.engine_agrees:
