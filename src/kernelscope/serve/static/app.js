@@ -64,6 +64,11 @@ function parseMatrix(text, name) {
     if (!Number.isFinite(v)) throw new Error(`${name}: row ${i + 1}: '${t}' is not a number`);
     return v;
   }));
+  matrix.forEach((row, i) => {
+    if (row.length !== matrix[0].length) {
+      throw new Error(`${name}: row ${i} has ${row.length} numbers but row 0 has ${matrix[0].length}; every row needs the same count`);
+    }
+  });
   return matrix;
 }
 
