@@ -1,0 +1,127 @@
+"""The quick demo end to end: real training on the bundled data, every analysis, the story report.
+
+The parts contrast (four face networks, ~1.5 min even in quick mode) is left out of this run and
+tested on its own result shape below; everything else runs for real, and each expected section
+must be present and shown (not "unavailable").
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from test_report_browser import open_in_browser
+
+from kernelscope.demo import run_demo
+from kernelscope.errors import KernelscopeError
+from kernelscope.report.sections import parts_contrast_section
+
+STAGES = ("mnist", "atlas", "faces", "dissect", "shift", "report")
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    lines: list[str] = []
+    result = run_demo(out, quick=True, strict=True, progress=False, stages=STAGES, log=lines.append)
+    return result, lines
+
+
+def test_quick_demo_runs_every_stage(quick_demo):
+    result, lines = quick_demo
+    assert {name: s.status for name, s in result.stages.items()} == {name: "ok" for name in STAGES}
+    for name in ("atlas.json", "dissect.json", "shift.json", "summary.txt", "report.html"):
+        assert (result.out_dir / name).is_file(), name
+    assert (result.out_dir / "runs" / "mnist" / "manifest.json").is_file()
+    assert any(line.startswith("[demo] report: ok") for line in lines)
+
+
+def test_quick_demo_summary_numbers(quick_demo):
+    result, _ = quick_demo
+    n = result.numbers
+    assert 0.0 <= n["mnist_test_acc"] <= 1.0 and n["mnist_test_acc"] > 0.2  # 10 classes: chance is 0.1
+    assert 0.0 <= n["atlas_fraction"] <= 1.0 and n["atlas_n"] == 16
+    assert n["atlas_init_fraction"] <= 0.1  # random small-init kernels are not classical filters
+    for concept in ("eyes", "mouth"):
+        d = n[f"dissect_{concept}"]
+        assert 0.0 <= d["chance"] <= 1.0 and 0.0 <= d["iou"] <= 1.0
+    assert 0.0 <= n["shift"]["network_auroc"] <= 1.0
+    atlas = json.loads((result.out_dir / "atlas.json").read_text())
+    assert atlas["fractions"]["edge-like"] + atlas["fractions"]["gabor-like"] == pytest.approx(n["atlas_fraction"])
+    text = result.summary()
+    assert "first-layer kernels edge-/Gabor-like:" in text and "(at initialisation:" in text
+    assert "strongest eyes detector" in text and "faces in, objects out" in text
+    assert text.splitlines()[-1] == f"report: {result.report_path}"
+    assert (result.out_dir / "summary.txt").read_text().strip() == text.strip()
+
+
+def test_quick_demo_report_has_every_section(quick_demo):
+    result, _ = quick_demo
+    page = result.report_path.read_text()
+    expected = ["operation", "mnist", "mnist-run", "mnist-training", "mnist-kernels", "mnist-atlas",
+                "mnist-featuremaps", "faces", "faces-run", "faces-training", "faces-kernels", "faces-featuremaps",
+                "faces-patches", "faces-receptive", "faces-dissect", "faces-shift", "stages"]
+    for section_id in expected:
+        match = re.search(rf'<section id="{section_id}" class="(\w+)">', page)
+        assert match, f"section {section_id} missing"
+        assert match.group(1) in ("ok", "partial"), f"section {section_id} is {match.group(1)}"
+    assert page.count("<img ") >= 20
+    assert "<script" not in page.lower()
+    assert "How computed" in page and "Control:" in page
+
+
+def test_quick_demo_report_in_a_browser(quick_demo, tmp_path):
+    result, _ = quick_demo
+    info = open_in_browser(result.report_path, screenshot=tmp_path / "demo.png")
+    assert info["console_errors"] == [] and info["page_errors"] == [] and info["failed"] == []
+    assert all(url.startswith(("file:", "data:")) for url in info["requests"])
+    assert info["images"] and all(i["width"] > 0 and i["height"] > 0 for i in info["images"])
+
+
+def _contrast(onet_drop: float, easy_drop: float) -> dict:
+    """A result with the shape of kernelscope.analysis.parts.part_contrast (its own tests cover the numbers)."""
+    def model(layer, channel, part, control, detector):
+        return {"layer": layer, "channel": channel, "part_drop": part, "control_drop": control,
+                "selectivity": part - control, "ci": [part - control - 0.05, part - control + 0.05],
+                "detector": detector, "n_detectors": {layer: int(detector)},
+                "output": {"intact": 0.99, "occluded": 0.9, "control": 0.98}}
+    return {"part": "eyes", "models": {"onet": model("conv3", 7, onet_drop, 0.14, True),
+                                       "easy": {**model("6", 2, easy_drop, 0.03, False), "test_accuracy": 0.99}},
+            "settings": {"n_controls": 8, "fill": "zero", "margin": 0.15, "n_boot": 300,
+                         "images": {"onet": 100, "small": 40}}, "seconds": 1.0}
+
+
+def test_parts_contrast_section_shows_each_network():
+    section = parts_contrast_section(_contrast(0.51, 0.06))
+    html = section.to_html()
+    assert section.status == "ok"
+    assert "MTCNN ONet (pretrained, 48x48 RGB)" in html and "conv3:7" in html
+    assert '<td class="num">0.51</td>' in html and '<td class="num">0.06</td>' in html
+    assert "equal-area occlusions elsewhere" in html
+    assert "<img " in html
+
+
+def test_demo_rejects_unknown_stage_and_file_out(tmp_path):
+    with pytest.raises(KernelscopeError, match=r"stages: unknown demo stage 'atlass'; did you mean 'atlas'"):
+        run_demo(tmp_path, stages=("atlass",))
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(KernelscopeError, match="is a file; give a folder"):
+        run_demo(tmp_path / "f")
+
+
+def test_demo_command_on_a_file(tmp_path, cli_runner):
+    (tmp_path / "f").write_text("x")
+    result = cli_runner("demo", "--out", tmp_path / "f")
+    assert result.exit_code == 2
+    assert result.output.endswith(f"Error: Invalid value for '--out': Directory '{tmp_path / 'f'}' is a file.\n")
+
+
+def test_stage_without_its_input_is_unavailable(tmp_path):
+    result = run_demo(tmp_path, stages=("atlas", "dissect"), progress=False, log=lambda line: None)
+    assert result.stages["atlas"].status == "unavailable"
+    assert result.stages["atlas"].reason == "needs the MNIST run (stage 'mnist')"
+    assert result.stages["dissect"].reason == "needs the faces run (stage 'faces')"
+    assert result.report_path is None
+    assert np.isfinite(result.seconds)
