@@ -72,5 +72,7 @@ def serve_command(runs: tuple[str, ...], port: int, host: str, atlas_nulls: int)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shuts down gracefully, then re-raises Ctrl+C: a normal stop
+        click.echo("kernelscope explorer stopped", err=True)
     finally:
         sock.close()
