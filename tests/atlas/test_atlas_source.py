@@ -74,7 +74,8 @@ def test_run_directory_epoch_and_layer(run_dir):
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"layer": "features.9"}, r"unknown layer 'features.9'; did you mean"),
+    ({"layer": "features.9"}, r"unknown conv layer 'features.9'; did you mean 'features.3', 'features.0'\? "
+                              r"\(valid: features.0, features.3\)$"),
     ({"layer": "classifier"}, r"layer 'classifier' is a .*, not a convolution \(conv layers: features.0, features.3\)"),
     ({"epoch": 7}, r"epoch 7 not recorded in .* \(recorded kernel epochs: 0, 1, 2, 3\)"),
 ])
@@ -109,7 +110,7 @@ class _Mixed(nn.Module):
     ("c1", r"layer 'c1' is a Conv1d: 1-D and 3-D convolutions are not supported yet \(2-D conv layers: c2\)"),
     ("c3", r"layer 'c3' is a Conv3d: 1-D and 3-D convolutions are not supported yet"),
     ("fc", r"layer 'fc' is a Linear, not a convolution \(conv layers: c2\)"),
-    ("c9", r"unknown layer 'c9'; did you mean"),
+    ("c9", r"unknown conv layer 'c9'; did you mean 'c2'\? \(valid: c2\)$"),
 ])
 def test_model_layer_errors(layer, message):
     with pytest.raises(KernelscopeError, match=message):
@@ -129,6 +130,11 @@ def test_files_state_dict_and_unreadable(tmp_path):
     bad.write_bytes(b"not a model at all")
     with pytest.raises(KernelscopeError, match=r"broken.pt"):
         atlas_of(bad, arch="lenet5", n_null=N_NULL)
+    # a file whose bytes happen to start like a pickle fails deep inside torch: still one line
+    odd = tmp_path / "odd.pt"
+    odd.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(KernelscopeError, match=r"odd.pt"):
+        atlas_of(odd, n_null=N_NULL)
     with pytest.raises(KernelscopeError, match=r"source '.*missing.pt' does not exist \(give a run directory or a model file\)"):
         atlas_of(tmp_path / "missing.pt")
     with pytest.raises(KernelscopeError, match=r"epoch=2 applies to run directories only"):

@@ -56,10 +56,29 @@ def fresh_init_kernels(layer: Any, n: int, *, seed: int = 0) -> np.ndarray | Non
     return np.concatenate(out)[: max(n, 1)]
 
 
-def layer_kernels(model: Any, layer: str | None = None) -> tuple[str, np.ndarray, Any]:
-    """``(name, kernels (O, C, kh, kw) float64, the layer)`` of a 2-D conv layer of ``model``."""
-    from kernelscope.models.layers import get_conv_layer
+def _load_model_file(path: Path, arch: str | None) -> Any:
+    """load_model, with any reader failure (not only the anticipated ones) as a one-line error."""
+    from kernelscope.models import load_model
 
+    try:
+        return load_model(str(path), arch=arch)
+    except KernelscopeError:
+        raise
+    except Exception as error:  # a corrupt file can fail deep inside torch/onnx with any exception
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise KernelscopeError(f"cannot read model file {str(path)!r}: {type(error).__name__}: {detail}") from None
+
+
+def layer_kernels(model: Any, layer: str | None = None) -> tuple[str, np.ndarray, Any]:
+    """``(name, kernels (O, C, kh, kw) float64, the layer)`` of a 2-D conv layer of ``model``.
+
+    An unknown name lists the conv layers (not every module).
+    """
+    from kernelscope.errors import suggest
+    from kernelscope.models.layers import conv_layer_names, get_conv_layer
+
+    if layer is not None and layer not in dict(model.named_modules()):
+        raise KernelscopeError(suggest(layer, conv_layer_names(model), what="conv layer"))
     name, module = get_conv_layer(model, layer)
     return name, module.weight.detach().cpu().double().numpy(), module
 
@@ -105,9 +124,7 @@ def atlas_of(source: Any, *, layer: str | None = None, epoch: int | None = None,
         if epoch is not None:
             raise KernelscopeError(f"--epoch/epoch={epoch} applies to run directories only, not to model file "
                                    f"{str(source)!r}")
-        from kernelscope.models import load_model
-
-        model = load_model(str(path), arch=arch)
+        model = _load_model_file(path, arch)
         label = str(source)
     else:
         if epoch is not None:
@@ -141,9 +158,7 @@ def _atlas_of_run(path: Path, *, layer, epoch, with_evolution, seed, n_null, **o
     if layer not in conv:
         fresh = _fresh_model(run)
         if fresh is not None:
-            from kernelscope.models.layers import get_conv_layer
-
-            get_conv_layer(fresh, layer)  # raises the helpful error: unknown, not a conv, Conv1d/3d
+            layer_kernels(fresh, layer)  # raises the helpful error: unknown, not a conv, Conv1d/3d
         from kernelscope.errors import suggest
 
         raise KernelscopeError(suggest(layer, conv, what="conv layer"))
