@@ -146,3 +146,11 @@ def test_resume_ends_where_an_uninterrupted_run_ends(numpy_run, tmp_path):
     assert [m["train_loss"] for m in resumed.metrics] == [m["train_loss"] for m in straight.metrics]
     with pytest.raises(KernelscopeError, match=r"with a different config \(lr: run has 0\.05, now 0\.1\)"):
         train_numpy(_config(shift=1, record_every_steps=2, epochs=3, lr=0.1), out, resume=True)
+
+
+def test_cli_divergence_is_exit_2_with_the_step(cli_runner, tmp_path):
+    result = cli_runner("train", "--backend", "numpy", "--model", "lenet5", "--optimizer", "sgd", "--lr", "1e12",
+                        "--epochs", "1", "--train-limit", "64", "--batch-size", "32", "--out", tmp_path / "nan")
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: training diverged at step ")
+    assert result.output.rstrip().endswith("epoch_000.pt") and result.output.count("\n") == 1
