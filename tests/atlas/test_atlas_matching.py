@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kernelscope.analysis.atlas.matching import as_kernel_stack, match_bank, spatial_profiles
 from kernelscope.analysis.atlas.templates import (
@@ -134,3 +136,17 @@ def test_bad_kernel_arrays_are_one_line_errors(value, message):
 def test_bank_of_another_size_is_refused():
     with pytest.raises(KernelscopeError, match=r"bank shape \(5, 5\) does not match kernel size \(7, 7\)"):
         match_bank(np.zeros((7, 7)) + np.eye(7), template_bank((5, 5), named=False))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), transform=st.sampled_from(sorted(DIHEDRAL)),
+       scale=st.floats(0.01, 100.0), size=st.sampled_from([3, 5, 7]))
+def test_scores_are_invariant_to_the_8_transforms_and_to_scale(seed, transform, scale, size):
+    """The bank is closed under the symmetries of the square, so a kernel and its rotation or flip
+    (times any positive factor) get the same score in every family."""
+    kernel = np.random.default_rng(seed).standard_normal((size, size))
+    bank = template_bank((size, size))
+    a = match_bank(kernel, bank)
+    b = match_bank(scale * DIHEDRAL[transform](kernel), bank)
+    for family in a.score:
+        assert b.score[family][0] == pytest.approx(a.score[family][0], abs=1e-6), family

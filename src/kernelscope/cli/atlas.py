@@ -33,7 +33,7 @@ def atlas_command(source, layer, epoch, arch, out_dir, percentile, n_null, stric
     """
     from kernelscope._io import write_bytes, write_json
     from kernelscope.analysis.atlas import atlas_of
-    from kernelscope.report.figures.atlas import evolution_figure, match_grid_figure, null_distributions_figure
+    from kernelscope.report.figures.atlas import atlas_figures
     from kernelscope.report.figures.common import save_figure
 
     threshold_nulls = ("random", "shuffled", "init") + (("smooth",) if strict else ())
@@ -41,10 +41,7 @@ def atlas_command(source, layer, epoch, arch, out_dir, percentile, n_null, stric
                       n_null=n_null, percentile=percentile, threshold_nulls=threshold_nulls)
     out = Path(out_dir)
     written = [write_json(out / "atlas.json", result.to_dict()),
-               write_bytes(out / "atlas.csv", result.to_csv().encode("utf-8")),
-               save_figure(match_grid_figure(result), out / "atlas_matches.png"),
-               save_figure(null_distributions_figure(result), out / "atlas_nulls.png")]
-    if result.evolution is not None:
-        written.append(save_figure(evolution_figure(result.evolution), out / "atlas_evolution.png"))
+               write_bytes(out / "atlas.csv", result.to_csv().encode("utf-8"))]
+    written += [save_figure(fig, out / f"{stem}.png") for stem, fig in atlas_figures(result).items()]
     click.echo(result.summary_table())
     click.echo("wrote " + ", ".join(str(p) for p in written))

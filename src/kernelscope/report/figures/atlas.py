@@ -5,6 +5,7 @@
   symmetric limits (shapes are compared, not amplitudes); RGB kernels in colour.
 * :func:`null_distributions_figure` — per score, the distribution of each null and
   the learned kernels' scores, with the threshold drawn: a class means "beyond this line".
+* :func:`atlas_figures` — all of them for one result, by file stem (for the report and the CLI).
 * :func:`evolution_figure` — over the recorded epochs: class fractions, median match
   and Gabor R^2 (epoch 0 is the init control), and each kernel's distance from its
   initial value with the epoch it settles.
@@ -24,7 +25,7 @@ from kernelscope.report.figures.kernels import rgb_kernel_image
 if TYPE_CHECKING:
     from kernelscope.analysis.atlas import AtlasResult, Evolution
 
-__all__ = ["match_grid_figure", "null_distributions_figure", "evolution_figure", "CLASS_COLOURS"]
+__all__ = ["atlas_figures", "match_grid_figure", "null_distributions_figure", "evolution_figure", "CLASS_COLOURS"]
 
 CLASS_COLOURS = {"edge-like": "tab:blue", "gabor-like": "tab:red", "centre-surround": "tab:green",
                  "blob/low-pass": "tab:orange", "unexplained": "0.5", "degenerate": "black"}
@@ -163,3 +164,12 @@ def evolution_figure(evolution: Evolution):
         ax.set_xlabel("epoch", fontsize=8)
         ax.tick_params(labelsize=7)
     return fig
+
+
+def atlas_figures(result: AtlasResult) -> dict:
+    """Every atlas figure of ``result``: ``{"atlas_matches": Figure, "atlas_nulls": Figure,
+    "atlas_evolution": Figure}`` (the last only when the result has an evolution)."""
+    figures = {"atlas_matches": match_grid_figure(result), "atlas_nulls": null_distributions_figure(result)}
+    if result.evolution is not None:
+        figures["atlas_evolution"] = evolution_figure(result.evolution)
+    return figures
