@@ -78,7 +78,12 @@ BAD_CALLS = [
     ("bias nan", lambda: correlate2d(X, K, bias=[0, 0, np.nan, 0]),
      r"^bias contains nan at index \(2,\)"),
     ("pad value nan", lambda: correlate2d(X, K, padding=1, padding_mode="constant", pad_value=np.nan),
-     r"^pad_value must be finite; got nan"),
+     r"^pad_value must be a finite real number; got nan"),
+    ("pad value text", lambda: correlate2d(X, K, padding=1, padding_mode="constant", pad_value="1"),
+     r"^pad_value must be a finite real number; got '1'"),
+    ("int64 overflow", lambda: correlate2d(np.full((3, 3), 2**40), np.full((2, 2), 2**21)),
+     r"^integer inputs this large could overflow int64 \(max \|x\| = 1099511627776, largest sum of "
+     r"\|kernel\| = 8388608\); pass float64 arrays for a rounded result"),
     ("convolve too", lambda: convolve2d(np.ones((2, 2)), np.ones((3, 3))),
      r"^kernel 3x3 is larger than the padded input 2x2"),
     ("pad2d name without kernel", lambda: pad2d(np.ones((3, 3)), "same"),

@@ -109,3 +109,8 @@ def test_explain_refuses_large_inputs():
 def test_explain_rejects_unknown_mode():
     with pytest.raises(KernelscopeError, match=r"^mode must be 'correlate' or 'convolve'; got 'conv'"):
         explain(SEED_X, SEED_K, mode="conv")
+
+
+def test_explain_refuses_integer_overflow():
+    with pytest.raises(KernelscopeError, match=r"^integer inputs this large could overflow int64"):
+        explain([[2**62, 2**62]], [[2, 2]])

@@ -10,9 +10,10 @@ Strategies (``method=``), all giving the same numbers:
 ``"direct"``
     the readable reference loop, one output pixel at a time (slow; small inputs).
 ``"im2col"``
-    windows copied into columns, one BLAS matrix product per group.
+    windows copied into columns, one BLAS matrix product per image and group.
 ``"shift"``
-    shift-and-add over the kernel taps; fast for depthwise layers.
+    shift-and-add over the kernel taps; fast for large images with few channels,
+    and for integer inputs with large kernels.
 ``"fft"``
     a product of spectra; fast for large kernels.
 ``"auto"``
@@ -22,7 +23,8 @@ Strategies (``method=``), all giving the same numbers:
 
 Integer inputs (with an integer kernel and bias) give exact int64 results: they
 never go through floating point, except ``method="fft"`` when its float64 result is
-provably exact after rounding (otherwise that call is routed to ``"im2col"``).
+provably exact after rounding (otherwise that call is routed to ``"im2col"``). A
+call whose result could exceed int64 is refused rather than wrapped around.
 """
 
 from __future__ import annotations
@@ -177,6 +179,18 @@ def choose_method(x_shape: Sequence[int], kernel_shape: Sequence[int], *, groups
     return "im2col"
 
 
+def _check_int64_range(x4: np.ndarray, k4: np.ndarray, bias: np.ndarray | None,
+                       pad_value: float) -> None:
+    """Refuse integer inputs whose result could overflow int64 (the bound uses Python ints)."""
+    x_max = max(abs(int(x4.max())), abs(int(x4.min())), abs(int(pad_value)))
+    k_sum = max(int(v) for v in np.abs(k4.astype(object)).reshape(k4.shape[0], -1).sum(axis=1))
+    b_max = 0 if bias is None else max(abs(int(bias.max())), abs(int(bias.min())))
+    if x_max * k_sum + b_max > np.iinfo(np.int64).max:
+        raise KernelscopeError(
+            f"integer inputs this large could overflow int64 (max |x| = {x_max}, largest sum of "
+            f"|kernel| = {k_sum}); pass float64 arrays for a rounded result")
+
+
 def _check_int(value: object, name: str) -> int:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or int(value) < 1:
         raise KernelscopeError(f"{name} must be a positive int; got {value!r}")
@@ -319,8 +333,13 @@ def _run(x, kernel, bias, *, stride, padding, padding_mode, pad_value, dilation,
     pads = resolve_padding(padding, (h, w), (kh, kw), stride=strides, dilation=dilations)
     if flip:
         k4 = k4[..., ::-1, ::-1]
+    if mode == "constant" and (not isinstance(pad_value, numbers.Real) or isinstance(pad_value, bool)
+                               or not np.isfinite(pad_value)):
+        raise KernelscopeError(f"pad_value must be a finite real number; got {pad_value!r}")
     if integer and mode == "constant" and not float(pad_value).is_integer():
         integer = False
+    if integer:
+        _check_int64_range(x4, k4, bias, pad_value if mode == "constant" else 0)
     if integer:
         dtype = np.dtype(np.int64)
     else:

@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 
 from kernelscope.errors import KernelscopeError
-from kernelscope.ops.correlate import _prepare, convolve2d, correlate2d, flip_kernel
+from kernelscope.ops.correlate import (
+    _check_int64_range,
+    _prepare,
+    convolve2d,
+    correlate2d,
+    flip_kernel,
+)
 from kernelscope.ops.padding import _pad, check_padding_mode
 from kernelscope.ops.shapes import Padding, as_pair, output_shape, resolve_padding
 
@@ -147,8 +153,13 @@ def explain(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray | None = None, *
             f"{MAX_POSITIONS} positions and {MAX_PRODUCTS} products are allowed; crop the input, "
             f"or use correlate2d for the numbers alone")
     pads = resolve_padding(padding, (h, w), (kh, kw), stride=strides, dilation=dilations)
+    if padding_mode == "constant" and (not isinstance(pad_value, (int, float, np.number))
+                                       or isinstance(pad_value, bool) or not np.isfinite(pad_value)):
+        raise KernelscopeError(f"pad_value must be a finite real number; got {pad_value!r}")
     if integer and padding_mode == "constant" and not float(pad_value).is_integer():
         integer = False
+    if integer:
+        _check_int64_range(x4, k4, bias_arr, pad_value if padding_mode == "constant" else 0)
     dtype = np.dtype(np.int64) if integer else np.dtype(np.float64)
     xp = _pad(x4, pads, padding_mode, pad_value).astype(dtype)  # (N, C, Hp, Wp)
     applied = flip_kernel(k4) if mode == "convolve" else k4  # (O, Cg, kh, kw)
