@@ -190,6 +190,10 @@ def test_dilate2d_and_pad_adjoint_are_adjoints(rng):
         lhs = np.sum(pad2d(x, pads, mode) * g)
         rhs = np.sum(x * pad2d_adjoint(g, (4, 5), pads, mode))
         assert lhs == pytest.approx(rhs, rel=1e-12), mode
+    wide = (6, 0, 7, 1)  # circular padding wider than the input wraps around more than once
+    g = rng.normal(size=(2, 4 + 6, 5 + 8))
+    assert np.sum(pad2d(x, wide, "circular") * g) == pytest.approx(
+        np.sum(x * pad2d_adjoint(g, (4, 5), wide, "circular")), rel=1e-12)
     assert dilate2d(np.ones((2, 3)), (1, 3)).shape == (2, 7)
 
 
