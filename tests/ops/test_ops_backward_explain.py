@@ -111,3 +111,13 @@ def test_cli_explain_backward_bad_gradient_shape(cli_runner):
     assert result.exit_code == 2
     assert result.output == ("Error: grad_out has shape (1, 3), but the forward output of this call has shape "
                              "(2, 2): give one gradient value per output pixel\n")
+
+
+def test_cli_explain_backward_with_stride_padding_and_convolve(cli_runner):
+    result = cli_runner("explain", "--input", "1 2 3 4; 5 6 7 8; 9 10 11 12; 13 14 15 16", "--kernel", "1 2; 3 4",
+                        "--backward", "--stride", "2", "--padding", "1", "--padding-mode", "reflect",
+                        "--mode", "convolve")
+    assert result.exit_code == 0, result.output
+    assert "g is first spread out with stride - 1 zeros between its entries" in result.output
+    assert "every border pixel was a copy of an input pixel" in result.output
+    assert result.output.rstrip().endswith("check: equal to kernelscope.ops.backward.convolve2d_backward: True")
