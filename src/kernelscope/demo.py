@@ -106,7 +106,8 @@ def _summary_lines(n: dict[str, Any]) -> list[str]:
     if "shift" in n:
         s = n["shift"]
         lines.append(f"  faces in, objects out (layer {s['layer']}): {s['n_quiet']} of {s['channels']} channels go "
-                     f"quiet, {s['n_louder']} fire more; best channel AUROC {_num(s['best_auroc'])}; network "
+                     f"quiet, {s['n_louder']} fire more (at initialisation: {s.get('init_quiet', 'n/a')} quiet, "
+                     f"{s.get('init_louder', 'n/a')} more); best channel AUROC {_num(s['best_auroc'])}; network "
                      f"{s['network_score']} AUROC {_num(s['network_auroc'])} (init: {_num(s.get('init_auroc'))})")
     if "parts" in n:
         for name, p in n["parts"].items():
@@ -261,7 +262,9 @@ def _shift_numbers(result: Any) -> dict[str, Any]:
     return {"shift": {"layer": result.layer, "channels": int(len(auroc)), "n_quiet": len(t["quiet_on_ood"]),
                       "n_louder": len(t["fire_more_on_ood"]), "best_auroc": float(np.max(auroc)),
                       "network_score": name, "network_auroc": float(network[name]["auroc"]),
-                      "init_auroc": init.get("auroc")}}
+                      "init_auroc": init.get("auroc"),
+                      "init_quiet": len(result.init["quiet_on_ood"]) if result.init is not None else None,
+                      "init_louder": len(result.init["fire_more_on_ood"]) if result.init is not None else None}}
 
 
 def _parts(out: Path, *, quick: bool, seed: int) -> dict[str, Any]:

@@ -38,8 +38,6 @@ __all__ = ["ANALYSES", "ReportResult", "build_report", "run_sections", "operatio
 ANALYSES = ("operation", "training", "kernels", "atlas", "featuremaps", "patches", "receptive",
             "dissect", "shift", "parts")
 
-#: The analyses that need a trained model (loaded from the run's checkpoints).
-_NEEDS_MODEL = ("patches", "receptive", "dissect", "shift", "parts")
 
 
 @dataclass
@@ -313,12 +311,6 @@ def _featuremaps_section(inv: RunInventory, *, level: int, prefix: str, n_images
 # --------------------------------------------------------------------------------------------
 # Sections from the other analyses (atlas, channels, parts)
 # --------------------------------------------------------------------------------------------
-
-
-def _atlas_section(inv: RunInventory, result: Any, *, level: int, prefix: str) -> H.Section:
-    from kernelscope.report.sections import atlas_section
-
-    return atlas_section(inv, result, level=level, prefix=prefix)
 
 
 def _analysis_section(name: str, inv: RunInventory, result: Any, *, level: int, prefix: str) -> H.Section:

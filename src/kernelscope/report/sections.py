@@ -246,7 +246,7 @@ def parts_contrast_section(result: Any, *, level: int = 2, prefix: str = "") -> 
                  "95% CI", "detector", "detectors (all layers)", "p(face) intact", f"p(face) {part} occluded",
                  "p(face) control occluded", "test accuracy"], rows,
                 caption=f"The most {part}-selective channel of each network"),
-        H.how(f"relative drop of the channel's spatial max over {settings.get('images', {})} images; "
+        H.how(f"relative drop of the channel's spatial max over {_images(settings.get('images'))}; "
               f"selectivity = part drop - control drop; detector when selectivity > {settings.get('margin')} "
               f"and the bootstrap CI ({settings.get('n_boot')} resamples) excludes 0; occluder fill "
               f"{settings.get('fill')!r} (the normalised data mean)",
@@ -261,6 +261,13 @@ def parts_contrast_section(result: Any, *, level: int = 2, prefix: str = "") -> 
         pass
     return H.Section(id=f"{prefix}parts", title="Part detectors: which face networks have eye channels",
                      body=body, level=level)
+
+
+def _images(images: Any) -> str:
+    if isinstance(images, dict):
+        names = {"onet": "faces for ONet", "small": "held-out faces for the small nets"}
+        return ", ".join(f"{n} {names.get(k, k)}" for k, n in images.items())
+    return f"{images} images"
 
 
 def _f(value: Any) -> float:
