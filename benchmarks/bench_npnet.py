@@ -32,8 +32,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2,
                         help="threads for both sides: torch.set_num_threads and NumPy's BLAS (threadpoolctl)")
+    parser.add_argument("--parity", action="store_true",
+                        help="instead: how closely NumPy training follows torch (50 steps, batch 8)")
     args = parser.parse_args()
     os.environ.setdefault("KERNELSCOPE_THREADS", str(args.threads))  # the engine's own thread pool
+    if args.parity:
+        parity_table()
+        return
 
     import torch
     import torch.nn.functional as F
@@ -133,6 +138,59 @@ def kernel_gradient_methods(net, x) -> None:
                 cells.append(f"{method} {median_ms(samples[1:]):.2f}")
             print(f"  {name:<12} input {tuple(h.shape)}, g {tuple(out.shape)}: " + ", ".join(cells))
         h = out
+
+
+def parity_table(steps: int = 50, batch: int = 8) -> None:
+    """Largest differences between NumPy and torch training of the zoo's LeNet-5 (as tests/npnet pins)."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from kernelscope.data import load_dataset
+    from kernelscope.models.zoo import build_model
+    from kernelscope.npnet.torch_bridge import from_torch
+    from kernelscope.npnet.train import make_optimizer, train_step
+
+    torch.set_num_threads(1)
+    data = load_dataset("mnist", seed=0)
+    x = data.normalise(data.x_train[:steps * batch])
+    y = data.y_train[:steps * batch]
+    order = np.random.default_rng(1).permutation(len(y))
+    x, y = x[order], y[order]
+    hyper = {"sgd": dict(lr=0.05, momentum=0.9, weight_decay=5e-4), "adamw": dict(lr=2e-3, weight_decay=0.05)}
+    print(f"NumPy vs torch training of LeNet-5, {steps} steps of {batch} real MNIST images, same data order")
+    print(f"{'optimiser':<10}{'pooling':<9}{'dtype':<9}{'loss first->last':>18}{'max |dloss|':>13}{'max |dweight|':>15}")
+    for optimizer, pool, dtype in (("sgd", "avg", torch.float64), ("sgd", "max", torch.float64),
+                                   ("adamw", "avg", torch.float64), ("sgd", "avg", torch.float32)):
+        torch.manual_seed(0)
+        if pool == "avg":
+            model = build_model("lenet5", in_channels=1, num_classes=10, input_size=28)
+        else:
+            model = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5),
+                                  nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(),
+                                  nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+        model = model.to(dtype)
+        npdtype = np.float64 if dtype == torch.float64 else np.float32
+        net = from_torch(model, dtype=npdtype)
+        opt_n = make_optimizer(optimizer, net.parameters(), **hyper[optimizer])
+        if optimizer == "sgd":
+            opt_t = torch.optim.SGD(model.parameters(), **hyper["sgd"])
+        else:
+            opt_t = torch.optim.AdamW(model.parameters(), **hyper["adamw"])
+        losses = []
+        for step in range(steps):
+            xb, yb = x[step * batch:(step + 1) * batch].astype(npdtype), y[step * batch:(step + 1) * batch]
+            loss_n, _ = train_step(net, opt_n, xb, yb, step=step + 1)
+            loss_t = F.cross_entropy(model(torch.from_numpy(xb)), torch.from_numpy(yb))
+            opt_t.zero_grad()
+            loss_t.backward()
+            opt_t.step()
+            losses.append((loss_n, loss_t.item()))
+        dloss = max(abs(a - b) for a, b in losses)
+        params = net.parameters()
+        dweight = max(float(np.abs(params[k] - v.detach().numpy()).max()) for k, v in model.state_dict().items())
+        trajectory = f"{losses[0][1]:.3f} -> {losses[-1][1]:.3f}"
+        print(f"{optimizer:<10}{pool:<9}{str(dtype).split('.')[1]:<9}{trajectory:>18}{dloss:>13.1e}{dweight:>15.1e}")
 
 
 if __name__ == "__main__":
