@@ -160,7 +160,7 @@ def test_outputs_json_csv_and_table(rng):
     data = json.loads(result.to_json())
     assert data["format"] == "kernelscope-atlas" and data["layer"] == "features.0" and data["epoch"] == 3
     assert data["counts"]["gabor-like"] == 5 and set(data["counts"]) == set(CLASSES)
-    assert set(data["control_fractions"]) == {"random", "smooth", "shuffled"}
+    assert set(data["control_fractions"]) == {"random", "smooth", "shuffled", "spectral"}
     assert data["kernels"][0]["best_match"]["family"] in {"gabor", "edge", "centre-surround", "blob", "named"}
     csv_lines = result.to_csv().splitlines()
     assert csv_lines[0].startswith("index,class,margin,best_family") and len(csv_lines) == 6

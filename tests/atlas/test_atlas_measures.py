@@ -82,7 +82,24 @@ def test_shuffled_null_keeps_values_and_colours_and_is_seeded(rng):
         assert sorted(map(tuple, source.T.round(12))) == sorted(map(tuple, pixels.T.round(12)))
 
 
+def test_spectral_null_copies_the_layers_power_spectrum(rng):
+    y, x = np.mgrid[-3:4, -3:4]
+    stripes = np.stack([np.cos(2 * np.pi * 0.25 * x + p) * np.exp(-(x**2 + y**2) / 8) for p in (0.0, 1.0, 2.0)])
+    kernels = stripes[:, None]  # (3, 1, 7, 7): vertical stripes
+    null = null_kernels("spectral", kernels.shape, n=3000, rng=2, kernels=kernels)
+    assert null.shape == (3000, 1, 7, 7) and np.isrealobj(null)
+    expected = np.mean(np.abs(np.fft.fft2(kernels)) ** 2, axis=0)
+    measured = np.mean(np.abs(np.fft.fft2(null)) ** 2, axis=0)
+    np.testing.assert_allclose(measured, expected, rtol=0.15, atol=0.02 * expected.max())
+    # the null keeps the orientation of the layer: vertical stripes stay vertical on average
+    from kernelscope.analysis.atlas.spectral import spectral_shape
+
+    orientation = spectral_shape(null[:, 0]).orientation
+    assert np.median(np.minimum(orientation, np.pi - orientation)) < 0.3
+
+
 @pytest.mark.parametrize(("kind", "kwargs", "message"), [
+    ("spectral", {}, r"'spectral' null needs the kernels whose spectrum it copies"),
     ("shuffled", {}, r"'shuffled' null needs the kernels to shuffle"),
     ("init", {}, r"'init' null comes from the network"),
     ("randon", {}, r"unknown null 'randon'; did you mean 'random'\?"),

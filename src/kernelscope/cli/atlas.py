@@ -19,14 +19,15 @@ import click
 @click.option("--n-null", type=click.IntRange(10, 100_000), default=1000, show_default=True,
               help="Kernels drawn per null distribution.")
 @click.option("--strict", is_flag=True,
-              help="Also let the smoothed-random null set thresholds (smoothness alone is not structure).")
+              help="Also let the smoothed-random and spectrum-matched nulls set thresholds "
+                   "(smoothness and frequency content alone are not structure).")
 @click.option("--no-evolution", is_flag=True, help="Run directories: skip the atlas over epochs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the null draws.")
 def atlas_command(source, layer, epoch, arch, out_dir, percentile, n_null, strict, no_evolution, seed):
     """The kernel atlas of RUN_OR_MODEL's conv layer: per class (edge-like, Gabor-like,
     centre-surround, blob/low-pass, unexplained) the count and fraction beside the
-    fraction of every null (random, smoothed random, pixel-shuffled, initialisation),
-    with the thresholds used.
+    fraction of every null (random, smoothed random, pixel-shuffled, spectrum-matched
+    random, initialisation), with the thresholds used.
 
     Writes atlas.json, atlas.csv, atlas_matches.png, atlas_nulls.png and, for a run
     directory, atlas_evolution.png.
@@ -36,7 +37,7 @@ def atlas_command(source, layer, epoch, arch, out_dir, percentile, n_null, stric
     from kernelscope.report.figures.atlas import atlas_figures
     from kernelscope.report.figures.common import save_figure
 
-    threshold_nulls = ("random", "shuffled", "init") + (("smooth",) if strict else ())
+    threshold_nulls = ("random", "shuffled", "init") + (("smooth", "spectral") if strict else ())
     result = atlas_of(source, layer=layer, epoch=epoch, arch=arch, with_evolution=not no_evolution, seed=seed,
                       n_null=n_null, percentile=percentile, threshold_nulls=threshold_nulls)
     out = Path(out_dir)

@@ -5,8 +5,9 @@ threshold is the ``percentile`` (default 99) of that score over each *threshold
 null*, taking the strictest (largest) of them. By default the threshold nulls are
 the structure-free ones: independent random kernels, the kernels' own pixels
 shuffled, and the network at initialisation when enough init kernels are given;
-the smoothed-random null is reported beside them as a control (smoothness alone
-produces ramps and blobs, and the table shows how often).
+the smoothed-random and spectrum-matched nulls are reported beside them as
+controls (smoothness and the layer's frequency content alone produce ramps, edges
+and blobs, and the table shows how often); ``--strict`` lets them set thresholds too.
 
 Decision for one kernel:
 

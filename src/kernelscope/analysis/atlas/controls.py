@@ -2,7 +2,7 @@
 
 A score means something only beside the score that structure-free kernels of the
 same shape reach (random 3x3 kernels match a Gabor bank with a median cosine near
-0.9). Four nulls, each an array ``(n, C, kh, kw)``:
+0.9). Five nulls, each an array ``(n, C, kh, kw)``:
 
 ``random``
     independent standard normal values (the shape of PyTorch's default init, which
@@ -14,6 +14,11 @@ same shape reach (random 3x3 kernels match a Gabor bank with a median cosine nea
 ``shuffled``
     the kernels under study with their pixel positions permuted (the same permutation
     for every channel of a kernel): same values, same colours, no spatial arrangement.
+``spectral``
+    random fields with the kernels' own mean power spectrum (per channel, on the
+    kernel's grid, random phases): as smooth and as band-limited as the layer,
+    with no particular arrangement. Where ``smooth`` asks "more than smoothness of
+    one pixel?", this asks "more than this layer's frequency content?".
 ``init``
     the network at initialisation: the run's epoch-0 kernels, or fresh initialisations
     of the same layer (see :func:`~kernelscope.analysis.atlas.atlas_of`).
@@ -27,7 +32,7 @@ from kernelscope.errors import KernelscopeError
 
 __all__ = ["NULL_KINDS", "null_kernels"]
 
-NULL_KINDS = ("random", "smooth", "shuffled", "init")
+NULL_KINDS = ("random", "smooth", "shuffled", "spectral", "init")
 
 
 def null_kernels(kind: str, shape: tuple[int, int, int, int], *, n: int = 1000,
@@ -37,7 +42,7 @@ def null_kernels(kind: str, shape: tuple[int, int, int, int], *, n: int = 1000,
 
     Parameters
     ----------
-    kind : {"random", "smooth", "shuffled"}
+    kind : {"random", "smooth", "shuffled", "spectral"}
         ``"init"`` kernels come from the network itself and are not drawn here.
     shape : tuple of int
         ``(O, C, kh, kw)`` of the kernels under study (``O`` is ignored).
@@ -46,7 +51,7 @@ def null_kernels(kind: str, shape: tuple[int, int, int, int], *, n: int = 1000,
     rng : Generator or int or None
         Random generator or seed.
     kernels : ndarray of shape (O, C, kh, kw), optional
-        The kernels to shuffle (``kind="shuffled"``).
+        The kernels to shuffle (``kind="shuffled"``) or whose spectrum to copy (``"spectral"``).
     smooth_sigma : float
         Width of the smoothing Gaussian in pixels (``kind="smooth"``).
 
@@ -88,6 +93,14 @@ def null_kernels(kind: str, shape: tuple[int, int, int, int], *, n: int = 1000,
         order = np.argsort(rng.random((n, kh * kw)), axis=1)  # one permutation per null kernel
         shuffled = np.take_along_axis(flat[source], order[:, None, :], axis=2)  # (n, C, kh*kw)
         return shuffled.reshape(n, c, kh, kw)
+    if kind == "spectral":
+        if kernels is None:
+            raise KernelscopeError("the 'spectral' null needs the kernels whose spectrum it copies (kernels=None)")
+        kernels = np.asarray(kernels, dtype=float)
+        power = np.mean(np.abs(np.fft.fft2(kernels)) ** 2, axis=0)  # (C, kh, kw), symmetric in frequency
+        noise = np.fft.fft2(rng.standard_normal((n, c, kh, kw)))  # white: flat expected power kh*kw
+        fields = np.real(np.fft.ifft2(noise * np.sqrt(power / (kh * kw))[None]))  # (n, C, kh, kw)
+        return fields
     if kind == "init":
         raise KernelscopeError("the 'init' null comes from the network: pass init_kernels= or use atlas_of()")
     from kernelscope.errors import suggest

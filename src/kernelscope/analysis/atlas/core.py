@@ -256,7 +256,8 @@ def _records(m: Measures, labels, margins, init: np.ndarray | None) -> list[dict
 
 
 def atlas(kernels: np.ndarray, *, init_kernels: np.ndarray | None = None, init_null: np.ndarray | None = None,
-          percentile: float = 99.0, n_null: int = 1000, nulls: tuple[str, ...] = ("random", "smooth", "shuffled"),
+          percentile: float = 99.0, n_null: int = 1000,
+          nulls: tuple[str, ...] = ("random", "smooth", "shuffled", "spectral"),
           threshold_nulls: tuple[str, ...] = ("random", "shuffled", "init"), seed: int = 0,
           smooth_sigma: float = 1.0, min_cycles: float = 0.25, bank: TemplateBank | None = None,
           layer: str | None = None, source: str | None = None, epoch: int | None = None) -> AtlasResult:
@@ -277,7 +278,8 @@ def atlas(kernels: np.ndarray, *, init_kernels: np.ndarray | None = None, init_n
     n_null : int
         Kernels drawn per null.
     nulls : tuple of str
-        Drawn nulls among ``"random"``, ``"smooth"``, ``"shuffled"``.
+        Drawn nulls among ``"random"``, ``"smooth"``, ``"shuffled"``, ``"spectral"`` (see
+        :mod:`~kernelscope.analysis.atlas.controls`); all are classified and reported.
     threshold_nulls : tuple of str
         Nulls that set the thresholds (the strictest percentile wins); ``"init"``
         counts only with at least ``MIN_THRESHOLD_NULL`` kernels.
@@ -337,7 +339,8 @@ def atlas(kernels: np.ndarray, *, init_kernels: np.ndarray | None = None, init_n
         if kind == "init":
             continue
         null_measures[kind] = _null_measures(kind, shape, int(n_null), seed, smooth_sigma, bank,
-                                             stack if kind == "shuffled" else None, cacheable and kind != "shuffled")
+                                             stack if kind in ("shuffled", "spectral") else None,
+                                             cacheable and kind not in ("shuffled", "spectral"))
     init_source = init_null_stack if init_null_stack is not None else init_stack
     if init_source is not None:
         null_measures["init"] = measure(init_source, bank=bank)
