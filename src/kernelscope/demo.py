@@ -300,7 +300,8 @@ def run_demo(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, 
     ----------
     out_dir : str or PathLike
         Output folder: ``runs/mnist``, ``runs/faces`` (run directories), ``atlas.json``,
-        ``dissect.json``, ``shift.json``, ``parts.json``, ``report.html``, ``summary.txt``.
+        ``dissect.json``, ``shift.json``, ``parts.json``, ``report.html``, ``summary.txt`` and
+        ``figures/<section>-<n>.png`` (every figure of the report, for READMEs).
     quick : bool
         Tiny version of every stage (for the tests; ~1 minute).
     seed : int
@@ -392,7 +393,8 @@ def run_demo(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, 
                          {"dissect": dissect_result, "shift": shift_result}))
         report_path = _stage(result, "report", lambda: build_story_report(
             out / "report.html", runs, parts=parts_result, numbers=result.numbers,
-            stages=result.stages, strict=strict, progress=progress), strict=strict, log=log)
+            stages=result.stages, strict=strict, progress=progress, figures_dir=out / "figures"),
+            strict=strict, log=log)
         result.report_path = report_path
     result.seconds = time.perf_counter() - started
     from kernelscope._io import write_bytes

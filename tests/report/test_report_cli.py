@@ -13,6 +13,16 @@ def test_report_command_writes_the_file(fake_run, tmp_path, cli_runner):
     assert out.read_text().startswith("<!DOCTYPE html>")
 
 
+def test_report_command_exports_figures(fake_run, tmp_path, cli_runner):
+    figures = tmp_path / "figs"
+    result = cli_runner("report", fake_run, "--out", tmp_path / "r.html", "--only", "training,kernels",
+                        "--figures", figures)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in figures.iterdir()) == ["kernels-1.png", "kernels-2.png", "kernels-3.png",
+                                                         "training-1.png"]
+    assert (figures / "training-1.png").read_bytes().startswith(b"\x89PNG")
+
+
 def test_report_command_notes_missing_sections(tmp_path, cli_runner):
     run = write_fake_run(tmp_path / "run", status="failed")
     result = cli_runner("report", run, "--out", tmp_path / "r.html", "--only", "featuremaps")

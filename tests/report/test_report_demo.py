@@ -35,6 +35,8 @@ def test_quick_demo_runs_every_stage(quick_demo):
     for name in ("atlas.json", "dissect.json", "shift.json", "summary.txt", "report.html"):
         assert (result.out_dir / name).is_file(), name
     assert (result.out_dir / "runs" / "mnist" / "manifest.json").is_file()
+    figures = list((result.out_dir / "figures").glob("*.png"))
+    assert len(figures) == result.report_path.read_text().count("<img ")
     assert any(line.startswith("[demo] report: ok") for line in lines)
 
 

@@ -14,11 +14,13 @@ __all__ = ["report"]
 @click.option("--only", "only", default=None, metavar="NAMES",
               help="Comma-separated sections to include (default: all): operation, training, kernels, atlas, "
                    "featuremaps, patches, receptive, dissect, shift, parts.")
-def report(run_dir: str, out: str, only: str | None) -> None:
+@click.option("--figures", "figures", type=click.Path(file_okay=False, path_type=str), default=None,
+              help="Also write every figure as a PNG file into this folder.")
+def report(run_dir: str, out: str, only: str | None, figures: str | None) -> None:
     """Write the self-contained HTML report of RUN_DIR (figures embedded, no network requests)."""
     from kernelscope.report.build import build_report
 
-    result = build_report(run_dir, out, analyses=only)
+    result = build_report(run_dir, out, analyses=only, figures_dir=figures)
     for section_id, reason in result.missing().items():
         click.echo(f"note: {section_id}: {reason}", err=True)
     shown = sum(1 for status in result.status.values() if status != "unavailable")

@@ -32,7 +32,7 @@ from kernelscope.report import html as H
 from kernelscope.report.inventory import RunInventory, inspect_run
 
 __all__ = ["ANALYSES", "ReportResult", "build_report", "run_sections", "operation_section",
-           "write_report", "guarded"]
+           "write_report", "export_figures", "guarded"]
 
 #: Every section a report can have, in the order shown.
 ANALYSES = ("operation", "training", "kernels", "atlas", "featuremaps", "patches", "receptive",
@@ -387,9 +387,27 @@ def write_report(out_path: str | os.PathLike, sections: list[H.Section], *, titl
     return write_bytes(out_path, page.encode("utf-8"))
 
 
+def export_figures(sections: list[H.Section], folder: str | os.PathLike) -> list[Path]:
+    """Write every figure embedded in ``sections`` as ``<section id>-<n>.png`` in ``folder`` (for READMEs)."""
+    import base64
+    import re
+
+    from kernelscope._io import write_bytes
+
+    folder = Path(folder)
+    written = []
+    for section in sections:
+        html_text = "".join(section.body)
+        uris = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html_text)
+        for index, data in enumerate(uris, start=1):
+            written.append(write_bytes(folder / f"{section.id}-{index}.png", base64.b64decode(data)))
+    return written
+
+
 def build_report(run_dir: str | os.PathLike, out_path: str | os.PathLike, *,
                  analyses: Iterable[str] | None = None, results: Mapping[str, Any] | None = None,
-                 strict: bool = False, title: str | None = None, progress: bool = True) -> ReportResult:
+                 strict: bool = False, title: str | None = None, progress: bool = True,
+                 figures_dir: str | os.PathLike | None = None) -> ReportResult:
     """Write the self-contained HTML report of a run directory.
 
     Parameters
@@ -405,6 +423,8 @@ def build_report(run_dir: str | os.PathLike, out_path: str | os.PathLike, *,
         instead of computing them again.
     strict : bool
         Re-raise unexpected exceptions instead of reporting them in the section (for tests).
+    figures_dir : str or PathLike, optional
+        Also write every figure as a PNG file there (``<section>-<n>.png``).
 
     Returns
     -------
@@ -426,5 +446,7 @@ def build_report(run_dir: str | os.PathLike, out_path: str | os.PathLike, *,
     model = (inv.manifest.get("model") or {}).get("name", "?")
     title = title or f"kernelscope report: {model} on {data}"
     path = write_report(out_path, sections, title=title, subtitle=f"Run directory: {inv.path}")
+    if figures_dir is not None:
+        export_figures(sections, figures_dir)
     return ReportResult(path=path, sections=sections, problems=list(inv.problems),
                         seconds=time.perf_counter() - start)

@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from kernelscope.report import html as H
-from kernelscope.report.build import guarded, operation_section, run_sections, write_report
+from kernelscope.report.build import (
+    export_figures,
+    guarded,
+    operation_section,
+    run_sections,
+    write_report,
+)
 
 __all__ = ["build_story_report", "headline_numbers"]
 
@@ -64,7 +70,8 @@ def build_story_report(out_path: str | os.PathLike,
                        runs: Sequence[tuple[str, str, str | os.PathLike, Sequence[str], Mapping[str, Any]]], *,
                        parts: Mapping[str, Any] | None = None, numbers: Mapping[str, Any] | None = None,
                        stages: Mapping[str, Any] | None = None, strict: bool = False, progress: bool = True,
-                       title: str = "kernelscope: what the convolution kernels learned") -> Path:
+                       title: str = "kernelscope: what the convolution kernels learned",
+                       figures_dir: str | os.PathLike | None = None) -> Path:
     """Write the demo's report.
 
     Parameters
@@ -79,6 +86,8 @@ def build_story_report(out_path: str | os.PathLike,
         The demo's key numbers (shown at the top).
     stages : dict, optional
         The demo's :class:`~kernelscope.demo.StageResult` per stage (shown at the end).
+    figures_dir : str or PathLike, optional
+        Also write every figure there as ``<section>-<n>.png``.
     """
     from kernelscope.report import sections as S
 
@@ -100,4 +109,7 @@ def build_story_report(out_path: str | os.PathLike,
             H.paragraph("Made by `kernelscope demo`; every number above comes from the runs and result files "
                         "in the same folder."),
         ]))
-    return write_report(out_path, body, title=title, headline=headline_numbers(numbers or {}))
+    path = write_report(out_path, body, title=title, headline=headline_numbers(numbers or {}))
+    if figures_dir is not None:
+        export_figures(body, figures_dir)
+    return path
