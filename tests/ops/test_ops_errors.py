@@ -103,3 +103,12 @@ def test_bad_input_gives_one_line_error(call, pattern):
 
 def test_more_padding_makes_a_large_kernel_fit():
     assert correlate2d(np.ones((4, 4)), np.ones((5, 5)), padding=1).shape == (2, 2)
+
+
+def test_torch_tensors_are_read_or_refused_cleanly():
+    import torch
+
+    assert correlate2d(torch.ones(3, 3), [[2]]).tolist() == [[2.0] * 3] * 3
+    with pytest.raises(KernelscopeError, match=r"^x cannot be read as a NumPy array: Can't call numpy\(\) "
+                                               r"on Tensor that requires grad"):
+        correlate2d(torch.ones(3, 3, requires_grad=True), [[1]])

@@ -78,6 +78,9 @@ def as_matrix(value: object, name: str) -> np.ndarray:
                                    f"nested sequence (rows of different lengths)") from None
         raise KernelscopeError(f"{name} must be an array of real numbers; got {type(value).__name__}"
                                ) from None
+    except RuntimeError as error:  # e.g. a torch tensor that requires grad
+        raise KernelscopeError(f"{name} cannot be read as a NumPy array: {error}".splitlines()[0]
+                               ) from None
     if array.dtype.kind == "O":
         bad = [v for v in array.flat if not isinstance(v, numbers.Real)]
         if bad:
