@@ -225,3 +225,17 @@ def test_non_finite_gradient_is_a_one_line_error_naming_it():
     grad[1, 2] = np.nan
     with pytest.raises(KernelscopeError, match=r"^grad_out contains nan at index \(1, 2\); only finite numbers"):
         correlate2d_backward(np.zeros((4, 4)), np.zeros((2, 2)), grad)
+
+
+def test_gradients_have_the_shapes_of_what_was_given(rng):
+    """A 2-D image with a 4-D kernel bank (and a batch with a 2-D kernel) get gradients of their own shapes."""
+    x2, bank = rng.normal(size=(6, 6)), rng.normal(size=(3, 1, 3, 3))
+    gx, gk, gb = correlate2d_backward(x2, bank, np.ones((1, 3, 4, 4)))
+    assert gx.shape == (6, 6) and gk.shape == (3, 1, 3, 3) and gb.shape == (3,)
+    _, gx_t, gk_t, _ = torch_reference(x2[None, None], bank, np.ones((1, 3, 4, 4)), bias=False, stride=1,
+                                       padding="valid", padding_mode="zeros", pad_value=0.0, dilation=1, groups=1)
+    np.testing.assert_allclose(gx, gx_t[0, 0], rtol=1e-10)
+    np.testing.assert_allclose(gk, gk_t, rtol=1e-10)
+    batch, k2 = rng.normal(size=(2, 1, 5, 5)), rng.normal(size=(2, 2))
+    gx, gk, _ = correlate2d_backward(batch, k2, np.ones((2, 1, 4, 4)))
+    assert gx.shape == (2, 1, 5, 5) and gk.shape == (2, 2)

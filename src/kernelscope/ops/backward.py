@@ -254,8 +254,7 @@ def correlate2d_backward(x: np.ndarray, kernel: np.ndarray, grad_out: np.ndarray
             parts.append(corr[:, :, :kh, :kw].swapaxes(0, 1))  # (Og, Cg, kh, kw)
         grad_kernel = np.concatenate(parts, axis=0) if groups > 1 else parts[0]  # (O, Cg, kh, kw)
         grad_kernel = np.ascontiguousarray(grad_kernel)
-        if plain:
-            grad_kernel = grad_kernel[0, 0]
+        grad_kernel = grad_kernel.reshape(kernel.shape)  # a 2-D kernel gets a 2-D gradient
 
     grad_x = None
     if input_grad:
@@ -270,8 +269,7 @@ def correlate2d_backward(x: np.ndarray, kernel: np.ndarray, grad_out: np.ndarray
         # rows/columns past the last window (when the stride does not divide evenly) get no gradient
         grad_xp[:, :, :core.shape[2], :core.shape[3]] = core
         grad_x = pad2d_adjoint(grad_xp, (h, w), pads, padding_mode)  # (N, C, H, W)
-        if plain:
-            grad_x = grad_x[0, 0]
+        grad_x = grad_x.reshape(x.shape)  # a 2-D input gets a 2-D gradient
     return grad_x, grad_kernel, grad_bias
 
 
