@@ -78,3 +78,30 @@ def test_parts_unknown_source(cli_runner, tmp_path):
     result = cli_runner("parts", "no-such-model", "--out", tmp_path)
     assert result.exit_code == 2
     assert result.output.startswith("Error: source 'no-such-model' is neither a run directory nor a model file")
+
+
+@pytest.fixture(scope="module")
+def faces_run(tmp_path_factory):
+    """A tiny run on the bundled faces (tinyvgg, 1 epoch): the parts command on a run directory."""
+    import torch
+
+    from kernelscope.train import TrainConfig, train
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        config = TrainConfig(data="faces", model="tinyvgg", epochs=1, train_limit=160, batch_size=32, n_probe=4,
+                             progress=False)
+        return train(config, tmp_path_factory.mktemp("parts_run") / "run").path
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_parts_on_a_run_directory(cli_runner, faces_run, tmp_path):
+    result = cli_runner("parts", faces_run, "--parts", "eyes", *FAST, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "parts.json").read_text())
+    manifest = json.loads((faces_run / "manifest.json").read_text())
+    assert data["layer"] == manifest["conv_layers"][-1]  # default: the deepest conv layer
+    assert data["n_images"] == 12 and data["source"].startswith("run ")
+    assert 0.0 <= data["summary"]["eyes"]["output"]["intact"] <= 1.0
