@@ -96,8 +96,10 @@ def parts_figure(result: Any, display: np.ndarray, masks: Mapping[str, np.ndarra
     ax.set_aspect("equal")
     ax.set_xlabel("drop with control occlusions")
     ax.set_ylabel("drop with the part occluded")
-    note = f"; {clipped} point(s) outside [{low}, {high}] drawn at the edge" if clipped else ""
-    ax.set_title(f"layer {result.layer}: {result.channels} channels, {result.n_images} images{note}", fontsize=8)
+    ax.set_title(f"layer {result.layer}\n{result.channels} channels, {result.n_images} images", fontsize=8)
+    if clipped:
+        ax.text(0.98, 0.02, f"{clipped} point(s) outside\n[{low}, {high}] drawn at the edge", fontsize=6,
+                ha="right", va="bottom", transform=ax.transAxes)
     ax.legend(fontsize=7, loc="upper left")
 
     if panels:
