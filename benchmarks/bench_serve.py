@@ -104,10 +104,10 @@ def bench_operation(client: httpx.Client) -> None:
         xa, ka = as_numbers(x), as_numbers(k)
         options = {key: tuple(v) if isinstance(v, list) else v for key, v in extra.items()}
 
-        def engine():
+        def engine(xa=xa, ka=ka, options=options):
             operation(xa, ka, cell=[0, 0], **options)
 
-        def http():
+        def http(body=body):
             response = client.post("/api/operation", json=body)
             response.raise_for_status()
             return response

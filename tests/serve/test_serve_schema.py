@@ -26,7 +26,6 @@ from serve_helpers import write_run
 
 from kernelscope.serve import create_app
 
-
 # The app is built at import (schemathesis' pytest fixture loader does not run under pytest 9):
 # a hand-written run in a temporary directory, removed when the module's tests are done.
 _TMP = tempfile.TemporaryDirectory(prefix="kernelscope-serve-schema-")

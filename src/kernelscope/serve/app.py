@@ -19,7 +19,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Path as PathParam, Query, Request
+from fastapi import FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -150,7 +151,8 @@ def create_app(runs: Sequence[str | Path] = (), *, atlas_n_null: int = 300) -> F
     from kernelscope import __version__
 
     store = RunStore(runs, atlas_n_null=atlas_n_null)
-    app = FastAPI(title="kernelscope explorer", version=__version__,
+    # no /docs or /redoc: FastAPI's pages for them load scripts from a CDN; /openapi.json is the schema
+    app = FastAPI(title="kernelscope explorer", version=__version__, docs_url=None, redoc_url=None,
                   description="The operation (cross-correlation, convolution, explained cell by cell) and the "
                               "runs given on the command line, as JSON.")
     app.state.store = store

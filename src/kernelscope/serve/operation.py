@@ -82,7 +82,14 @@ def operation(x: np.ndarray, kernel: np.ndarray, *, bias: float | None = None, s
     >>> result["output"], result["position"]["total"]
     ([[154, 157], [200, 233]], 154)
     """
-    from kernelscope.ops import convolve2d, correlate2d, flip_kernel, output_shape, pad2d, resolve_padding
+    from kernelscope.ops import (
+        convolve2d,
+        correlate2d,
+        flip_kernel,
+        output_shape,
+        pad2d,
+        resolve_padding,
+    )
 
     if mode not in ("correlate", "convolve"):
         raise KernelscopeError(f"mode must be 'correlate' or 'convolve'; got {mode!r}")

@@ -32,6 +32,11 @@ function fmt(v) {
   return String(Number(v.toPrecision(4)));
 }
 
+function paren(v) {
+  const text = fmt(v);
+  return text.startsWith("-") ? `(${text})` : text;
+}
+
 function el(tag, cls, text) {
   const node = document.createElement(tag);
   if (cls) node.className = cls;
@@ -224,7 +229,7 @@ function drawExplanation(result) {
       tr.append(el("td", "", fmt(term.window[u][v])), el("td", "", "\u00d7"), el("td", "", fmt(term.kernel[u][v])),
         el("td", "", "="), el("td", "", fmt(term.products[u][v])));
       rows.push(tr);
-      terms.push(`${fmt(term.window[u][v])}\u00b7${fmt(term.kernel[u][v])}`);
+      terms.push(`${paren(term.window[u][v])}\u00b7${paren(term.kernel[u][v])}`);
     }
   }
   $("explain-rows").replaceChildren(...rows);
