@@ -42,6 +42,9 @@ from kernelscope.errors import KernelscopeError
 __all__ = [
     "ONet",
     "ONET_INPUT_SIZE",
+    "ONET_INPUT_SHAPE",
+    "ONET_MEAN",
+    "ONET_STD",
     "LANDMARK_NAMES",
     "WEIGHTS_PATH",
     "build_onet",
@@ -54,6 +57,11 @@ __all__ = [
 ONET_INPUT_SIZE = 48
 #: The five landmarks, in the order ONet returns them.
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+#: ONet's normalisation written as per-channel (x - mean) / std for x in [0, 1]: (x * 255 - 127.5) / 128.
+ONET_MEAN = (127.5 / 255,) * 3
+ONET_STD = (128 / 255,) * 3
+#: ONet's input (C, H, W).
+ONET_INPUT_SHAPE = (3, ONET_INPUT_SIZE, ONET_INPUT_SIZE)
 #: The shipped weights (facenet-pytorch 2.6.0, MIT).
 WEIGHTS_PATH = Path(__file__).with_name("weights") / "onet.pt"
 
@@ -169,6 +177,8 @@ def preprocess_faces(images: np.ndarray, *, size: int = ONET_INPUT_SIZE) -> np.n
     >>> x = preprocess_faces(np.full((2, 25, 25), 0.5))
     >>> x.shape, float(x.min()), float(x.max())
     ((2, 3, 48, 48), 0.0, 0.0)
+    >>> bool(np.allclose(preprocess_faces(np.ones((1, 3, 48, 48))), (1 - ONET_MEAN[0]) / ONET_STD[0]))
+    True
     """
     import torch.nn.functional as F
 
