@@ -3,9 +3,10 @@
 Run: ``OPENBLAS_THREAD_TIMEOUT=4 .venv/bin/python benchmarks/bench_atlas.py``
 
 Prints, per layer shape: the full atlas (every measure on the kernels and on the
-nulls of 1,000 kernels each: random, smoothed, pixel-shuffled and a fresh-init null),
+nulls of 1,000 kernels each: random, smoothed, pixel-shuffled, spectrum-matched and a
+fresh-init null),
 first call (nulls drawn and measured) and second call (random and smoothed nulls
-cached); the vectorised Gabor fit per kernel; and the baseline, a per-kernel
+cached; the others depend on the kernels); the vectorised Gabor fit per kernel; and the baseline, a per-kernel
 ``scipy.optimize.least_squares`` fit of the same model from the same starts, timed on
 a subset, with the ratio. Medians of ``--repeat`` runs after a warm-up.
 """
@@ -112,7 +113,7 @@ def main() -> None:
         t_base = (time.perf_counter() - start) / len(sub)
         ours_r2 = fit_gabor(sub).r2
         result = full()
-        print(f"\n{o} kernels of {c}x{k}x{k} ({len(template_bank((k, k)))} bank templates, 4 nulls x 1000 kernels)")
+        print(f"\n{o} kernels of {c}x{k}x{k} ({len(template_bank((k, k)))} bank templates, {len(result.control_sizes)} nulls x 1000 kernels)")
         print(f"  full atlas, nulls drawn and measured : {t_cold:7.2f} s")
         print(f"  full atlas, random/smooth nulls cached: {t_warm:7.2f} s")
         print(f"  vectorised Gabor fit of the layer     : {t_fit:7.3f} s = {1e3 * t_fit / o:.2f} ms/kernel")
