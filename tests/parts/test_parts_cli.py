@@ -105,3 +105,14 @@ def test_parts_on_a_run_directory(cli_runner, faces_run, tmp_path):
     assert data["layer"] == manifest["conv_layers"][-1]  # default: the deepest conv layer
     assert data["n_images"] == 12 and data["source"].startswith("run ")
     assert 0.0 <= data["summary"]["eyes"]["output"]["intact"] <= 1.0
+
+
+def test_parts_target_class(cli_runner, faces_run, tmp_path):
+    result = cli_runner("parts", faces_run, "--parts", "eyes", "--target", "nonface", *FAST, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "p(nonface)" in result.output
+    assert json.loads((tmp_path / "parts.json").read_text())["target_class"] == "nonface"
+    result = cli_runner("parts", faces_run, "--parts", "eyes", "--target", "fase", *FAST, "--out", tmp_path)
+    assert result.exit_code == 2
+    assert result.output == ("Error: --target: unknown class 'fase'; did you mean 'face', 'nonface'? (valid: face, nonface); "
+                             "or a class index\n")

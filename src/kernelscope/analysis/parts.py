@@ -503,7 +503,7 @@ def _target_probability(output: Any, target: int):
 
     if isinstance(output, (tuple, list)):
         output = output[-1]  # ONet: (box, landmarks, probabilities)
-        if output.ndim == 2 and (output >= 0).all() and torch.allclose(output.sum(1), torch.ones(len(output)),
+        if output.ndim == 2 and (output >= 0).all() and torch.allclose(output.sum(1), torch.ones_like(output[:, 0]),
                                                                        atol=1e-4):
             return output[:, target]
     if output.ndim != 2:
@@ -560,7 +560,7 @@ def part_selectivity_layers(model: nn.Module, images: np.ndarray, masks: Mapping
     """
     import torch
 
-    from kernelscope.analysis.hooks import capture
+    from kernelscope.analysis.hooks import capture, model_device
     from kernelscope.models.layers import conv_layer_names, get_layer
 
     x = np.asarray(images, dtype=np.float32)
@@ -601,6 +601,8 @@ def part_selectivity_layers(model: nn.Module, images: np.ndarray, masks: Mapping
         control_masks[part] = cm
 
     fills = _fill_values(x, fill)  # (N, C, 1, 1)
+    device = model_device(model)
+    dtype = next((p.dtype for p in model.parameters()), torch.float32)
     n_variants = 1 + len(part_list) * (1 + n_controls)
     maxima = {name: [] for name in layers}
     scores = []
@@ -619,6 +621,7 @@ def part_selectivity_layers(model: nn.Module, images: np.ndarray, masks: Mapping
                 vm = np.stack(variant_masks, axis=1)  # (b, V, H, W)
                 batch = np.where(vm[:, :, None], fb[:, None], xb[:, None])  # (b, V, C, H, W)
                 batch = torch.from_numpy(np.ascontiguousarray(batch.reshape(b * n_variants, *xb.shape[1:])))
+                batch = batch.to(device=device, dtype=dtype)  # (b * V, C, H, W)
                 with capture(model, layers) as outs:
                     output = model(batch)
                 for name in layers:
@@ -629,9 +632,9 @@ def part_selectivity_layers(model: nn.Module, images: np.ndarray, masks: Mapping
                             f"{tuple(maps.shape[1:])} per image, not spatial maps (C, H, W); choose a convolution "
                             f"or pooling layer (conv layers: {', '.join(conv_layer_names(model)) or 'none'})"
                         )
-                    maxima[name].append(maps.amax(dim=(2, 3)).float().reshape(b, n_variants, -1).numpy())
+                    maxima[name].append(maps.amax(dim=(2, 3)).float().cpu().reshape(b, n_variants, -1).numpy())
                 if target is not None:
-                    scores.append(_target_probability(output, target).float().reshape(b, n_variants).numpy())
+                    scores.append(_target_probability(output, target).float().cpu().reshape(b, n_variants).numpy())
     finally:
         model.train(was_training)
 

@@ -49,12 +49,13 @@ def _resize_masks(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return mask[:, rows][:, :, cols]
 
 
-def _open(source: str, arch: str | None, epoch: int | None, mean, std) -> tuple[Any, Any, str]:
-    """(model, normalise(raw) -> inputs, label); ONet brings its own input size and normalisation."""
+def _open(source: str, arch: str | None, epoch: int | None, mean, std) -> tuple[Any, Any, str, list[str] | None]:
+    """(model, normalise(raw) -> inputs, label, class names); ONet brings its own input size and normalisation."""
     if source.lower() == "onet" and not Path(source).exists():
         from kernelscope.models.onet import load_onet, preprocess_faces
 
-        return load_onet(), (lambda raw: preprocess_faces(raw)), "MTCNN ONet (pretrained, facenet-pytorch weights)"
+        return (load_onet(), (lambda raw: preprocess_faces(raw)), "MTCNN ONet (pretrained, facenet-pytorch weights)",
+                ["nonface", "face"])
     from kernelscope.cli._channels import open_source
 
     src = open_source(source, arch=arch, epoch=epoch, mean=mean, std=std)
@@ -63,7 +64,22 @@ def _open(source: str, arch: str | None, epoch: int | None, mean, std) -> tuple[
         shape = src.input_shape or (raw.shape[1], *raw.shape[2:])
         return src.normalise(_resize(raw, shape))
 
-    return src.model, normalise, src.label
+    classes = None if src.run is None else list(src.run.manifest.get("dataset", {}).get("classes") or []) or None
+    return src.model, normalise, src.label, classes
+
+
+def _target(spec: str | None, classes: list[str] | None) -> int | None:
+    """The class whose probability is the output effect: --target, else "face" when the classes have it."""
+    if spec is None:
+        return classes.index("face") if classes and "face" in classes else None
+    if classes and spec in classes:
+        return classes.index(spec)
+    try:
+        return int(spec)
+    except ValueError:
+        from kernelscope.errors import suggest
+
+        raise KernelscopeError(f"--target: {suggest(spec, classes or [], what='class')}; or a class index") from None
 
 
 def _load_raw(spec: str) -> tuple[np.ndarray, str]:
@@ -153,11 +169,14 @@ def _masks(spec: str, raw: np.ndarray, size: tuple[int, int], parts: list[str], 
 @click.option("--boot", type=click.IntRange(100, 100000), default=1000, show_default=True,
               help="Bootstrap resamples over images.")
 @click.option("--top", type=click.IntRange(1, 10), default=3, show_default=True, help="Channels per part in the figure.")
+@click.option("--target", default=None,
+              help="Class whose probability is the output effect (name or index; default: 'face' when the "
+                   "model has it, else none).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Folder for parts.json, parts.csv and parts.png (created).")
 def command(source, arch, epoch, mean, std, parts_spec, layer, image_spec, mask_spec, limit, fill_spec, controls,
-            margin, radius, boot, top, seed, out_dir):
+            margin, radius, boot, top, target, seed, out_dir):
     """Part detectors in SOURCE (a run directory, a model file with --arch, or 'onet'), by occlusion.
 
     For every channel of the layer: the relative drop of its spatial maximum when
@@ -175,7 +194,8 @@ def command(source, arch, epoch, mean, std, parts_spec, layer, image_spec, mask_
     if not parts:
         raise KernelscopeError(f"--parts: expected comma-separated part names, got {parts_spec!r}")
     fill = _fill(fill_spec)
-    model, normalise, label = _open(source, arch, epoch, mean, std)
+    model, normalise, label, classes = _open(source, arch, epoch, mean, std)
+    target_index = _target(target, classes)
     if layer is None:
         from kernelscope.models.layers import conv_layer_names
 
@@ -190,14 +210,16 @@ def command(source, arch, epoch, mean, std, parts_spec, layer, image_spec, mask_
     size = tuple(inputs.shape[2:])
     masks, mask_description = _masks(mask_spec, raw, size, parts, radius)
     result = part_selectivity(model, inputs, masks, layer=layer, parts=parts, fill=fill, n_controls=controls,
-                              margin=margin, n_boot=boot, seed=seed, target=1)
+                              margin=margin, n_boot=boot, seed=seed, target=target_index)
     display = _resize(raw, (raw.shape[1], *size))
     panels = detector_panels(model, result, inputs, masks, top=top)
     out = Path(out_dir)
     save_figure(parts_figure(result, display, masks, panels, title=f"{label}, layer {layer}"), out / "parts.png")
     write_csv(out / "parts.csv", result.table())
+    target_name = None if target_index is None else (
+        classes[target_index] if classes and 0 <= target_index < len(classes) else f"class {target_index}")
     write_json(out / "parts.json", {"source": label, "images": description, "masks": mask_description,
-                                    **result.to_json()})
+                                    "target_class": target_name, **result.to_json()})
     for part, info in result.summary().items():
         best = info["best"]
         line = f"{part}: {info['n_detectors']} detector(s) of {result.channels} channels in {layer}"
@@ -207,7 +229,7 @@ def command(source, arch, epoch, mean, std, parts_spec, layer, image_spec, mask_
                      f"{best['ci'][1]:.2f})")
         if "output" in info:
             o = info["output"]
-            line += (f"; face probability {o['intact']:.3f} intact, {o['occluded']:.3f} occluded, "
+            line += (f"; p({target_name}) {o['intact']:.3f} intact, {o['occluded']:.3f} occluded, "
                      f"{o['control']:.3f} with controls")
         click.echo(line)
     click.echo(f"wrote {out / 'parts.json'}, {out / 'parts.csv'}, {out / 'parts.png'}")
