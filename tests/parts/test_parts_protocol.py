@@ -184,3 +184,9 @@ def test_layer_without_spatial_maps_fails_and_leaves_no_hook(rng):
     with pytest.raises(KernelscopeError, match=r"layer '2' \(Flatten\) gives outputs of shape \(3,\) per image, not spatial maps \(C, H, W\); choose a convolution or pooling layer \(conv layers: 0\)"):
         part_selectivity(net, x, masks, layer="2", n_controls=4)
     assert count_hooks(net) == 0
+
+
+def test_target_out_of_range_is_a_one_line_error(rng):
+    x, masks = _blob_images(rng, n=4)
+    with pytest.raises(KernelscopeError, match=r"target: expected a class index in \[0, 1\], got 5"):
+        part_selectivity(_hand_model(), x, masks, layer="0", n_controls=2, target=5)

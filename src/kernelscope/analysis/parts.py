@@ -501,18 +501,19 @@ def _target_probability(output: Any, target: int):
     """(N,) probability of class ``target`` from a model output (logits, or ONet's tuple)."""
     import torch
 
+    probabilities = False
     if isinstance(output, (tuple, list)):
         output = output[-1]  # ONet: (box, landmarks, probabilities)
-        if output.ndim == 2 and (output >= 0).all() and torch.allclose(output.sum(1), torch.ones_like(output[:, 0]),
-                                                                       atol=1e-4):
-            return output[:, target]
+        probabilities = bool(output.ndim == 2 and (output >= 0).all()
+                             and torch.allclose(output.sum(1), torch.ones_like(output[:, 0]), atol=1e-4))
     if output.ndim != 2:
-        raise KernelscopeError(f"model output: expected (N, classes) logits, got shape {tuple(output.shape)}")
+        raise KernelscopeError(f"model output: expected (N, classes) logits, got shape {tuple(output.shape[1:])} "
+                               "per image; use target=None to skip the output effect")
     if output.shape[1] == 1:
         return torch.sigmoid(output[:, 0])
     if not 0 <= target < output.shape[1]:
         raise KernelscopeError(f"target: expected a class index in [0, {output.shape[1] - 1}], got {target}")
-    return torch.softmax(output, dim=1)[:, target]
+    return output[:, target] if probabilities else torch.softmax(output, dim=1)[:, target]
 
 
 def part_selectivity_layers(model: nn.Module, images: np.ndarray, masks: Mapping[str, np.ndarray], *,
