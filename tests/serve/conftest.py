@@ -25,3 +25,12 @@ def client(serve_app):
 
     with TestClient(serve_app) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A real (tiny) training run with checkpoints: TinyVGG, 1 epoch on 100 bundled 8x8 digits."""
+    from kernelscope.train import TrainConfig, train
+
+    config = TrainConfig(data="digits", model="tinyvgg", epochs=1, train_limit=100, n_probe=4, progress=False)
+    return train(config, tmp_path_factory.mktemp("trained") / "run").path

@@ -308,3 +308,34 @@ def test_a_bad_run_directory_is_refused_at_start(tmp_path):
 
     with pytest.raises(KernelscopeError, match="is not a run directory"):
         create_app([tmp_path])
+
+
+def test_top_patches_are_each_channels_largest_activations(trained_run):
+    """The served top values equal each channel's largest spatial maxima over the test split, by torch directly."""
+    import torch
+    from fastapi.testclient import TestClient
+
+    from kernelscope.serve import create_app
+    from kernelscope.train.rundir import load_run
+
+    with TestClient(create_app([trained_run])) as client:
+        body = client.get("/api/runs/0/patches?layer=features.0&epoch=1&k=3").json()
+        assert client.get("/api/runs/0/patches?layer=features.0&epoch=1&k=3").json() == body  # cached
+    run = load_run(trained_run)
+    data = run.dataset()
+    with torch.no_grad():
+        acts = run.model(1).features[0](torch.from_numpy(data.normalise(data.x_test)))  # (N, C, 8, 8)
+    maxima = acts.flatten(2).max(dim=2).values.numpy()  # (N, C)
+    expected = -np.sort(-maxima, axis=0)[:3].T  # (C, 3)
+    assert body["n_images"] == len(data.x_test) and body["split"] == "test"
+    assert np.allclose(body["values"], expected, atol=1e-4)
+    assert body["crops"]["shape"] == [acts.shape[1], 3, 1, 3, 3]  # a 3x3 first layer sees 3x3 patches
+    best = body["image_index"][0][0]
+    assert np.isclose(maxima[best, 0], expected[0, 0], atol=1e-5)
+
+
+def test_top_patches_need_a_checkpoint(client):
+    response = client.get("/api/runs/0/patches?layer=conv1")
+    assert response.status_code == 400
+    assert response.json()["detail"] == ("run 0 has no checkpoint at epoch 3; top patches need the model's weights "
+                                         "(checkpoint epochs: none)")

@@ -209,6 +209,10 @@ def test_no_request_leaves_the_server_and_errors_are_shown(page, server_url):
     page.fill("#in-kernel", "1 2 3; 4 5 6; 7 8 9")  # larger than the input: the server's 400, shown as text
     wait_for(page, "document.querySelector('#op-error').textContent.includes('larger')")
     assert page.text_content("#op-error").startswith("kernel 3x3 is larger than the padded input 2x2")
-    # the only console messages are the browser's notes on that 400 response, no script error
+    page.click("#tab-run")
+    page.click("#patches-button")  # this hand-written run has no checkpoint: the server's 400, as text
+    wait_for(page, "document.querySelector('#patches-status').textContent.includes('no checkpoint')")
+    assert page.text_content("#patches-status").startswith("top patches: run 0 has no checkpoint at epoch 3")
+    # the only console messages are the browser's notes on those 400 responses, no script error
     assert all("status of 400" in message for message in page.log["console"])
     assert page.log["page"] == []

@@ -304,6 +304,12 @@ def create_app(runs: Sequence[str | Path] = (), *, atlas_n_null: int = 300) -> F
         """One probe image's feature maps at one layer and epoch, ``(O, H', W')``."""
         return store.feature_maps(run_id, layer=layer, epoch=epoch, probe=probe)
 
+    @app.get("/api/runs/{run_id}/patches", response_model=s.PatchesResponse, responses=RUN_ERRORS, tags=["runs"])
+    def run_patches(run_id: RunId, layer: Layer = None, epoch: Epoch = None,
+                    k: Annotated[int, Query(ge=1, le=16)] = 6) -> dict[str, Any]:
+        """Each channel's k most activating test images, cropped by the receptive field (needs checkpoints; cached)."""
+        return store.patches(run_id, layer=layer, epoch=epoch, k=k)
+
     @app.get("/api/runs/{run_id}/probe", response_model=s.ProbeResponse, responses=RUN_ERRORS, tags=["runs"])
     def run_probe(run_id: RunId) -> dict[str, Any]:
         """The probe images (raw, in [0, 1]) and their labels."""

@@ -95,6 +95,8 @@ class RunStore:
         self.atlas_n_null = int(atlas_n_null)
         self._arrays = _Cache(64)
         self._atlas = _Cache(32)
+        self._patches = _Cache(16)
+        self._datasets = _Cache(4)
 
     def __len__(self) -> int:
         return len(self.runs)
@@ -229,4 +231,33 @@ class RunStore:
                 "control_fractions": {n: {k: float(v) for k, v in f.items()}
                                       for n, f in d["control_fractions"].items()},
                 "kernels": kernels, "notes": [str(n) for n in d["notes"]], "n_null": self.atlas_n_null,
+                "seconds": time.perf_counter() - start}
+
+    # ---- top patches -----------------------------------------------------------------------
+
+    def patches(self, run_id: int, *, layer: str | None = None, epoch: int | None = None, k: int = 6,
+                max_images: int = 2000) -> dict[str, Any]:
+        """Each channel's ``k`` most activating test images, cropped to the receptive field (cached)."""
+        run = self.get(run_id)
+        layer = self._layer(run_id, layer)
+        epoch = self._epoch(run_id, epoch, run.epochs, "kernel epochs")
+        if epoch not in run.checkpoint_epochs:
+            raise KernelscopeError(
+                f"run {run_id} has no checkpoint at epoch {epoch}; top patches need the model's weights "
+                f"(checkpoint epochs: {', '.join(map(str, run.checkpoint_epochs)) or 'none'})")
+        return self._patches.get((run_id, layer, epoch, k),
+                                 lambda: self._compute_patches(run_id, layer, epoch, k, max_images))
+
+    def _compute_patches(self, run_id: int, layer: str, epoch: int, k: int, max_images: int) -> dict[str, Any]:
+        from kernelscope.analysis.toppatches import top_patches
+
+        start = time.perf_counter()
+        run = self.runs[run_id]
+        data = self._datasets.get(run_id, run.dataset)
+        raw = data.x_test[:max_images]  # (N, C, H, W) in [0, 1]
+        result = top_patches(run.model(epoch), layer, data.normalise(raw), display=raw, k=k)
+        crops = np.where(np.isfinite(result.crops), result.crops, -1.0)  # (C, k, C_in, rh, rw); -1: outside
+        return {"run_id": run_id, "layer": layer, "epoch": epoch, "k": int(result.k), "n_images": int(result.n_images),
+                "split": "test", "values": np.round(result.values, 5).tolist(),
+                "image_index": result.image_index.tolist(), "crops": flat(crops, digits=4),
                 "seconds": time.perf_counter() - start}

@@ -16,7 +16,7 @@ __all__ = [
     "Matrix", "KernelMatrix", "OperationRequest", "OperationResponse", "ExplainResponse",
     "BackwardRequest", "BackwardResponse", "OutputPosition", "ChannelTerm", "Info", "BankKernel",
     "MatrixResponse", "RunInfo", "RunSummary", "FlatArray", "KernelsResponse", "AtlasKernel",
-    "AtlasResponse", "FeatureMapsResponse", "ProbeResponse", "ErrorResponse",
+    "AtlasResponse", "FeatureMapsResponse", "PatchesResponse", "ProbeResponse", "ErrorResponse",
 ]
 
 MAX_INPUT = 64  #: rows and columns of the input matrix (and of downscaled sample images)
@@ -283,6 +283,19 @@ class FeatureMapsResponse(BaseModel):
     label_name: str
     image: FlatArray = Field(description="The probe image, raw, (C, H, W) in [0, 1]")
     maps: FlatArray = Field(description="(O, H', W')")
+
+
+class PatchesResponse(BaseModel):
+    run_id: int
+    layer: str
+    epoch: int
+    k: int
+    n_images: int
+    split: str
+    values: list[list[float]] = Field(description="(C, k) each channel's largest activations, descending")
+    image_index: list[list[int]] = Field(description="(C, k) index in the run's test split")
+    crops: FlatArray = Field(description="(C, k, C_in, rh, rw) receptive-field crops in [0, 1]; -1 outside the image")
+    seconds: float
 
 
 class ProbeResponse(BaseModel):

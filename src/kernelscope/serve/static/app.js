@@ -632,6 +632,58 @@ function drawCurves(metrics) {
   });
 }
 
+function drawCrop(canvas, data, offset, h, w, channels) {
+  // a crop in [0, 1]; -1 marks pixels outside the image (drawn light violet)
+  canvas.width = w;
+  canvas.height = h;
+  const ctx = canvas.getContext("2d");
+  const img = ctx.createImageData(w, h);
+  for (let i = 0; i < h; i++) {
+    for (let j = 0; j < w; j++) {
+      const p = 4 * (i * w + j);
+      const first = data[offset + i * w + j];
+      for (let c = 0; c < 3; c++) {
+        const v = data[offset + ((channels === 3 ? c : 0) * h + i) * w + j];
+        img.data[p + c] = first < 0 ? [225, 210, 240][c] : Math.round(255 * Math.max(0, Math.min(1, v)));
+      }
+      img.data[p + 3] = 255;
+    }
+  }
+  ctx.putImageData(img, 0, 0);
+}
+
+async function loadPatches() {
+  if (!state.summary || state.summary.epochs.length === 0) return;
+  const layer = currentLayer(), epoch = currentEpoch();
+  $("patches-status").textContent = `top patches of ${layer} at epoch ${epoch}: computing (a pass over the test images)...`;
+  $("patches-grid").replaceChildren();
+  try {
+    const result = await api("GET", `/api/runs/${state.run}/patches?layer=${encodeURIComponent(layer)}&epoch=${epoch}&k=6`);
+    const [channels, k, cin, rh, rw] = result.crops.shape;
+    const zoom = Math.max(1, Math.floor(40 / Math.max(rh, rw)));
+    const rows = [];
+    for (let c = 0; c < channels; c++) {
+      const row = el("div", "patch-row");
+      row.append(el("span", "klabel", `ch ${c}`));
+      for (let t = 0; t < k; t++) {
+        const canvas = el("canvas");
+        drawCrop(canvas, result.crops.data, ((c * k + t) * cin) * rh * rw, rh, rw, cin);
+        canvas.style.width = `${rw * zoom}px`;
+        canvas.style.height = `${rh * zoom}px`;
+        canvas.title = `channel ${c}: test image ${result.image_index[c][t]}, max activation ${fmt(result.values[c][t])}`;
+        row.append(canvas);
+      }
+      rows.push(row);
+    }
+    $("patches-grid").replaceChildren(...rows);
+    $("patches-status").textContent = `${result.layer} at epoch ${result.epoch}: each channel's ${result.k} most ` +
+      `activating of ${result.n_images} ${result.split} images, cropped to its ${rh}x${rw} receptive field ` +
+      `(violet: outside the image; ${fmt(result.seconds)} s)`;
+  } catch (e) {
+    $("patches-status").textContent = `top patches: ${e.message}`;
+  }
+}
+
 // ---- start -----------------------------------------------------------------------------
 function showTab(name) {
   const op = name === "op";
@@ -659,6 +711,7 @@ async function start() {
   $("layer-select").addEventListener("change", showKernels);
   $("epoch-slider").addEventListener("input", showKernels);
   $("kernel-scale").addEventListener("change", showKernels);
+  $("patches-button").addEventListener("click", loadPatches);
   try {
     const info = await api("GET", "/api/info");
     state.info = info;
