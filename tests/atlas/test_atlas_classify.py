@@ -170,6 +170,23 @@ def test_outputs_json_csv_and_table(rng):
     assert "gabor-like" in table and "random (200)" in table
 
 
+def test_json_is_strict_even_with_dead_kernels_and_an_all_zero_init(rng):
+    from kernelscope.analysis.atlas.evolution import evolution
+
+    kernels, _ = _gabors(7, rng, n=4)
+    kernels[1] = 0.0
+    result = atlas(kernels, n_null=N_NULL)
+    result.evolution = evolution({0: np.zeros_like(kernels), 1: kernels}, thresholds=result.thresholds)
+    text = result.to_json()  # allow_nan=False: raises on any NaN left
+    data = json.loads(text)
+    assert data["kernels"][1]["class"] == "degenerate" and data["kernels"][1]["scores"]["edge"] is None
+    assert data["evolution"]["distance_from_init"][1] == [None] * 4
+    assert "median distance from init nan" in result.summary_table()
+    from kernelscope.report.figures.atlas import atlas_figures
+
+    assert len(atlas_figures(result)) == 3  # draws without warnings despite the NaNs
+
+
 def test_deterministic_given_the_seed(rng):
     kernels = rng.standard_normal((6, 1, 5, 5))
     a = atlas(kernels, n_null=N_NULL, seed=3)

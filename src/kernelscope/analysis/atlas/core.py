@@ -19,7 +19,7 @@ from kernelscope.analysis.atlas.controls import NULL_KINDS, null_kernels
 from kernelscope.analysis.atlas.evolution import Evolution
 from kernelscope.analysis.atlas.gabor import MIN_GABOR_SIZE
 from kernelscope.analysis.atlas.matching import as_kernel_stack
-from kernelscope.analysis.atlas.measure import SCORES, Measures, measure
+from kernelscope.analysis.atlas.measure import SCORES, Measures, measure, nanmedian
 from kernelscope.analysis.atlas.templates import TemplateBank, template_bank
 from kernelscope.errors import KernelscopeError, suggest
 
@@ -104,8 +104,8 @@ class AtlasResult:
         return [r["class"] for r in self.records]
 
     def to_dict(self) -> dict:
-        """Everything but the raw arrays, JSON-ready."""
-        return {
+        """Everything but the raw arrays, JSON-ready (NaN and infinities as None)."""
+        return _finite_json({
             "format": "kernelscope-atlas",
             "format_version": 1,
             "source": self.source,
@@ -121,16 +121,16 @@ class AtlasResult:
             "counts": dict(self.counts),
             "fractions": dict(self.fractions),
             "control_fractions": {n: dict(d) for n, d in self.control_fractions.items()},
-            "median_best_match": _f(np.nanmedian([r["best_match"]["score"] for r in self.records])),
-            "control_median_best_match": {n: _f(np.nanmedian(v)) for n, v in self.null_best.items()},
+            "median_best_match": _f(nanmedian([r["best_match"]["score"] for r in self.records])),
+            "control_median_best_match": {n: _f(nanmedian(v)) for n, v in self.null_best.items()},
             "notes": list(self.notes),
             "kernels": self.records,
             "evolution": self.evolution.to_dict() if self.evolution is not None else None,
-        }
+        })
 
     def to_json(self) -> str:
-        """The atlas as JSON text (see :meth:`to_dict`)."""
-        return json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n"
+        """The atlas as strict JSON text (see :meth:`to_dict`; NaN and infinities become null)."""
+        return json.dumps(_finite_json(self.to_dict()), indent=2, default=_json_default, allow_nan=False) + "\n"
 
     def to_csv(self) -> str:
         """One row per kernel: class, best match and every score, as CSV text."""
@@ -174,17 +174,34 @@ class AtlasResult:
             row = f"{cls:<16}{self.counts[cls]:>6}{self.fractions[cls]:>10.2f}" + "".join(
                 f"{self.control_fractions[n][cls]:>16.2f}" for n in nulls)
             lines.append(row)
-        median = np.nanmedian([r["best_match"]["score"] for r in self.records])
-        ctrl = ", ".join(f"{n} {np.nanmedian(v):.2f}" for n, v in self.null_best.items())
+        median = nanmedian([r["best_match"]["score"] for r in self.records])
+        ctrl = ", ".join(f"{n} {nanmedian(v):.2f}" for n, v in self.null_best.items())
         lines.append(f"median best match {median:.2f} (controls: {ctrl})")
         if self.evolution is not None and len(self.evolution.epochs) > 1:
             ev = self.evolution
             lines.append(f"over training (epochs {ev.epochs[0]}..{ev.epochs[-1]}): median best match "
                          f"{ev.median_match[0]:.2f} -> {ev.median_match[-1]:.2f}; median distance from init "
-                         f"{np.nanmedian(ev.distance[-1]):.2f} x the initial norm; median settle epoch "
+                         f"{nanmedian(ev.distance[-1]):.2f} x the initial norm; median settle epoch "
                          f"{int(np.median(ev.settle_epoch))}")
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
+
+
+def _finite_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float (also inside lists, dicts, NumPy values) replaced by None."""
+    if isinstance(obj, dict):
+        return {k: _finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _finite_json(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
 
 
 def _json_default(obj: Any) -> Any:

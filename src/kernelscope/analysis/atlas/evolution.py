@@ -20,7 +20,7 @@ import numpy as np
 
 from kernelscope.analysis.atlas.classify import CLASSES, classify
 from kernelscope.analysis.atlas.matching import as_kernel_stack
-from kernelscope.analysis.atlas.measure import measure
+from kernelscope.analysis.atlas.measure import measure, nanmedian
 from kernelscope.analysis.atlas.templates import TemplateBank
 from kernelscope.errors import KernelscopeError
 
@@ -146,8 +146,8 @@ def evolution(snapshots: dict[int, np.ndarray], *, thresholds: dict[str, float],
         classes.append(labels)
         for c in CLASSES:
             fractions[c].append(float(np.mean(labels == c)))
-        median_match.append(float(np.nanmedian(m.match.best_score)))
-        median_r2.append(float(np.nanmedian(m.gabor.r2)) if m.gabor is not None else float("nan"))
+        median_match.append(float(nanmedian(m.match.best_score)))
+        median_r2.append(float(nanmedian(m.gabor.r2)) if m.gabor is not None else float("nan"))
     distance, cosine, settle = drift(np.stack(stacks), settle_tol=settle_tol)
     return Evolution(epochs=epochs, fractions=fractions, median_match=median_match, median_gabor_r2=median_r2,
                      classes=np.asarray(classes), distance=distance, cosine_to_init=cosine,

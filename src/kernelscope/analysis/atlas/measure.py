@@ -22,7 +22,22 @@ from kernelscope.analysis.atlas.quality import Quality, kernel_quality
 from kernelscope.analysis.atlas.spectral import Spectrum, spectral_shape
 from kernelscope.analysis.atlas.templates import TemplateBank
 
-__all__ = ["Measures", "measure", "SCORES"]
+__all__ = ["Measures", "measure", "SCORES", "nanmedian"]
+
+
+def nanmedian(values, axis: int | None = None):
+    """Median ignoring NaN; NaN (not a warning) where every value is NaN.
+
+    Examples
+    --------
+    >>> float(nanmedian([1.0, np.nan, 3.0])), bool(np.isnan(nanmedian([np.nan])))
+    (2.0, True)
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(np.asarray(values, dtype=float), axis=axis)
 
 # The scores that classes are decided on, and what each one is.
 SCORES = {

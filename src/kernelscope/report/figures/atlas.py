@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kernelscope.analysis.atlas.measure import nanmedian
 from kernelscope.report.figures.common import imshow_signed, new_figure, symmetric_limit
 from kernelscope.report.figures.kernels import rgb_kernel_image
 
@@ -151,7 +152,7 @@ def evolution_figure(evolution: Evolution):
     ax_score.legend(fontsize=6)
     for k in range(evolution.distance.shape[1]):
         ax_drift.plot(epochs, evolution.distance[:, k], color="0.6", linewidth=0.7)
-    ax_drift.plot(epochs, np.nanmedian(evolution.distance, axis=1), color="black", linewidth=2, label="median")
+    ax_drift.plot(epochs, nanmedian(evolution.distance, axis=1), color="black", linewidth=2, label="median")
     settle = evolution.settle_epoch
     final = evolution.distance[-1]
     ax_drift.scatter(settle, [evolution.distance[list(epochs).index(s), k] for k, s in enumerate(settle)],
