@@ -339,3 +339,20 @@ def test_top_patches_need_a_checkpoint(client):
     assert response.status_code == 400
     assert response.json()["detail"] == ("run 0 has no checkpoint at epoch 3; top patches need the model's weights "
                                          "(checkpoint epochs: none)")
+
+
+def test_wide_layers_are_sent_as_their_channel_mean(tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+    from serve_helpers import write_run
+
+    from kernelscope.serve import create_app, runs
+    from kernelscope.train.rundir import load_run
+
+    monkeypatch.setattr(runs, "MAX_KERNEL_VALUES", 100)  # conv2 has 4*6*3*3 = 216 values
+    path = write_run(tmp_path / "run", epochs=1)
+    with TestClient(create_app([path])) as client:
+        body = client.get("/api/runs/0/kernels?layer=conv2").json()
+    assert body["kernels"]["shape"] == [4, 1, 3, 3]
+    assert body["note"] == "mean over the 6 input channels: the layer's 216 values are more than 100 sent at once"
+    expected = load_run(path).kernels(1, "conv2").mean(axis=1)
+    assert np.allclose(np.reshape(body["kernels"]["data"], (4, 3, 3)), expected, atol=1e-5)

@@ -205,6 +205,7 @@ def test_no_request_leaves_the_server_and_errors_are_shown(page, server_url):
     wait_for(page, "document.querySelector('#op-error').textContent.length > 0")
     assert page.text_content("#op-error") == ("input: row 1 has 1 numbers but row 0 has 2; "
                                               "every row needs the same count")
+    assert "stale" in page.get_attribute("#op-grids", "class")  # the grids no longer match: dimmed
     page.fill("#in-input", "1 2; 3 4")
     page.fill("#in-kernel", "1 2 3; 4 5 6; 7 8 9")  # larger than the input: the server's 400, shown as text
     wait_for(page, "document.querySelector('#op-error').textContent.includes('larger')")

@@ -18,7 +18,10 @@ import numpy as np
 
 from kernelscope.errors import KernelscopeError, suggest
 
-__all__ = ["RunStore", "UnknownRun", "flat"]
+__all__ = ["RunStore", "UnknownRun", "flat", "MAX_KERNEL_VALUES"]
+
+#: Kernel values sent per request; larger layers are sent as their mean over input channels.
+MAX_KERNEL_VALUES = 1 << 18
 
 
 class UnknownRun(KernelscopeError):
@@ -93,7 +96,7 @@ class RunStore:
 
         self.runs = [load_run(p) for p in paths]
         self.atlas_n_null = int(atlas_n_null)
-        self._arrays = _Cache(64)
+        self._arrays = _Cache(24)  # kernels, probe and feature maps per epoch: a few MB each
         self._atlas = _Cache(32)
         self._patches = _Cache(16)
         self._datasets = _Cache(4)
@@ -167,7 +170,12 @@ class RunStore:
         if layer not in arrays:
             raise KernelscopeError(f"layer {layer!r} is missing from run {run_id}'s epoch {epoch} snapshot")
         k = arrays[layer]  # (O, C, kh, kw)
-        return {"run_id": run_id, "layer": layer, "epoch": epoch, "kernels": flat(k), "note": ""}
+        note = ""
+        if k.size > MAX_KERNEL_VALUES and k.shape[1] > 1:
+            note = (f"mean over the {k.shape[1]} input channels: the layer's {k.size} values are more than "
+                    f"{MAX_KERNEL_VALUES} sent at once")
+            k = k.mean(axis=1, keepdims=True)  # (O, 1, kh, kw)
+        return {"run_id": run_id, "layer": layer, "epoch": epoch, "kernels": flat(k), "note": note}
 
     def probe(self, run_id: int) -> dict[str, Any]:
         run = self.get(run_id)

@@ -152,6 +152,7 @@ async function runOperation() {
     body = operationRequest();
   } catch (e) {
     $("op-error").textContent = e.message;
+    $("op-grids").classList.add("stale");
     return;
   }
   if (state.cell) body.cell = state.cell;
@@ -167,11 +168,15 @@ async function runOperation() {
     }
     if (seq !== state.opSeq) return;  // a newer request is on its way
     $("op-error").textContent = "";
+    $("op-grids").classList.remove("stale");
     state.lastOp = result;
     drawOperation(result);
     if ($("in-backward").checked) runBackward(body);
   } catch (e) {
-    if (seq === state.opSeq) $("op-error").textContent = e.message;
+    if (seq === state.opSeq) {
+      $("op-error").textContent = e.message;
+      $("op-grids").classList.add("stale");  // what is shown no longer matches the inputs
+    }
   }
 }
 
@@ -444,7 +449,8 @@ function drawKernels(response) {
   grid.dataset.epoch = String(response.epoch);
   grid.dataset.layer = response.layer;
   $("kernels-note").textContent = `${response.layer}, epoch ${response.epoch}: ${o} kernels of ${c}x${kh}x${kw}` +
-    (c === 3 ? " (RGB)" : c > 1 ? ` (mean over ${c} input channels)` : "") + "; red positive, blue negative";
+    (c === 3 ? " (RGB)" : c > 1 ? ` (mean over ${c} input channels)` : "") + "; red positive, blue negative" +
+    (response.note ? `; ${response.note}` : "");
   markAtlasClasses();
 }
 
