@@ -12,14 +12,14 @@ Strategies (``method=``), all giving the same numbers:
 ``"im2col"``
     windows copied into columns, one BLAS matrix product per image and group.
 ``"shift"``
-    shift-and-add over the kernel taps; fast for large images with few channels,
-    and for integer inputs with large kernels.
+    shift-and-add over the kernel taps; fast for images with few channels and for
+    integer inputs with large kernels.
 ``"fft"``
     a product of spectra; fast for large kernels.
 ``"auto"``
-    ``"fft"`` for float inputs with large kernels, ``"shift"`` for integer inputs
-    with large kernels and for large images with few channels, ``"im2col"``
-    otherwise (see :func:`choose_method`).
+    ``"fft"`` for float inputs with large kernels, ``"shift"`` for images with few
+    channels and integer inputs with large kernels, ``"im2col"`` otherwise (see
+    :func:`choose_method`).
 
 Integer inputs (with an integer kernel and bias) give exact int64 results: they
 never go through floating point, except ``method="fft"`` when its float64 result is
@@ -135,15 +135,17 @@ def flip_kernel(kernel: np.ndarray) -> np.ndarray:
 
 
 def choose_method(x_shape: Sequence[int], kernel_shape: Sequence[int], *, groups: int = 1,
-                  integer: bool = False) -> str:
+                  integer: bool = False, stride: int | tuple[int, int] = 1) -> str:
     """The strategy ``method="auto"`` picks for these shapes.
 
     Rules, from the kernel-size sweep in ``benchmarks/bench_engine.py --sweep``:
     float inputs with kernels of at least ``FFT_MIN_TAPS`` taps (7x7), or of at least
     ``FFT_MIN_TAPS_FEW`` taps (5x5) with few channels per group, go to the FFT, whose
-    cost hardly grows with the kernel; integer inputs with large kernels, and large
-    images with few channels, go to shift-and-add (no copies); everything else,
-    dense and depthwise CNN layers included, to im2col.
+    cost hardly grows with the kernel; integer inputs with large kernels, batches of
+    one-channel images or one image's channels filtered separately (stride 1: one
+    fused BLAS axpy per tap), and large images with few channels go to shift-and-add
+    (no copies); everything else, dense and depthwise layers on batches included,
+    to im2col.
 
     Parameters
     ----------
@@ -160,6 +162,8 @@ def choose_method(x_shape: Sequence[int], kernel_shape: Sequence[int], *, groups
     'im2col'
     >>> choose_method((64, 64, 34, 34), (64, 1, 3, 3), groups=64)
     'im2col'
+    >>> choose_method((1, 3, 258, 258), (3, 1, 3, 3), groups=3)    # one RGB image, per channel
+    'shift'
     >>> choose_method((1, 1, 542, 542), (1, 1, 31, 31))
     'fft'
     >>> choose_method((1, 1, 256, 256), (1, 1, 5, 5))
@@ -177,6 +181,9 @@ def choose_method(x_shape: Sequence[int], kernel_shape: Sequence[int], *, groups
     few_channels = cg * (o // groups) <= FFT_FEW_CHANNELS
     if (taps >= FFT_MIN_TAPS or (few_channels and taps >= FFT_MIN_TAPS_FEW)) and hp * wp >= 4 * taps:
         return "fft"
+    if (cg == 1 and o // groups <= FFT_FEW_CHANNELS and as_pair(stride, "stride") == (1, 1)
+            and (groups == 1 or x_shape[0] == 1)):
+        return "shift"  # one-channel images, or one image's channels: one fused BLAS axpy per tap
     if groups == 1 and few_channels and taps * hp * wp > SHIFT_MIN_COLUMN_CELLS:
         return "shift"  # one large image, few channels: im2col's columns would not fit in cache
     return "im2col"
@@ -351,7 +358,7 @@ def _run(x, kernel, bias, *, stride, padding, padding_mode, pad_value, dilation,
     xp = _pad(x4, pads, mode, pad_value)  # (N, C, Hp, Wp)
     chosen = method
     if method == "auto":
-        chosen = choose_method(xp.shape, k4.shape, groups=groups, integer=integer)
+        chosen = choose_method(xp.shape, k4.shape, groups=groups, integer=integer, stride=strides)
     if chosen == "fft" and integer:
         size = xp.shape[-2] * xp.shape[-1]
         if _fft.exact_for_integers(float(np.abs(xp).max()), k4, size):
