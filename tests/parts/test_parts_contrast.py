@@ -10,7 +10,7 @@ from kernelscope.analysis.parts import face_task_data, part_contrast
 
 @pytest.fixture(scope="module")
 def contrast():
-    return part_contrast(seed=0, quick=True)
+    return part_contrast(seed=0, quick=True, dissection=True)
 
 
 def test_onet_has_eye_channels_in_conv3(contrast):
@@ -46,3 +46,11 @@ def test_face_task_splits_share_no_face():
     assert data["test_eye_masks"].shape == (40, 25, 25)
     with pytest.raises(Exception, match="task: expected 'easy' or 'eyes', got 'hard'"):
         face_task_data("hard")
+
+
+def test_dissection_sees_no_eye_detector_on_aligned_crops(contrast):
+    # IoU cannot tell an eye channel from a location channel when every eye sits in the same place.
+    for name, model in contrast["models"].items():
+        assert set(model["dissection"]) == set(model["n_detectors"]), name
+        assert all(layer["n_detectors"] == 0 for layer in model["dissection"].values()), name
+        assert all(0.0 <= layer["best_iou"] < 0.04 for layer in model["dissection"].values()), name

@@ -945,7 +945,8 @@ def _best_over_layers(results: Mapping[str, PartSelectivity], part: str) -> dict
     return best
 
 
-def part_contrast(seed: int = 0, quick: bool = False, *, part: str = "eyes") -> dict[str, Any]:
+def part_contrast(seed: int = 0, quick: bool = False, *, part: str = "eyes",
+                  dissection: bool = False) -> dict[str, Any]:
     """Do face networks learn eye detectors? Four networks measured with the same protocol.
 
     - ``onet``: MTCNN's pretrained ONet on the 100 ``lfw_subset`` faces (48x48 RGB);
@@ -965,6 +966,9 @@ def part_contrast(seed: int = 0, quick: bool = False, *, part: str = "eyes") -> 
         300 bootstrap resamples instead of 1000 (for the demo and tests).
     part : str
         "eyes", "nose" or "mouth".
+    dissection : bool
+        Also run Network Dissection (:func:`kernelscope.analysis.dissect.dissect`, 20 mask
+        permutations) on every conv layer of every network, with the same images and masks.
 
     Returns
     -------
@@ -972,43 +976,55 @@ def part_contrast(seed: int = 0, quick: bool = False, *, part: str = "eyes") -> 
         ``models``: per network the best channel over its conv layers (layer,
         channel, part_drop, control_drop, selectivity, ci, detector), the number
         of detectors per layer, the output effect (face probability intact, part
-        occluded, controls) and, for the trained ones, test accuracy;
-        ``settings`` and ``seconds``.
+        occluded, controls), for the trained ones test accuracy, and with
+        ``dissection`` per layer the best IoU, its channel, the largest permutation
+        p95 and the number of IoU detectors; ``settings`` and ``seconds``.
     """
-
     from kernelscope.data.faces import lfw_faces
     from kernelscope.models.onet import load_onet, preprocess_faces
 
+    if part not in ("eyes", "nose", "mouth"):
+        raise KernelscopeError(f"part: expected 'eyes', 'nose' or 'mouth', got {part!r}")
     started = time.perf_counter()
     n_boot = 300 if quick else 1000
-    epochs = 25  # fewer (12) left the eye channels below the margin; 25 gave 4-9 detectors on seeds 0-2
+    epochs = 25  # fewer (12) left the eye channels below the margin; 25 gave 4-10 detectors on seeds 0-2
     options = {"parts": [part], "n_controls": 8, "fill": "zero", "margin": 0.15, "n_boot": n_boot, "seed": seed}
     models: dict[str, Any] = {}
 
+    def measure(model: nn.Module, inputs: np.ndarray, masks: dict[str, np.ndarray],
+                layers: list[str]) -> dict[str, Any]:
+        results = part_selectivity_layers(model, inputs, masks, layers=layers, **options)
+        out = _best_over_layers(results, part)
+        if dissection:
+            from kernelscope.analysis.dissect import dissect
+
+            out["dissection"] = {}
+            for layer in layers:
+                summary = dissect(model, layer, inputs, masks, n_permutations=20,
+                                  seed=seed).to_dict()["summary"]["trained"][part]
+                out["dissection"][layer] = {k: summary[k] for k in
+                                            ("best_channel", "best_iou", "max_null_p95", "n_detectors")}
+        return out
+
     faces = lfw_faces()  # (100, 1, 25, 25)
-    onet_masks = onet_part_masks(faces, 48, parts=[part])
-    onet_results = part_selectivity_layers(load_onet(), preprocess_faces(faces), onet_masks,
-                                           layers=["conv1", "conv2", "conv3", "conv4"], **options)
-    models["onet"] = _best_over_layers(onet_results, part)
+    onet_layers = ["conv1", "conv2", "conv3", "conv4"]
+    models["onet"] = measure(load_onet(), preprocess_faces(faces), onet_part_masks(faces, 48, parts=[part]),
+                             onet_layers)
 
     layers = ["0", "3", "6"]
     data_easy = face_task_data("easy", seed=seed)
     data_eyes = face_task_data("eyes", seed=seed)
+    # the same held-out faces for all three small nets (both tasks split the faces with the same seed)
+    test_faces = data_easy["test_faces"]
+    masks = {"eyes": data_easy["test_eye_masks"]} if part == "eyes" else onet_part_masks(test_faces, parts=[part])
     for name, data in (("easy", data_easy), ("eyes", data_eyes)):
         model, info = train_face_net(name, seed=seed, epochs=epochs, data=data)
-        test = (info["test_faces"] - info["mean"]) / info["std"]
-        masks = onet_part_masks(info["test_faces"], parts=[part]) if part != "eyes" else \
-            {"eyes": info["test_eye_masks"]}
-        results = part_selectivity_layers(model, test, masks, layers=layers, **options)
-        models[name] = {**_best_over_layers(results, part), "test_accuracy": info["test_accuracy"],
+        test = ((info["test_faces"] - info["mean"]) / info["std"]).astype(np.float32)
+        models[name] = {**measure(model, test, masks, layers), "test_accuracy": info["test_accuracy"],
                         "train_seconds": info["seconds"]}
-    random_net = build_face_net(seed)
-    test = (data_easy["test_faces"] - data_easy["mean"]) / data_easy["std"]
-    masks = onet_part_masks(data_easy["test_faces"], parts=[part])
-    models["random"] = _best_over_layers(part_selectivity_layers(random_net, test, masks, layers=layers,
-                                                                 **options), part)
+    test = ((test_faces - data_easy["mean"]) / data_easy["std"]).astype(np.float32)
+    models["random"] = measure(build_face_net(seed), test, masks, layers)
     return {"part": part, "models": models,
-            "settings": {**options, "epochs": epochs, "layers_small": layers,
-                         "layers_onet": ["conv1", "conv2", "conv3", "conv4"],
-                         "images": {"onet": 100, "small": int(len(data_easy["test_faces"]))}},
+            "settings": {**options, "epochs": epochs, "layers_small": layers, "layers_onet": onet_layers,
+                         "images": {"onet": 100, "small": int(len(test_faces))}, "dissection": dissection},
             "seconds": time.perf_counter() - started}
