@@ -181,3 +181,19 @@ def test_cli_missing_source(tmp_path, cli_runner):
     result = cli_runner("atlas", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
     assert result.exit_code == 2
     assert result.output.strip().endswith("does not exist (give a run directory or a model file)")
+
+
+def test_onnx_file(tmp_path):
+    import warnings
+
+    from kernelscope.models import build_model
+
+    torch.manual_seed(2)
+    net = build_model("lenet5", in_channels=1, num_classes=10, input_size=28).eval()
+    expected = net.features[0].weight.detach().double().numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # exporters' deprecation chatter is not under test
+        torch.onnx.export(net, torch.zeros(1, 1, 28, 28), tmp_path / "net.onnx", dynamo=False)
+    result = atlas_of(tmp_path / "net.onnx", n_null=N_NULL)
+    assert result.layer == "features.0"
+    np.testing.assert_allclose(result.kernels, expected, rtol=1e-6, atol=1e-7)
