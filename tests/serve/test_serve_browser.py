@@ -140,6 +140,18 @@ def test_convolution_switch_shows_the_flipped_kernel(page):
     wait_for(page, "document.querySelectorAll('#grid-grad-kernel .cell').length === 9")
     grad_bias = page.text_content("#grad-bias")
     assert grad_bias == "4"  # 2x2 output, dL/dout all ones
+    from kernelscope.ops.explain_backward import explain_backward
+
+    reference = explain_backward(parse_matrix("9 8 7 6; 5 4 3 2; 1 2 3 4; 5 6 7 8"),
+                                 parse_matrix("1 2 3; 4 5 6; 7 8 9"), mode="convolve")
+    shown = page.eval_on_selector_all("#grid-grad-kernel .cell", "cells => cells.map(c => Number(c.textContent))")
+    assert shown == np.ravel(reference.kernel_grad).tolist()
+    page.click("#grid-grad-kernel .cell[data-row='0'][data-col='0']")
+    wait_for(page, "document.querySelector('#grad-explain').textContent.length > 0")
+    # convolution: K's top-left tap is flip(K)'s bottom-right, which saw 3, 4, 7, 8
+    assert page.text_content("#grad-explain").endswith(
+        f"(2, 2): 1\u00b73 + 1\u00b74 + 1\u00b77 + 1\u00b78 = {reference.kernel_grad[0][0]}")
+    assert reference.kernel_grad[0][0] == 22
     page.uncheck("#in-backward")
     page.check("input[name=mode][value=correlate]")
     page.wait_for_selector("#flip-box[hidden]", state="attached")

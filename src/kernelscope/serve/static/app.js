@@ -257,11 +257,28 @@ async function runBackward(body) {
     drawGrid($("grid-grad-kernel"), trace.kernel_grad);
     drawGrid($("grid-grad-input"), trace.input_grad);
     $("grad-bias").textContent = trace.bias_grad.map(fmt).join(", ");
+    for (const cell of $("grid-grad-kernel").children) {
+      cell.addEventListener("click", () => explainKernelGrad(trace, Number(cell.dataset.row), Number(cell.dataset.col)));
+    }
+    $("grad-explain").textContent = "";
   } catch (e) {
     $("backward-error").textContent = e.message;
     for (const id of ["grid-grad-out", "grid-grad-kernel", "grid-grad-input"]) $(id).replaceChildren();
     $("grad-bias").textContent = "";
   }
+}
+
+// dL/dK[u, v] = sum over output pixels of g[i, j] times the input value that tap (u, v) saw there
+function explainKernelGrad(trace, u, v) {
+  const kh = trace.kernel_grad.length, kw = trace.kernel_grad[0].length;
+  // convolution slides flip(K): tap (u, v) of K is tap (kh-1-u, kw-1-v) of what slid
+  const [a, b] = trace.mode === "convolve" ? [kh - 1 - u, kw - 1 - v] : [u, v];
+  const terms = trace.weighted_windows.map((w) => `${paren(w.grad)}\u00b7${paren(w.window[a][b])}`);
+  for (const cell of $("grid-grad-kernel").children) {
+    cell.classList.toggle("sel", Number(cell.dataset.row) === u && Number(cell.dataset.col) === v);
+  }
+  $("grad-explain").textContent = `dL/dK[${u}, ${v}] = sum over output pixels of g \u00b7 the input under tap ` +
+    `(${a}, ${b}): ${terms.join(" + ")} = ${fmt(trace.kernel_grad[u][v])}`;
 }
 
 function matrixText(matrix) {
