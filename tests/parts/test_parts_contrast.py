@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from kernelscope.analysis.parts import face_task_data, part_contrast
+from kernelscope.errors import KernelscopeError
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def test_face_task_splits_share_no_face():
     train_pos = data["x_train"][data["y_train"] == 1].reshape(-1, faces.shape[1])
     assert not (faces[:, None, :] == train_pos[None, :, :]).all(axis=2).any()
     assert data["test_eye_masks"].shape == (40, 25, 25)
-    with pytest.raises(Exception, match="task: expected 'easy' or 'eyes', got 'hard'"):
+    with pytest.raises(KernelscopeError, match="task: expected 'easy' or 'eyes', got 'hard'"):
         face_task_data("hard")
 
 

@@ -59,6 +59,7 @@ __all__ = [
     "part_maps",
     "detector_panels",
     "build_face_net",
+    "face_task_data",
     "train_face_net",
     "part_contrast",
 ]
