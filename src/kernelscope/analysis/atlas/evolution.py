@@ -130,6 +130,16 @@ def evolution(snapshots: dict[int, np.ndarray], *, thresholds: dict[str, float],
     Returns
     -------
     Evolution
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> edge = np.outer([1.0, 2.0, 1.0], [-1.0, 0.0, 1.0])
+    >>> init = rng.standard_normal((2, 1, 3, 3))
+    >>> snaps = {0: init, 1: 0.5 * init + edge, 2: 0.01 * init + edge}
+    >>> ev = evolution(snaps, thresholds={"edge": 0.95, "centre-surround": 0.95, "blob": 0.95})
+    >>> ev.fractions["edge-like"], ev.settle_epoch.tolist()
+    ([0.0, 1.0, 1.0], [2, 2])
     """
     if not snapshots:
         raise KernelscopeError("evolution needs at least one snapshot, got none")

@@ -33,7 +33,13 @@ def fresh_init_kernels(layer: Any, n: int, *, seed: int = 0) -> np.ndarray | Non
 
     Returns
     -------
-    ndarray of shape (>= n, C, kh, kw) or None
+    ndarray of shape (n, C, kh, kw) or None
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> fresh_init_kernels(nn.Conv2d(3, 4, 5), 10).shape
+    (10, 3, 5, 5)
     """
     import torch
 
@@ -111,6 +117,19 @@ def atlas_of(source: Any, *, layer: str | None = None, epoch: int | None = None,
     Returns
     -------
     AtlasResult
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> result = atlas_of(nn.Sequential(nn.Conv2d(1, 8, 5), nn.ReLU()), n_null=50)
+    >>> result.layer, result.shape, result.control_sizes["init"]
+    ('0', (8, 1, 5, 5), 50)
+    >>> atlas_of(nn.Sequential(nn.Conv2d(1, 8, 5), nn.ReLU()), layer="1")
+    Traceback (most recent call last):
+    ...
+    kernelscope.errors.KernelscopeError: layer '1' is a ReLU, not a convolution (conv layers: 0)
     """
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
