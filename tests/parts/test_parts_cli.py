@@ -32,7 +32,7 @@ def test_parts_with_haar_masks_and_user_masks(cli_runner, tmp_path):
     assert result.exit_code == 0, result.output
     assert "Haar cascades" in json.loads((tmp_path / "haar" / "parts.json").read_text())["masks"]
     # user masks at the images' 25x25 size are scaled to ONet's 48x48 input
-    masks = np.zeros((12, 25, 25), bool)
+    masks = np.zeros((100, 25, 25), bool)  # one per bundled face; --limit 12 uses the first 12
     masks[:, 7:11, 4:9] = True
     np.savez(tmp_path / "m.npz", blob=masks)
     result = cli_runner("parts", "onet", "--masks", tmp_path / "m.npz", "--parts", "blob", *FAST,

@@ -102,8 +102,9 @@ def _load_raw(spec: str) -> tuple[np.ndarray, str]:
     return raw, str(path)
 
 
-def _masks(spec: str, raw: np.ndarray, size: tuple[int, int], parts: list[str], radius: float
-           ) -> tuple[dict[str, np.ndarray], str]:
+def _masks(spec: str, raw: np.ndarray, size: tuple[int, int], parts: list[str], radius: float,
+           n_all: int) -> tuple[dict[str, np.ndarray], str]:
+    """Masks for ``raw`` (the first images of a set of ``n_all``; file masks for all of them are cut to match)."""
     from kernelscope.analysis.parts import PART_NAMES, landmark_part_masks
     from kernelscope.errors import suggest
 
@@ -132,6 +133,8 @@ def _masks(spec: str, raw: np.ndarray, size: tuple[int, int], parts: list[str], 
         mask = np.asarray(mask)
         if mask.ndim == 4 and mask.shape[1] == 1:
             mask = mask[:, 0]
+        if mask.ndim == 3 and mask.shape[0] == n_all != len(raw):
+            mask = mask[:len(raw)]  # --limit applies to the masks too
         if mask.ndim == 3 and mask.shape[1:] == raw.shape[2:] and tuple(raw.shape[2:]) != tuple(size):
             mask = _resize_masks(mask.astype(bool), size)  # given at the images' size: scaled like them
         elif mask.ndim != 3 or tuple(mask.shape[1:]) != tuple(size):
@@ -204,11 +207,12 @@ def command(source, arch, epoch, mean, std, parts_spec, layer, image_spec, mask_
             raise KernelscopeError("the model has no Conv2d layer; give --layer")
         layer = "conv3" if "conv3" in names and label.startswith("MTCNN") else names[-1]
     raw, description = _load_raw(image_spec)
+    n_all = len(raw)
     if limit is not None:
         raw = raw[:limit]
     inputs = normalise(raw)  # (N, C, H, W) as the model takes them
     size = tuple(inputs.shape[2:])
-    masks, mask_description = _masks(mask_spec, raw, size, parts, radius)
+    masks, mask_description = _masks(mask_spec, raw, size, parts, radius, n_all)
     result = part_selectivity(model, inputs, masks, layer=layer, parts=parts, fill=fill, n_controls=controls,
                               margin=margin, n_boot=boot, seed=seed, target=target_index)
     display = _resize(raw, (raw.shape[1], *size))
