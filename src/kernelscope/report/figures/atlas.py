@@ -95,7 +95,8 @@ def null_distributions_figure(result: AtlasResult, *, bins: int = 30):
     scores = [s for s in ("edge", "gabor", "centre-surround", "blob") if s in result.thresholds]
     fig = new_figure(figsize=(3.2 * len(scores), 2.8))
     axes = fig.subplots(1, len(scores), squeeze=False)[0]
-    null_styles = {"random": "0.35", "smooth": "tab:purple", "shuffled": "tab:brown", "init": "tab:olive"}
+    null_styles = {"random": "0.35", "smooth": "tab:purple", "shuffled": "tab:brown", "spectral": "tab:cyan",
+                   "init": "tab:olive"}
     for ax, score in zip(axes, scores, strict=True):
         learned = np.asarray(result.scores.get(score, []), dtype=float)
         values = [learned[np.isfinite(learned)]] + [
