@@ -124,6 +124,10 @@ def test_thresholds_are_the_strictest_null_percentile(rng):
     result = atlas(kernels, n_null=N_NULL, percentile=95, threshold_nulls=("random", "shuffled"))
     for score, value in result.thresholds.items():
         assert value == pytest.approx(max(result.null_percentiles[n][score] for n in ("random", "shuffled")))
+    # a null that sets the thresholds can put at most 5% (+ one kernel of rounding) into any class
+    for null in result.threshold_nulls:
+        for cls in ("edge-like", "gabor-like", "centre-surround", "blob/low-pass"):
+            assert result.control_fractions[null][cls] <= 0.05 + 1 / N_NULL, (null, cls)
     # with the smooth null in the thresholds, every threshold is at least as strict
     strict = atlas(kernels, n_null=N_NULL, percentile=95, threshold_nulls=("random", "shuffled", "smooth"))
     assert all(strict.thresholds[k] >= result.thresholds[k] for k in result.thresholds)
