@@ -192,6 +192,10 @@ def load_model(source: Any, *, arch: str | None = None, **build_kwargs: Any):
     if not isinstance(source, (str, Path)):
         raise KernelscopeError(f"model source must be an nn.Module or a path, got {type(source).__name__}")
     path = Path(source)
+    if str(source).lower() == "onet" and not path.exists():  # the pretrained MTCNN ONet (kernelscope.models.onet)
+        from kernelscope.models.onet import load_onet
+
+        return load_onet()
     if path.is_dir():
         from kernelscope.train.rundir import load_run
 
