@@ -82,3 +82,11 @@ def test_load_onet_errors(tmp_path):
     torch.save({"conv1.weight": torch.zeros(1)}, wrong)
     with pytest.raises(KernelscopeError, match="is not an ONet state dict"):
         load_onet(wrong)
+
+
+def test_load_model_knows_onet_by_name(onet):
+    from kernelscope.models import load_model
+
+    model = load_model("onet")
+    assert type(model).__name__ == "ONet" and not model.training
+    assert torch.equal(model.conv3.weight, onet.conv3.weight)
