@@ -49,7 +49,9 @@ def run_dir(tmp_path_factory):
 
 
 def test_run_directory_atlas_with_evolution_and_init_control(run_dir):
+    state = torch.random.get_rng_state()
     result = atlas_of(run_dir, n_null=N_NULL)
+    assert torch.equal(state, torch.random.get_rng_state())  # the caller's random stream is untouched
     assert result.layer == "features.0" and result.epoch == 3 and result.shape == (16, 1, 7, 7)
     assert result.fractions["gabor-like"] == 1.0
     # init null: fresh initialisations of the same layer, large enough to set thresholds

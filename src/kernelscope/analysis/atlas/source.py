@@ -207,6 +207,9 @@ def _atlas_of_run(path: Path, *, layer, epoch, with_evolution, seed, n_null, **o
 
 def _fresh_model(run):
     """The run's architecture, freshly initialised (None when it cannot be rebuilt)."""
+    import torch
+
+    state = torch.random.get_rng_state()
     try:
         from kernelscope.models.zoo import build_model
 
@@ -217,3 +220,5 @@ def _fresh_model(run):
         return build_model(spec["name"], **kwargs)
     except (KernelscopeError, KeyError, TypeError, ImportError):
         return None
+    finally:
+        torch.random.set_rng_state(state)  # building initialises weights: leave the caller's stream alone
