@@ -199,3 +199,34 @@ def test_onnx_file(tmp_path):
     result = atlas_of(tmp_path / "net.onnx", n_null=N_NULL)
     assert result.layer == "features.0"
     np.testing.assert_allclose(result.kernels, expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.fixture(scope="module")
+def run_with_steps(run_dir, tmp_path_factory):
+    """The same run, also recorded every 5 optimiser steps (the first layer moving towards Gabors)."""
+    import shutil
+
+    path = tmp_path_factory.mktemp("atlas_steps") / "run"
+    shutil.copytree(run_dir, path)
+    init = dict(np.load(path / "kernels" / "epoch_000.npz"))
+    final = dict(np.load(path / "kernels" / "epoch_003.npz"))
+    for step, a in ((5, 0.2), (10, 0.9), (15, 1.0)):
+        arrays = {k: ((1 - a) * init[k] + a * final[k]).astype(np.float32) for k in init}
+        np.savez(path / "kernels" / f"step_{step:06d}.npz", **arrays)
+    return path
+
+
+def test_evolution_over_recorded_steps(run_dir, run_with_steps, tmp_path, cli_runner):
+    result = atlas_of(run_with_steps, over="steps", n_null=N_NULL)
+    ev = result.evolution
+    assert ev.unit == "step" and ev.epochs == [0, 5, 10, 15]
+    assert ev.fractions["gabor-like"][-1] == 1.0 and ev.fractions["gabor-like"][0] <= 0.125
+    assert set(ev.settle_epoch.tolist()) <= {10, 15}
+    assert "over training (steps 0..15)" in result.summary_table()
+    out = cli_runner("atlas", str(run_with_steps), "--steps", "--no-evolution", "--out", str(tmp_path / "a"),
+                     "--n-null", "50")
+    assert out.exit_code == 0 and "over training" not in out.output
+    with pytest.raises(KernelscopeError, match=r"recorded no steps \(train with record_every_steps > 0"):
+        atlas_of(run_dir, over="steps", n_null=N_NULL)
+    with pytest.raises(KernelscopeError, match=r"over must be 'epochs' or 'steps', got 'step'"):
+        atlas_of(run_dir, over="step", n_null=N_NULL)

@@ -22,8 +22,11 @@ import click
               help="Also let the smoothed-random and spectrum-matched nulls set thresholds "
                    "(smoothness and frequency content alone are not structure).")
 @click.option("--no-evolution", is_flag=True, help="Run directories: skip the atlas over epochs.")
+@click.option("--steps", is_flag=True,
+              help="Run directories: evolution over the recorded optimiser steps (record_every_steps) "
+                   "instead of epochs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the null draws.")
-def atlas_command(source, layer, epoch, arch, out_dir, percentile, n_null, strict, no_evolution, seed):
+def atlas_command(source, layer, epoch, arch, out_dir, percentile, n_null, strict, no_evolution, steps, seed):
     """The kernel atlas of RUN_OR_MODEL's conv layer: per class (edge-like, Gabor-like,
     centre-surround, blob/low-pass, unexplained) the count and fraction beside the
     fraction of every null (random, smoothed random, pixel-shuffled, spectrum-matched
@@ -38,7 +41,8 @@ def atlas_command(source, layer, epoch, arch, out_dir, percentile, n_null, stric
     from kernelscope.report.figures.common import save_figure
 
     threshold_nulls = ("random", "shuffled", "init") + (("smooth", "spectral") if strict else ())
-    result = atlas_of(source, layer=layer, epoch=epoch, arch=arch, with_evolution=not no_evolution, seed=seed,
+    result = atlas_of(source, layer=layer, epoch=epoch, arch=arch, with_evolution=not no_evolution,
+                      over="steps" if steps else "epochs", seed=seed,
                       n_null=n_null, percentile=percentile, threshold_nulls=threshold_nulls)
     out = Path(out_dir)
     written = [write_json(out / "atlas.json", result.to_dict()),

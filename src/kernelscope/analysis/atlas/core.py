@@ -179,9 +179,9 @@ class AtlasResult:
         lines.append(f"median best match {median:.2f} (controls: {ctrl})")
         if self.evolution is not None and len(self.evolution.epochs) > 1:
             ev = self.evolution
-            lines.append(f"over training (epochs {ev.epochs[0]}..{ev.epochs[-1]}): median best match "
+            lines.append(f"over training ({ev.unit}s {ev.epochs[0]}..{ev.epochs[-1]}): median best match "
                          f"{ev.median_match[0]:.2f} -> {ev.median_match[-1]:.2f}; median distance from init "
-                         f"{nanmedian(ev.distance[-1]):.2f} x the initial norm; median settle epoch "
+                         f"{nanmedian(ev.distance[-1]):.2f} x the initial norm; median settle {ev.unit} "
                          f"{int(np.median(ev.settle_epoch))}")
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)

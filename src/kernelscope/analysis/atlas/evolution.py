@@ -34,6 +34,7 @@ class Evolution:
     Attributes
     ----------
     epochs : list of int
+        The snapshots' epochs, or optimiser steps when ``unit == "step"`` (0 = initialisation).
     fractions : dict of str to list of float
         Class -> fraction of kernels at each epoch.
     median_match : list of float
@@ -45,6 +46,9 @@ class Evolution:
         ``||k_e - k_0|| / ||k_0||``.
     cosine_to_init : ndarray of shape (E, N)
     settle_epoch : ndarray of int, shape (N,)
+        In the same unit as ``epochs``.
+    unit : str
+        ``"epoch"`` or ``"step"``.
     """
 
     epochs: list[int]
@@ -55,10 +59,12 @@ class Evolution:
     distance: np.ndarray
     cosine_to_init: np.ndarray
     settle_epoch: np.ndarray
+    unit: str = "epoch"
 
     def to_dict(self) -> dict:
         """JSON-ready dict."""
         return {
+            "unit": self.unit,
             "epochs": list(self.epochs),
             "fractions": {k: [float(v) for v in vals] for k, vals in self.fractions.items()},
             "median_match": [float(v) for v in self.median_match],
@@ -114,7 +120,8 @@ def drift(snapshots: np.ndarray, *, settle_tol: float = 0.1) -> tuple[np.ndarray
 
 
 def evolution(snapshots: dict[int, np.ndarray], *, thresholds: dict[str, float],
-              bank: TemplateBank | None = None, min_cycles: float = 0.25, settle_tol: float = 0.1) -> Evolution:
+              bank: TemplateBank | None = None, min_cycles: float = 0.25, settle_tol: float = 0.1,
+              unit: str = "epoch") -> Evolution:
     """Class fractions, median scores and drift of one layer over its recorded epochs.
 
     Parameters
@@ -126,6 +133,8 @@ def evolution(snapshots: dict[int, np.ndarray], *, thresholds: dict[str, float],
     bank : TemplateBank, optional
     min_cycles, settle_tol : float
         See :func:`~kernelscope.analysis.atlas.classify.classify` and :func:`drift`.
+    unit : {"epoch", "step"}
+        What the snapshot keys count.
 
     Returns
     -------
@@ -144,7 +153,9 @@ def evolution(snapshots: dict[int, np.ndarray], *, thresholds: dict[str, float],
     if not snapshots:
         raise KernelscopeError("evolution needs at least one snapshot, got none")
     epochs = sorted(snapshots)
-    stacks = [as_kernel_stack(snapshots[e], name=f"kernels at epoch {e}") for e in epochs]
+    if unit not in ("epoch", "step"):
+        raise KernelscopeError(f"unit must be 'epoch' or 'step', got {unit!r}")
+    stacks = [as_kernel_stack(snapshots[e], name=f"kernels at {unit} {e}") for e in epochs]
     shapes = {s.shape for s in stacks}
     if len(shapes) != 1:
         raise KernelscopeError(f"snapshots must all have the same shape, got {sorted(shapes)}")
@@ -161,4 +172,4 @@ def evolution(snapshots: dict[int, np.ndarray], *, thresholds: dict[str, float],
     distance, cosine, settle = drift(np.stack(stacks), settle_tol=settle_tol)
     return Evolution(epochs=epochs, fractions=fractions, median_match=median_match, median_gabor_r2=median_r2,
                      classes=np.asarray(classes), distance=distance, cosine_to_init=cosine,
-                     settle_epoch=np.asarray([epochs[i] for i in settle], dtype=int))
+                     settle_epoch=np.asarray([epochs[i] for i in settle], dtype=int), unit=unit)

@@ -94,7 +94,8 @@ def _is_run_dir(path: Path) -> bool:
 
 
 def atlas_of(source: Any, *, layer: str | None = None, epoch: int | None = None, arch: str | None = None,
-             with_evolution: bool = True, seed: int = 0, n_null: int = 1000, **options: Any) -> AtlasResult:
+             with_evolution: bool = True, over: str = "epochs", seed: int = 0, n_null: int = 1000,
+             **options: Any) -> AtlasResult:
     """The atlas of one conv layer of a run directory or a model.
 
     Parameters
@@ -109,6 +110,9 @@ def atlas_of(source: Any, *, layer: str | None = None, epoch: int | None = None,
         Architecture for a bare state-dict file (see :func:`kernelscope.models.load_model`).
     with_evolution : bool
         Run directories: also compute the atlas over every epoch up to ``epoch``.
+    over : {"epochs", "steps"}
+        The evolution's snapshots: recorded epochs, or the optimiser steps recorded by a
+        run trained with ``record_every_steps`` (all of them, after the epoch-0 init).
     seed, n_null : int
         See :func:`~kernelscope.analysis.atlas.atlas`.
     **options
@@ -136,8 +140,8 @@ def atlas_of(source: Any, *, layer: str | None = None, epoch: int | None = None,
         if not path.exists():
             raise KernelscopeError(f"source {str(source)!r} does not exist (give a run directory or a model file)")
         if _is_run_dir(path):
-            return _atlas_of_run(path, layer=layer, epoch=epoch, with_evolution=with_evolution, seed=seed,
-                                 n_null=n_null, **options)
+            return _atlas_of_run(path, layer=layer, epoch=epoch, with_evolution=with_evolution, over=over,
+                                 seed=seed, n_null=n_null, **options)
         if path.is_dir():
             raise KernelscopeError(f"directory {str(source)!r} is not a run directory (no manifest.json)")
         if epoch is not None:
@@ -164,10 +168,15 @@ def atlas_of(source: Any, *, layer: str | None = None, epoch: int | None = None,
     return result
 
 
-def _atlas_of_run(path: Path, *, layer, epoch, with_evolution, seed, n_null, **options) -> AtlasResult:
+def _atlas_of_run(path: Path, *, layer, epoch, with_evolution, over, seed, n_null, **options) -> AtlasResult:
     from kernelscope.train.rundir import load_run
 
+    if over not in ("epochs", "steps"):
+        raise KernelscopeError(f"over must be 'epochs' or 'steps', got {over!r}")
     run = load_run(path)
+    if with_evolution and over == "steps" and not run.steps:
+        raise KernelscopeError(f"run {str(path)!r} recorded no steps (train with record_every_steps > 0, "
+                               f"or look at the evolution over epochs)")
     conv = run.conv_layers
     if layer is None:
         if not conv:
@@ -196,7 +205,12 @@ def _atlas_of_run(path: Path, *, layer, epoch, with_evolution, seed, n_null, **o
     if init_null is None and init_kernels is not None:
         result.notes.append("the init control is the run's epoch-0 snapshot only (the architecture could not "
                             "be rebuilt for fresh initialisations)")
-    if with_evolution:
+    if with_evolution and over == "steps":
+        snapshots = {0: run.kernels(0, layer)} if 0 in run.epochs else {}
+        snapshots.update({s: run.kernels(layer=layer, step=s) for s in run.steps})
+        result.evolution = evolution_of(snapshots, thresholds=result.thresholds, unit="step",
+                                        min_cycles=options.get("min_cycles", 0.25))
+    elif with_evolution:
         epochs = [e for e in run.epochs if e <= chosen]
         if len(epochs) > 1:
             snapshots = {e: run.kernels(e, layer) for e in epochs}

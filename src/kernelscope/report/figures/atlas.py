@@ -142,7 +142,7 @@ def evolution_figure(evolution: Evolution):
         if np.any(np.asarray(values) > 0):
             ax_frac.plot(epochs, values, marker="o", markersize=3, color=CLASS_COLOURS[cls], label=cls)
     ax_frac.set_ylim(-0.02, 1.02)
-    ax_frac.set_title("class fractions (epoch 0 = init)", fontsize=9)
+    ax_frac.set_title(f"class fractions ({evolution.unit} 0 = init)", fontsize=9)
     ax_frac.legend(fontsize=6)
     ax_score.plot(epochs, evolution.median_match, marker="o", markersize=3, label="median best match |cos|")
     if np.any(np.isfinite(evolution.median_gabor_r2)):
@@ -163,7 +163,7 @@ def evolution_figure(evolution: Evolution):
     if np.all(np.isfinite(final)):
         ax_drift.set_ylim(0, max(1e-6, float(np.nanmax(evolution.distance)) * 1.05))
     for ax in (ax_frac, ax_score, ax_drift):
-        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_xlabel(evolution.unit, fontsize=8)
         ax.tick_params(labelsize=7)
     return fig
 
