@@ -222,6 +222,53 @@ def bench_run(run_path: Path, *, browser: bool) -> None:
               f"(median of 3, run tab opened by #runs)")
 
 
+def browser_click(url: str) -> None:
+    """In chromium: a 64x64 input and a 15x15 kernel typed in; a click on an output cell until its trace is drawn."""
+    executable = shutil.which("chromium")
+    if executable is None:
+        return
+    from playwright.sync_api import sync_playwright
+
+    rng = np.random.default_rng(0)
+    x = "; ".join(" ".join(str(v) for v in row) for row in rng.integers(0, 256, (64, 64)))
+    k = "; ".join(" ".join(str(v) for v in row) for row in rng.integers(-4, 5, (15, 15)))
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"]
+    times, in_page = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=args)
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page.goto(url + "/")
+            page.wait_for_selector("body[data-ready='1']")
+            page.fill("#in-padding", "same")
+            page.fill("#in-kernel", k)
+            page.fill("#in-input", x)
+            page.wait_for_selector("#output-caption:has-text('Output 64x64')")
+            for i in range(7):
+                row, col = 5 + 7 * i, 60 - 7 * i
+                t0 = time.perf_counter()
+                page.click(f"#grid-output .cell[data-row='{row}'][data-col='{col}']")
+                page.wait_for_selector(f"#explain-title:has-text('out[{row}, {col}]')")
+                times.append(time.perf_counter() - t0)
+                in_page.append(float(page.get_attribute("#explain-panel", "data-latency-ms")))
+            redraws = []
+            for i in range(7):  # an edit: the whole operation recomputed and its grids redrawn
+                page.fill("#in-stride", "1" if i % 2 else "2")
+                shape = "64x64" if i % 2 else "32x32"
+                page.wait_for_selector(f"#output-caption:has-text('Output {shape}')")
+                redraws.append(float(page.get_attribute("#op-grids", "data-latency-ms")))
+        finally:
+            browser.close()
+    t, t_page = statistics.median(times[2:]), statistics.median(in_page[2:])
+    print(f"   in chromium: a click on an output cell of a 64x64 'same' operation with a 15x15 kernel, until its "
+          f"window, 225 products and sum are drawn: {t_page:.0f} ms measured in the page (click event to drawn), "
+          f"{1e3 * t:.0f} ms seen by Playwright (its own click and polling included); medians of 5 after 2 warm-ups")
+    print(f"   in chromium: an edit (stride 1 <-> 2) of that operation, request and redraw of every grid: "
+          f"{statistics.median(redraws[2:]):.0f} ms in the page (median of 5; the page waits 120 ms after the last "
+          f"keystroke before it asks)\n")
+
+
 def browser_load(url: str) -> float | None:
     executable = shutil.which("chromium")
     if executable is None:
@@ -257,6 +304,8 @@ def main() -> None:
 
     with Server(create_app()) as server, httpx.Client(base_url=server.url) as client:
         bench_operation(client)
+        if not args.no_browser:
+            browser_click(server.url)
     with tempfile.TemporaryDirectory(prefix="kernelscope-bench-serve-") as tmp:
         run_path = write_synthetic_run(Path(tmp) / "run")
         bench_run(run_path, browser=not args.no_browser)

@@ -5,7 +5,7 @@
 
 const $ = (id) => document.getElementById(id);
 const state = {
-  info: null, cell: null, lastOp: null, opTimer: null, opSeq: 0,
+  info: null, cell: null, lastOp: null, opTimer: null, opSeq: 0, drawnKey: null, clickStart: null,
   run: null, summary: null, kernels: {}, atlas: {}, probe: null, probeIndex: 0, atlasTimer: null,
 };
 
@@ -140,6 +140,12 @@ function operationRequest() {
   return body;
 }
 
+function operationKey(body) {
+  const copy = Object.assign({}, body);
+  delete copy.cell;
+  return JSON.stringify(copy);
+}
+
 function scheduleOperation() {
   clearTimeout(state.opTimer);
   state.opTimer = setTimeout(runOperation, 120);
@@ -156,6 +162,7 @@ async function runOperation() {
     return;
   }
   if (state.cell) body.cell = state.cell;
+  const started = performance.now();
   try {
     let result;
     try {
@@ -169,9 +176,21 @@ async function runOperation() {
     if (seq !== state.opSeq) return;  // a newer request is on its way
     $("op-error").textContent = "";
     $("op-grids").classList.remove("stale");
+    const key = operationKey(body);
+    const sameOperation = key === state.drawnKey;
     state.lastOp = result;
-    drawOperation(result);
-    if ($("in-backward").checked) runBackward(body);
+    if (sameOperation) {
+      drawExplanation(result);  // a click: the grids stay, only the highlights and the trace change
+    } else {
+      drawOperation(result);
+      state.drawnKey = key;
+      $("op-grids").dataset.latencyMs = (performance.now() - started).toFixed(1);  // request + drawing
+      if ($("in-backward").checked) runBackward(body);
+    }
+    if (state.clickStart !== null) {
+      $("explain-panel").dataset.latencyMs = (performance.now() - state.clickStart).toFixed(1);
+      state.clickStart = null;
+    }
   } catch (e) {
     if (seq === state.opSeq) {
       $("op-error").textContent = e.message;
@@ -199,12 +218,6 @@ function drawOperation(result) {
   let caption = `Output ${result.output_shape.join("x")} (${name}, stride ${result.stride.join(",")}, dilation ${result.dilation.join(",")})`;
   if (convolve) caption += result.flip_identity ? "; checked: conv(I, K) = xcorr(I, flip(K))" : "";
   $("output-caption").textContent = caption;
-  for (const cell of $("grid-output").children) {
-    cell.addEventListener("click", () => {
-      state.cell = [Number(cell.dataset.row), Number(cell.dataset.col)];
-      runOperation();
-    });
-  }
   drawExplanation(result);
 }
 
@@ -212,6 +225,7 @@ function drawExplanation(result) {
   const pos = result.position;
   $("explain-panel").hidden = !pos;
   if (!pos) return;
+  for (const node of document.querySelectorAll("#grid-output .sel, #grid-input .hl")) node.classList.remove("sel", "hl");
   const [top, , left] = result.padding;
   const outCells = $("grid-output").children;
   const wOut = result.output_shape[1];
@@ -722,6 +736,13 @@ async function start() {
   for (const id of ["in-input", "in-kernel", "in-stride", "in-padding", "in-pad-value", "in-dilation", "in-bias"]) {
     $(id).addEventListener("input", () => { state.cell = null; scheduleOperation(); });
   }
+  $("grid-output").addEventListener("click", (ev) => {
+    const cell = ev.target.closest(".cell");
+    if (!cell) return;
+    state.cell = [Number(cell.dataset.row), Number(cell.dataset.col)];
+    state.clickStart = performance.now();
+    runOperation();
+  });
   $("in-padding-mode").addEventListener("change", scheduleOperation);
   for (const radio of document.querySelectorAll("input[name=mode]")) radio.addEventListener("change", scheduleOperation);
   $("in-backward").addEventListener("change", () => {
