@@ -53,7 +53,7 @@ def test_parts_with_haar_masks_and_user_masks(cli_runner, tmp_path):
     (("--radius", "0.45", "--parts", "eyes"),
      "Error: image too small for the occluder: a"),
     (("--fill", "grey"),
-     "Error: --fill: expected 'zero', 'mean' or a number, got 'grey'"),
+     "Error: --fill: expected 'zero', 'mean', 'blur' or a number, got 'grey'"),
     (("--images", "nowhere.npy"),
      "Error: --images: expected 'faces' or an .npy/.npz file of face crops, got 'nowhere.npy'"),
 ])

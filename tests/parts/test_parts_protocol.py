@@ -119,8 +119,22 @@ def test_mean_fill_and_number_fill(rng):
     filled = occlude(x, masks["eye"], "mean")
     assert np.allclose(filled[:, :, 2, 5][masks["eye"][:, 2, 5]], x.mean(axis=(2, 3))[masks["eye"][:, 2, 5]])
     assert (occlude(x, masks["eye"], 0.5)[:, 0][masks["eye"]] == 0.5).all()
-    with pytest.raises(KernelscopeError, match="fill: expected 'zero', 'mean' or a number, got 'grey'"):
+    with pytest.raises(KernelscopeError, match="fill: expected 'zero', 'mean', 'blur' or a number, got 'grey'"):
         occlude(x, masks["eye"], "grey")
+
+
+def test_blur_fill_keeps_the_local_luminance(rng):
+    from scipy.ndimage import gaussian_filter
+
+    flat = np.full((2, 1, 16, 16), 0.7, np.float32)
+    mask = np.zeros((2, 16, 16), bool)
+    mask[:, 4:8, 4:8] = True
+    assert np.allclose(occlude(flat, mask, "blur"), flat)  # no edge where there was none
+    x, masks = _blob_images(rng, n=2)
+    blurred = gaussian_filter(x, sigma=(0, 0, 2, 2), mode="nearest")
+    filled = occlude(x, masks["eye"], "blur")
+    assert np.allclose(filled[:, 0][masks["eye"]], blurred[:, 0][masks["eye"]])
+    assert np.array_equal(filled[:, 0][~masks["eye"]], x[:, 0][~masks["eye"]])
 
 
 def test_shift_overlap_matches_brute_force(rng):

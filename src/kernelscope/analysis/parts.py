@@ -301,14 +301,19 @@ def _shift(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 
 def _fill_values(images: np.ndarray, fill: str | float) -> np.ndarray:
-    """(N, C, 1, 1) fill per image and channel."""
+    """(N, C, 1, 1) fill per image and channel, or (N, C, H, W) for "blur"."""
     n, c = images.shape[:2]
     if isinstance(fill, str):
         if fill == "zero":
             return np.zeros((n, c, 1, 1), dtype=images.dtype)
         if fill == "mean":
             return images.mean(axis=(2, 3), keepdims=True)
-        raise KernelscopeError(f"fill: expected 'zero', 'mean' or a number, got {fill!r}")
+        if fill == "blur":
+            from scipy.ndimage import gaussian_filter
+
+            sigma = min(images.shape[2:]) / 8  # 6 px at 48x48: wider than an eye, keeps the local luminance
+            return gaussian_filter(images, sigma=(0, 0, sigma, sigma), mode="nearest").astype(images.dtype)
+        raise KernelscopeError(f"fill: expected 'zero', 'mean', 'blur' or a number, got {fill!r}")
     value = float(fill)
     if not np.isfinite(value):
         raise KernelscopeError(f"fill: expected a finite number, got {fill!r}")
@@ -323,9 +328,11 @@ def occlude(images: np.ndarray, masks: np.ndarray, fill: str | float = "zero") -
     images : ndarray of shape (N, C, H, W)
         Model inputs (already normalised).
     masks : ndarray of shape (N, H, W), bool
-    fill : "zero", "mean" or float
+    fill : "zero", "mean", "blur" or float
         ``"zero"``: 0, which after normalisation is the data set's mean (mid-grey
-        for ONet); ``"mean"``: each image's own per-channel mean; a number: that value.
+        for ONet); ``"mean"``: each image's own per-channel mean; ``"blur"``: the
+        image blurred by a Gaussian of sigma = side / 8 (the local luminance, no new
+        edge); a number: that value.
 
     Returns
     -------

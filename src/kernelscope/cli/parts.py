@@ -15,12 +15,12 @@ MASK_SOURCES = ("landmarks", "haar")
 
 
 def _fill(value: str) -> str | float:
-    if value in ("zero", "mean"):
+    if value in ("zero", "mean", "blur"):
         return value
     try:
         return float(value)
     except ValueError:
-        raise KernelscopeError(f"--fill: expected 'zero', 'mean' or a number, got {value!r}") from None
+        raise KernelscopeError(f"--fill: expected 'zero', 'mean', 'blur' or a number, got {value!r}") from None
 
 
 def _resize(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
@@ -162,7 +162,8 @@ def _masks(spec: str, raw: np.ndarray, size: tuple[int, int], parts: list[str], 
 @click.option("--limit", type=click.IntRange(2, None), default=None, help="Use only the first N images.")
 @click.option("--fill", "fill_spec", default="zero", show_default=True,
               help="Occluder value after normalisation: zero (the data mean; mid-grey for onet), mean "
-                   "(each image's mean) or a number.")
+                   "(each image's mean), blur (the image blurred, sigma = side/8) or a number. Keep it neutral: "
+                   "black or white occluders draw edges of their own.")
 @click.option("--controls", type=click.IntRange(1, 64), default=8, show_default=True,
               help="Control placements per image and part.")
 @click.option("--margin", type=float, default=0.15, show_default=True,
