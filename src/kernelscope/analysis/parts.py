@@ -548,7 +548,7 @@ def part_selectivity_layers(model: nn.Module, images: np.ndarray, masks: Mapping
         The occluder's value in the model's input space (see :func:`occlude`). Keep it
         neutral: a black or white occluder draws edges whose strength depends on where it
         lands (weak over a dark eye, strong on a bright cheek), which made the easy face
-        net show 3-5 spurious "eye detectors" per layer (docs/parts.md).
+        net show up to 10 spurious "eye detectors" (docs/parts.md); "blur" is the most neutral.
     n_controls : int
         Control placements per image and part (equal area, not overlapping the part).
     allowed : ndarray of shape (H, W) or (N, H, W), bool, optional
