@@ -544,7 +544,7 @@ def part_selectivity_layers(model: nn.Module, images: np.ndarray, masks: Mapping
         Dotted layer names whose outputs are ``(N, C', H', W')`` maps (default: all conv layers).
     parts : sequence of str, optional
         Which masks to use (default: all of them).
-    fill : "zero", "mean" or float
+    fill : "zero", "mean", "blur" or float
         The occluder's value in the model's input space (see :func:`occlude`). Keep it
         neutral: a black or white occluder draws edges whose strength depends on where it
         lands (weak over a dark eye, strong on a bright cheek), which made the easy face
