@@ -715,7 +715,7 @@ def part_maps(model: nn.Module, images: np.ndarray, mask: np.ndarray, *, layer: 
         The part to occlude.
     layer : str
     channels : sequence of int
-    fill : "zero", "mean" or float
+    fill : "zero", "mean", "blur" or float
 
     Returns
     -------
