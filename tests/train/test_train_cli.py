@@ -38,7 +38,7 @@ def test_train_then_show(cli_runner, tmp_path):
 
 def test_resume_uses_the_runs_own_settings(cli_runner, tmp_path):
     out = tmp_path / "run"
-    assert cli_runner("train", *TINY, "--out", out).exit_code == 0
+    assert cli_runner("train", *TINY, "--lr-schedule", "constant", "--out", out).exit_code == 0
     result = cli_runner("train", "--out", out, "--resume", "--epochs", "2")
     assert result.exit_code == 0, result.output
     assert "after epoch 2" in result.output
@@ -46,6 +46,13 @@ def test_resume_uses_the_runs_own_settings(cli_runner, tmp_path):
     assert bad.exit_code == 2
     assert bad.output == (f"Error: cannot resume '{out}' with a different config (lr: run has 0.001, now 0.5); "
                           "use the run's settings or --force to start over\n")
+
+
+def test_cosine_run_cannot_be_extended(cli_runner, tmp_path):
+    out = tmp_path / "run"
+    assert cli_runner("train", *TINY, "--out", out).exit_code == 0
+    result = cli_runner("train", "--out", out, "--resume", "--epochs", "2")
+    assert result.exit_code == 2 and "with a different config (epochs: run has 1, now 2)" in result.output
 
 
 def test_preset_structure_values_reach_the_manifest(cli_runner, tmp_path):

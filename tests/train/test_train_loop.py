@@ -133,12 +133,27 @@ def test_resume_after_a_kill_ends_with_the_same_kernels(tmp_path):
         assert a["test_acc"] == b["test_acc"] and a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-12)
 
 
-def test_resume_can_extend_epochs(tmp_path):
-    short = train(tiny(epochs=1), tmp_path / "r")
+def test_resume_can_extend_epochs_with_a_constant_lr(tmp_path):
+    short = train(tiny(epochs=1, lr_schedule="constant"), tmp_path / "r")
     assert short.epochs == [0, 1]
-    longer = train(tiny(epochs=2), tmp_path / "r", resume=True)
-    reference = train(tiny(epochs=2), tmp_path / "ref")
+    longer = train(tiny(epochs=2, lr_schedule="constant"), tmp_path / "r", resume=True)
+    reference = train(tiny(epochs=2, lr_schedule="constant"), tmp_path / "ref")
     assert longer.kernels(2, "features.0").tobytes() == reference.kernels(2, "features.0").tobytes()
+    train(tiny(epochs=1, lr_schedule="cosine"), tmp_path / "cos")
+    with pytest.raises(KernelscopeError, match=r"different config \(epochs: run has 1, now 2\)"):
+        train(tiny(epochs=2, lr_schedule="cosine"), tmp_path / "cos", resume=True)
+
+
+def test_cosine_schedule_decays_to_zero(tmp_path):
+    seen = []
+
+    class LR:
+        def on_step_end(self, state):
+            seen.append(state.optimizer.param_groups[0]["lr"])
+
+    train(tiny(epochs=2, lr_schedule="cosine", lr=1e-3), tmp_path / "r", callbacks=[LR()])
+    assert len(seen) == 10 and seen[0] == pytest.approx(1e-3) and seen[-1] == pytest.approx(1e-3 * 0.5 * (1 + np.cos(0.9 * np.pi)))
+    assert all(a >= b for a, b in zip(seen, seen[1:], strict=False))
 
 
 def test_existing_run_is_refused_and_left_intact(run, tmp_path):
@@ -231,7 +246,8 @@ def test_probe_hooks_removed_even_when_forward_fails():
 
 def test_learning_beats_shuffled_labels_control(tmp_path):
     """Digits are learnable: real labels beat the same run on a label-shuffled copy (the control)."""
-    config = tiny(epochs=4, train_limit=None, lr=3e-3, batch_size=64, record_feature_maps=False)
+    config = tiny(epochs=4, train_limit=None, lr=3e-3, batch_size=64, record_feature_maps=False, shift=0,
+                  lr_schedule="constant")
     real = train(config, tmp_path / "real").metrics[-1]["test_acc"]
     from kernelscope.data import load_dataset
 

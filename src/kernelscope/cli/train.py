@@ -22,6 +22,8 @@ __all__ = ["train_command"]
 @click.option("--batch-size", type=int, default=None, help="Global batch size.")
 @click.option("--lr", type=float, default=None, help="Learning rate.")
 @click.option("--optimizer", default=None, help="adam, adamw or sgd.")
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None,
+              help="Learning-rate schedule (default cosine; constant with --backend numpy).")
 @click.option("--weight-decay", type=float, default=None, help="Weight decay.")
 @click.option("--init-scale", type=float, default=None, help="Multiply every conv kernel at init by this.")
 @click.option("--shift", type=int, default=None, help="Random shifts of +-N pixels (augmentation).")
@@ -57,6 +59,8 @@ def train_command(out_dir, preset, resume, force, **options):
         values = dict(read_manifest(out_dir)["config"])  # resume with the run's own settings
     else:
         values = config_module.preset(preset or "plain").to_dict()
+    if overrides.get("backend") == "numpy" and "lr_schedule" not in overrides and not resume:
+        overrides["lr_schedule"] = "constant"  # the NumPy back end steps with a constant rate
     values.update(overrides)
     config = config_module.TrainConfig.from_dict(values)
     run = train(config, out_dir, force=force, resume=resume)

@@ -10,6 +10,7 @@ run would have.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -131,6 +132,18 @@ def _augment(x: Any, config: TrainConfig, generator: Any) -> Any:
     return x
 
 
+def _cosine_lr(config: TrainConfig, step: int, total_steps: int) -> float:
+    """Cosine decay from ``config.lr`` at step 0 to 0 after ``total_steps``.
+
+    Examples
+    --------
+    >>> c = TrainConfig(lr=1.0, lr_schedule="cosine")
+    >>> _cosine_lr(c, 0, 10), _cosine_lr(c, 5, 10), _cosine_lr(c, 10, 10)
+    (1.0, 0.5, 0.0)
+    """
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+
 def _build_optimizer(config: TrainConfig, params: Any) -> Any:
     import torch
 
@@ -142,7 +155,10 @@ def _build_optimizer(config: TrainConfig, params: Any) -> Any:
 
 
 def _check_resume_config(old: dict[str, Any], new: dict[str, Any], out_dir: Path) -> None:
-    changed = [k for k in sorted(set(old) | set(new)) if k not in RESUME_MAY_CHANGE and old.get(k) != new.get(k)]
+    may_change = set(RESUME_MAY_CHANGE)
+    if new.get("lr_schedule", "constant") != "constant":
+        may_change.discard("epochs")  # the schedule's length is the run's length
+    changed = [k for k in sorted(set(old) | set(new)) if k not in may_change and old.get(k) != new.get(k)]
     if changed:
         details = ", ".join(f"{k}: run has {old.get(k)!r}, now {new.get(k)!r}" for k in changed[:3])
         raise KernelscopeError(f"cannot resume {str(out_dir)!r} with a different config ({details}); "
@@ -177,6 +193,9 @@ def train(config: TrainConfig, out_dir: str | Path, *, callbacks: Sequence[Any] 
     if config.backend == "numpy":
         if resume:
             raise KernelscopeError("--resume is not supported with --backend numpy")
+        if config.lr_schedule != "constant":
+            raise KernelscopeError(f"--backend numpy does not implement lr_schedule {config.lr_schedule!r}; "
+                                   "use --lr-schedule constant")
         from kernelscope.npnet.train import train_numpy
 
         train_numpy(config, out_dir, force=force)
@@ -276,6 +295,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, callbacks: Sequence[Any] 
     try:
         call("on_train_begin")
         n, batch = len(y_train_t), config.batch_size
+        total_steps = config.epochs * ((n + batch - 1) // batch)
         world, rank = context.world_size, context.rank
         for epoch in range(start_epoch + 1, config.epochs + 1):
             started = time.perf_counter()
@@ -294,6 +314,9 @@ def train(config: TrainConfig, out_dir: str | Path, *, callbacks: Sequence[Any] 
                 loss = loss_sum * (world / len(index))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if config.lr_schedule == "cosine":  # from the step count alone: nothing to checkpoint
+                    for group in optimizer.param_groups:
+                        group["lr"] = _cosine_lr(config, state.step, total_steps)
                 optimizer.step()
                 state.step += 1
                 totals[0] += float(loss_sum.detach())
