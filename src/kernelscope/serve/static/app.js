@@ -747,7 +747,12 @@ async function start() {
   for (const radio of document.querySelectorAll("input[name=mode]")) radio.addEventListener("change", scheduleOperation);
   $("in-backward").addEventListener("change", () => {
     $("backward-panel").hidden = !$("in-backward").checked;
-    if ($("in-backward").checked) runOperation();
+    if (!$("in-backward").checked) return;
+    try {
+      runBackward(operationRequest());
+    } catch (e) {
+      $("backward-error").textContent = e.message;
+    }
   });
   $("load-image").addEventListener("click", loadSampleImage);
   $("load-kernel").addEventListener("click", loadBankKernel);
