@@ -18,6 +18,8 @@ def test_onet_has_eye_channels_in_conv3(contrast):
     onet = contrast["models"]["onet"]
     # FINDINGS: the strongest conv3 eye channel drops ~51% against ~14% for controls.
     assert onet["n_detectors"]["conv3"] >= 3
+    conv3 = onet["per_layer"]["conv3"]
+    assert conv3["detector"] and conv3["part_drop"] > 0.4 and conv3["control_drop"] < 0.2
     assert onet["detector"] and onet["ci"][0] > 0.15
 
 

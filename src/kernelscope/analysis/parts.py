@@ -950,6 +950,7 @@ def _best_over_layers(results: Mapping[str, PartSelectivity], part: str) -> dict
         if best["channel"] is None or candidate["selectivity"] > best["selectivity"]:
             best = {"layer": name, **candidate}
     best["n_detectors"] = {name: len(result.detectors(part)) for name, result in results.items()}
+    best["per_layer"] = {name: result.best(part) for name, result in results.items()}
     first = next(iter(results.values()))
     if part in first.output_stats:
         best["output"] = first.output_stats[part]
@@ -985,8 +986,9 @@ def part_contrast(seed: int = 0, quick: bool = False, *, part: str = "eyes",
     -------
     dict
         ``models``: per network the best channel over its conv layers (layer,
-        channel, part_drop, control_drop, selectivity, ci, detector), the number
-        of detectors per layer, the output effect (face probability intact, part
+        channel, part_drop, control_drop, selectivity, ci, detector), the best
+        channel of each layer (``per_layer``), the number of detectors per layer,
+        the output effect (face probability intact, part
         occluded, controls), for the trained ones test accuracy, and with
         ``dissection`` per layer the best IoU, its channel, the largest permutation
         p95 and the number of IoU detectors; ``settings`` and ``seconds``.
