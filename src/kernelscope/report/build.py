@@ -121,6 +121,7 @@ def operation_section(*, level: int = 2) -> H.Section:
                       "(the engine's 'direct' method)",
                       control="true convolution of the same input, equal to cross-correlation with the "
                               "flipped kernel"))
+    body.extend(_backward_parts())
     probe = _conventions_rows()
     if probe is not None:
         header, rows = probe
@@ -164,6 +165,32 @@ def _explain_text(trace: Any) -> str:
     from kernelscope.ops.explain import format_explanation
 
     return format_explanation(trace)
+
+
+def _backward_parts() -> list[H.Html]:
+    """The same example's gradients (GRADIENTS' explain_backward): where the flip comes back."""
+    try:
+        from kernelscope.ops.explain_backward import explain_backward, format_backward
+    except ImportError as error:
+        return [H.note(f"The backward walk-through is not available in this installation ({error}).")]
+    trace = explain_backward(EXAMPLE_INPUT, EXAMPLE_KERNEL)
+    parts = [
+        H.Html("<h3>Learning the kernel: the backward pass</h3>"),
+        H.paragraph("With the loss L = sum(output), so dL/doutput = 1 everywhere: the kernel's gradient is a "
+                    "cross-correlation of the input with the output gradient, the input's gradient a true "
+                    "convolution (the flip comes back) of the output gradient with the kernel."),
+        H.table(["gradient", "value"], [
+            ["dL/dkernel = xcorr(input, dL/doutput)", _matrix(trace.kernel_grad)],
+            ["dL/dinput = full conv(dL/doutput, kernel)", _matrix(trace.input_grad)],
+            ["dL/dbias = sum(dL/doutput)", " ".join(H.format_number(v) for v in trace.bias_grad)],
+        ]),
+        H.how("every product and sum traced by kernelscope.ops.explain_backward, written with the engine's own "
+              "correlate/convolve" + ("; equal to the engine's backward" if trace.engine_agrees else ""),
+              control="kernelscope.ops.backward's gradients (and, in the tests, torch.autograd)"),
+        H.Html("<details><summary>The backward walk-through as terminal text (<code>kernelscope explain ... "
+               "--backward</code>)</summary>" + H.pre(format_backward(trace)) + "</details>"),
+    ]
+    return parts
 
 
 def _conventions_rows() -> tuple[list[str], list[list[Any]]] | None:
