@@ -298,8 +298,9 @@ def atlas(kernels: np.ndarray, *, init_kernels: np.ndarray | None = None, init_n
         Drawn nulls among ``"random"``, ``"smooth"``, ``"shuffled"``, ``"spectral"`` (see
         :mod:`~kernelscope.analysis.atlas.controls`); all are classified and reported.
     threshold_nulls : tuple of str
-        Nulls that set the thresholds (the strictest percentile wins); ``"init"``
-        counts only with at least ``MIN_THRESHOLD_NULL`` kernels.
+        Nulls that set the thresholds (the strictest percentile wins; drawn even when
+        not in ``nulls``); ``"init"`` counts when given, with at least
+        ``MIN_THRESHOLD_NULL`` kernels.
     seed : int
         Seed of the null draws (results are deterministic given it).
     smooth_sigma : float
@@ -352,7 +353,7 @@ def atlas(kernels: np.ndarray, *, init_kernels: np.ndarray | None = None, init_n
 
     learned = measure(stack, bank=bank)
     null_measures: dict[str, Measures] = {}
-    for kind in nulls:
+    for kind in dict.fromkeys((*nulls, *threshold_nulls)):  # a threshold null is drawn even if not listed
         if kind == "init":
             continue
         null_measures[kind] = _null_measures(kind, shape, int(n_null), seed, smooth_sigma, bank,
