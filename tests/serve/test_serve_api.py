@@ -356,3 +356,26 @@ def test_wide_layers_are_sent_as_their_channel_mean(tmp_path, monkeypatch):
     assert body["note"] == "mean over the 6 input channels: the layer's 216 values are more than 100 sent at once"
     expected = load_run(path).kernels(1, "conv2").mean(axis=1)
     assert np.allclose(np.reshape(body["kernels"]["data"], (4, 3, 3)), expected, atol=1e-5)
+
+
+def test_several_runs_by_index_and_a_run_still_training(tmp_path):
+    """Two runs are ids 0 and 1; a run that gains an epoch while served shows it (and its metrics) on reload."""
+    from fastapi.testclient import TestClient
+    from serve_helpers import write_run
+
+    from kernelscope.serve import create_app
+    from kernelscope.train import rundir
+
+    first, second = write_run(tmp_path / "a", epochs=1), write_run(tmp_path / "b", epochs=2)
+    with TestClient(create_app([first, second])) as client:
+        assert [(r["id"], r["name"], r["epochs"]) for r in client.get("/api/runs").json()] == [
+            (0, "a", [0, 1]), (1, "b", [0, 1, 2])]
+        assert client.get("/api/runs/0/kernels?epoch=2").status_code == 400
+        manifest = rundir.read_manifest(first)  # epoch 2 of run 0 arrives while it is served
+        rundir.write_kernels(first, {k: v * 2 for k, v in rundir.load_run(first).kernels(1).items()}, epoch=2)
+        manifest["metrics"].append({"epoch": 2, "train_loss": 0.1, "train_acc": 0.9, "test_loss": 0.2,
+                                    "test_acc": 0.8, "seconds": 0.1})
+        rundir.write_manifest(first, manifest)
+        summary = client.get("/api/runs/0").json()
+        assert summary["epochs"] == [0, 1, 2] and summary["metrics"][-1]["epoch"] == 2
+        assert client.get("/api/runs/0/kernels?epoch=2").json()["epoch"] == 2

@@ -122,7 +122,14 @@ class RunStore:
                 "epochs": run.epochs, "conv_layers": run.conv_layers}
 
     def summary(self, run_id: int) -> dict[str, Any]:
+        """The run's summary, with its manifest read again (a run still training shows its new epochs)."""
+        from kernelscope.train.rundir import read_manifest
+
         run = self.get(run_id)
+        try:
+            run.manifest = read_manifest(run.path)
+        except KernelscopeError:  # mid-write or removed: keep what was read before
+            pass
         out = self.info(run_id)
         metrics = []
         for row in run.metrics:

@@ -757,6 +757,7 @@ async function start() {
   $("load-image").addEventListener("click", loadSampleImage);
   $("load-kernel").addEventListener("click", loadBankKernel);
   $("run-select").addEventListener("change", () => selectRun(Number($("run-select").value)));
+  $("run-reload").addEventListener("click", () => { if (state.run !== null) selectRun(state.run); });
   $("layer-select").addEventListener("change", showKernels);
   $("epoch-slider").addEventListener("input", showKernels);
   $("kernel-scale").addEventListener("change", showKernels);
