@@ -147,7 +147,7 @@ class AtlasResult:
             b, s, g, sp, q = r["best_match"], r["scores"], r["gabor_fit"] or {}, r["spectral"], r["quality"]
             row = [r["index"], r["class"], r["margin"], b["family"], b["name"], b["params"], b["sign"],
                    b["transform"], b["shift"][0], b["shift"][1], b["score"], s.get("edge"),
-                   r["bank"]["gabor"]["score"], s.get("centre-surround"), s.get("blob"), s.get("gabor"),
+                   r["bank"].get("gabor", {}).get("score"), s.get("centre-surround"), s.get("blob"), s.get("gabor"),
                    g.get("theta_deg"), g.get("wavelength"), g.get("x0"), g.get("y0"), g.get("cycles"),
                    sp["osi"], sp["orientation_deg"], sp["peak_frequency"], sp["bandpass"],
                    r["colour"]["off_luminance"], r["colour"]["rank1_fraction"], q["norm"], q["sparsity"],
