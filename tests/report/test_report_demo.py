@@ -127,3 +127,19 @@ def test_stage_without_its_input_is_unavailable(tmp_path):
     assert result.stages["dissect"].reason == "needs the faces run (stage 'faces')"
     assert result.report_path is None
     assert np.isfinite(result.seconds)
+
+
+def test_report_of_the_real_mnist_run(quick_demo, tmp_path):
+    """kernelscope report on a run that training wrote: model sections work, face-only ones say why not."""
+    from kernelscope.report.build import build_report
+
+    result, _ = quick_demo
+    report = build_report(result.out_dir / "runs" / "mnist", tmp_path / "r.html", strict=True, progress=False,
+                          analyses=["patches", "receptive", "dissect", "shift", "parts"])
+    assert report.status == {"run": "ok", "patches": "ok", "receptive": "ok", "dissect": "unavailable",
+                             "shift": "unavailable", "parts": "unavailable"}
+    assert report.missing()["dissect"] == ("dissection needs concept masks; this run's dataset is 'mnist' (the "
+                                           "bundled 'faces' have eye and mouth masks; run `kernelscope dissect` "
+                                           "with your own masks)")
+    assert report.missing()["shift"].startswith("the bundled shift report is faces in, objects out")
+    assert report.missing()["parts"].startswith("part detectors need part landmarks or masks")
