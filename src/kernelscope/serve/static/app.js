@@ -480,7 +480,8 @@ function drawKernels(response) {
   grid.dataset.epoch = String(response.epoch);
   grid.dataset.layer = response.layer;
   $("kernels-note").textContent = `${response.layer}, epoch ${response.epoch}: ${o} kernels of ${c}x${kh}x${kw}` +
-    (c === 3 ? " (RGB)" : c > 1 ? ` (mean over ${c} input channels)` : "") + "; red positive, blue negative" +
+    (c === 3 ? "; RGB: grey is 0, each colour channel's weight brightens or darkens its colour"
+      : (c > 1 ? ` (mean over ${c} input channels)` : "") + "; red positive, blue negative") +
     (response.note ? `; ${response.note}` : "");
   markAtlasClasses();
 }
