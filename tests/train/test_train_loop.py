@@ -269,3 +269,18 @@ def test_learning_beats_shuffled_labels_control(tmp_path):
         control = float((net(torch.from_numpy(shuffled.normalise(shuffled.x_test))).argmax(1).numpy()
                          == shuffled.y_test).mean())
     assert real > 0.8 and control < 0.3
+
+
+def test_channels_last_is_only_a_layout(run, tmp_path):
+    contiguous = train(tiny(channels_last=False), tmp_path / "nchw")
+    for epoch in run.epochs:
+        for name, value in run.kernels(epoch).items():
+            np.testing.assert_allclose(contiguous.kernels(epoch, name), value, rtol=1e-4, atol=1e-6)
+    for name, value in run.feature_maps(2).items():
+        np.testing.assert_allclose(contiguous.feature_maps(2)[name], value, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when no GPU is present")
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
+    with pytest.raises(KernelscopeError, match="device 'cuda' asked for, but torch sees no CUDA GPU"):
+        train(tiny(device="cuda"), tmp_path / "r")

@@ -26,7 +26,7 @@ __all__ = ["TrainConfig", "PRESETS", "preset", "preset_names", "RESUME_MAY_CHANG
 
 #: Fields a resumed run may change: they do not alter what the finished epochs computed
 #: (``epochs`` only with a constant learning rate: a cosine schedule spans the whole run).
-RESUME_MAY_CHANGE = frozenset({"epochs", "device", "progress"})
+RESUME_MAY_CHANGE = frozenset({"epochs", "device", "progress", "channels_last"})
 
 
 @dataclass
@@ -65,6 +65,7 @@ class TrainConfig:
     n_probe: int = 16                # probe images whose feature maps are recorded each epoch
     record_every_steps: int = 0      # also record kernels every N optimiser steps; 0 = epochs only
     record_feature_maps: bool = True # the probe images' maps at every conv layer, each epoch
+    channels_last: bool = True       # NHWC memory layout: steps ~1.5x faster on this CPU (1 thread, measured)
     device: str = "auto"             # cuda when present, else cpu
     backend: str = "torch"           # "numpy" trains with kernelscope's own NumPy engine (npnet)
     progress: bool = True            # progress bar on stderr (tests switch it off via the environment)

@@ -215,6 +215,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, callbacks: Sequence[Any] 
             _check_resume_config(existing["config"], config.to_dict(), out_dir)
         distributed.barrier(context)
         device = context.device
+        layout = torch.channels_last if config.channels_last else torch.contiguous_format
 
         # Data: raw images in [0, 1] stay on the device; each batch is normalised after augmentation.
         dataset = load_dataset(config.data, seed=config.split_seed, test_fraction=config.test_fraction)
@@ -225,7 +226,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, callbacks: Sequence[Any] 
         std = torch.tensor(dataset.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         x_train_t = torch.from_numpy(x_train).to(device)  # (N, C, H, W) raw
         y_train_t = torch.from_numpy(y_train).to(device)  # (N,)
-        x_test_t = (torch.from_numpy(dataset.x_test).to(device) - mean) / std
+        x_test_t = ((torch.from_numpy(dataset.x_test).to(device) - mean) / std).contiguous(memory_format=layout)
         y_test_t = torch.from_numpy(dataset.y_test).to(device)
         probe_idx = choose_probe(dataset.y_test, config.n_probe)
         probe_raw = dataset.x_test[probe_idx]
@@ -241,7 +242,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, callbacks: Sequence[Any] 
             for name, module in model.named_modules():
                 if name in conv_layers:
                     module.weight.mul_(config.init_scale)
-        model.to(device)
+        model.to(device=device, memory_format=layout)
         optimizer = _build_optimizer(config, model.parameters())
         generator = torch.Generator().manual_seed(config.seed)
 
@@ -308,7 +309,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, callbacks: Sequence[Any] 
                 index = order[start:start + batch]  # (B,) the global batch
                 xb = _augment(x_train_t[index.to(device)], config, generator)  # (B, C, H, W) raw
                 xb, yb = xb[rank::world], y_train_t[index.to(device)][rank::world]  # this rank's slice
-                logits = trained((xb - mean) / std)  # (b, classes)
+                logits = trained(((xb - mean) / std).contiguous(memory_format=layout))  # (b, classes)
                 loss_sum = F.cross_entropy(logits, yb, reduction="sum")
                 # DDP averages gradients over ranks: scale so the result is the global batch mean.
                 loss = loss_sum * (world / len(index))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import platform
 import shutil
 from pathlib import Path
@@ -99,7 +100,17 @@ def write_checkpoint(run_dir: str | Path, epoch: int, state: dict[str, Any]) -> 
     torch.save(state, buffer)
     data = buffer.getvalue()
     path = write_bytes(Path(run_dir) / "checkpoints" / f"epoch_{epoch:03d}.pt", data)
-    write_bytes(Path(run_dir) / "checkpoints" / "last.pt", data)
+    # last.pt: a hard link to the complete file, swapped in atomically (no second write); copy where
+    # the file system has no hard links.
+    last = path.parent / "last.pt"
+    tmp = path.parent / f".last.pt.{os.getpid()}.tmp"
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(path, tmp)
+        os.replace(tmp, last)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        write_bytes(last, data)
     return path
 
 
