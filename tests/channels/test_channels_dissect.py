@@ -8,7 +8,13 @@ import torch
 from skimage.transform import resize
 from torch import nn
 
-from kernelscope.analysis.dissect import StreamingHistogram, chance_iou, dissect
+from kernelscope.analysis.dissect import (
+    Permutations,
+    StreamingHistogram,
+    chance_iou,
+    dissect,
+    dissect_layer,
+)
 from kernelscope.analysis.hooks import layer_outputs
 from kernelscope.data.face_masks import check_masks, face_part_masks, load_masks, template_masks
 from kernelscope.errors import KernelscopeError
@@ -17,10 +23,11 @@ from kernelscope.errors import KernelscopeError
 def test_histogram_growth_keeps_every_count(rng):
     h = StreamingHistogram(2, n_bins=64)
     chunks = [rng.normal(0, scale, (2, 500)) for scale in (0.01, 1.0, 30.0)]
+    chunks.append(rng.normal(-500, 1, (2, 50)))  # far below everything so far: the top must stay put
     for chunk in chunks:
         h.add(chunk)
     data = np.concatenate(chunks, axis=1)
-    assert h.counts.sum(axis=1).tolist() == [1500, 1500]
+    assert h.counts.sum(axis=1).tolist() == [1550, 1550]
     for c in range(2):  # the merged counts equal a histogram built directly on the final bins
         edges = h.lo[c] + np.arange(65) * h.width[c]
         direct = np.histogram(np.clip(data[c], edges[0], edges[-1] - 1e-9), bins=edges)[0]
@@ -157,3 +164,34 @@ def test_face_masks_from_cascades_and_template_fallback():
     eye_rows = np.nonzero(eyes.any(axis=(0, 2)))[0]
     mouth_rows = np.nonzero(mouth.any(axis=(0, 2)))[0]
     assert 5 <= eye_rows.mean() <= 11 and 16 <= mouth_rows.mean() <= 21  # eyes above the mouth, as aligned
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 100, 1000])
+def test_computed_permutations_are_bijections(n):
+    perms = Permutations(n, 3, seed=5)
+    rows = perms.rows(0, n)
+    for row in rows:
+        assert sorted(row.tolist()) == list(range(n))
+    if n >= 100:  # shuffled, not shifted: few fixed points, and different from each other
+        assert (rows[1] == np.arange(n)).mean() < 0.05 and (rows[1] != rows[2]).mean() > 0.9
+    if n >= 5:  # evaluated on demand, consistently
+        np.testing.assert_array_equal(perms.rows(3, 2), rows[:, 3:5])
+    with pytest.raises(KernelscopeError, match="must lie in"):
+        perms.rows(n, 1)
+
+
+def test_unrepresentative_first_batch_falls_back_to_an_exact_second_pass(rng):
+    n = 256
+    masks = np.zeros((n, 12, 12), dtype=bool)
+    masks[:, 4:6, 3:6] = True
+    images = (rng.standard_normal((n, 1, 12, 12)) + 3.0 * masks[:, None]).astype(np.float32)
+    images[:16] += 50.0  # a bright first batch: the top 5% of it (115 values) are fewer than the
+    net = _eye_detector()  # top 0.5% of all (184), so the threshold lies below its floor
+    batches = [images[i : i + 16] for i in range(0, n, 16)]  # a list: re-iterable
+    result = dissect_layer(net, "0", batches, {"blob": masks}, n_permutations=2)
+    assert result["passes"] == 2
+    iou, fire_fraction = _reference_iou(net, "0", images, masks)
+    np.testing.assert_allclose(result["concepts"]["blob"]["iou"], iou, atol=0.01)
+    np.testing.assert_allclose(result["fire_fraction"], fire_fraction, atol=0.002)
+    ordinary = dissect_layer(net, "0", images[16:], {"blob": masks[16:]}, n_permutations=2)
+    assert ordinary["passes"] == 1

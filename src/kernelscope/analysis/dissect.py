@@ -19,11 +19,14 @@ With each IoU come three references:
 - the same scores for the network at initialisation (recorded epoch 0, or a
   re-initialised copy).
 
-Two streaming passes over the data (a forward pass stopped at the layer each): the first
-builds a per-channel histogram of activations (4096 bins whose range grows by merging
-bins when needed) and reads the quantile from it, linearly interpolated inside its bin;
-the second counts intersections and unions at that threshold (for all permutations at
-once, as one matrix product). Memory holds histograms and counts, never the activations.
+One streaming pass over the data (a forward pass stopped at the layer): it
+counts the activations and upsampled values above a floor far below the threshold (the top
+5% of the first batch), in 1024 bins of equal mass, for all pixels and for the pixels inside
+each mask -- under the true pairing and under each permutation. The threshold and the counts
+above it are read from those at the end, linearly inside the threshold's bin. If the
+threshold ends below the floor, it is read from a full histogram (4096 bins whose range grows
+by merging) and an exact second pass counts at it. Memory holds histograms and counts,
+never the activations, and the permutations are computed, not stored (:class:`Permutations`).
 """
 
 from __future__ import annotations
@@ -40,8 +43,8 @@ from kernelscope.errors import KernelscopeError
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["StreamingHistogram", "channel_thresholds", "dissect_layer", "DissectResult", "dissect",
-           "chance_iou", "DETECTOR_IOU", "TOP_FRACTION"]
+__all__ = ["StreamingHistogram", "Permutations", "channel_thresholds", "dissect_layer", "DissectResult",
+           "dissect", "chance_iou", "DETECTOR_IOU", "TOP_FRACTION"]
 
 DETECTOR_IOU = 0.04
 TOP_FRACTION = 0.005
@@ -75,6 +78,7 @@ class StreamingHistogram:
 
     def _grow(self, channel: int, low: float, high: float) -> None:
         lo, width, n = self.lo[channel], self.width[channel], self.n_bins
+        low, high = min(low, lo), max(high, lo + (n - 1) * width)  # the new range keeps the old one
         factor = 1
         while True:
             factor *= 2
@@ -156,27 +160,166 @@ def chance_iou(fire_fraction: np.ndarray, coverage: float) -> np.ndarray:
     return np.divide(a * coverage, denominator, out=np.zeros_like(a), where=denominator > 0)
 
 
+class Permutations:
+    """``count`` seeded random permutations of ``range(n)``, evaluated on demand in O(1) memory.
+
+    Each is a 4-round Feistel network on ``2 * half`` bits with cycle walking (a bijection of
+    ``range(n)``), so pairing image ``i`` with the mask of image ``perm(i)`` needs no array of
+    length ``n`` per permutation: memory does not grow with the dataset.
+
+    Examples
+    --------
+    >>> perms = Permutations(10, 2, seed=0)
+    >>> rows = perms.rows(0, 10)                       # row 0 is the identity
+    >>> rows[0].tolist(), [sorted(r.tolist()) == list(range(10)) for r in rows[1:]]
+    ([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [True, True])
+    """
+
+    _MASK32 = np.uint64(0xFFFFFFFF)
+
+    def __init__(self, n: int, count: int, seed: int = 0):
+        self.n, self.count = int(n), int(count)
+        self.half = max(1, (max(1, (self.n - 1).bit_length()) + 1) // 2)
+        self.keys = np.random.default_rng(seed).integers(0, 2**32, size=(self.count, 4), dtype=np.uint64)
+
+    def _feistel(self, x: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        half = np.uint64(self.half)
+        low = np.uint64((1 << self.half) - 1)
+        left, right = x >> half, x & low
+        for key in keys:
+            f = ((right * np.uint64(0x9E3779B1)) & self._MASK32) ^ key  # < 2^64: no overflow
+            f = ((f ^ (f >> np.uint64(15))) * np.uint64(0x85EBCA6B)) & self._MASK32
+            f ^= f >> np.uint64(13)
+            left, right = right, left ^ (f & low)
+        return (left << half) | right
+
+    def apply(self, which: int, indices: np.ndarray) -> np.ndarray:
+        """``perm_which(indices)``; every index must lie in ``range(n)``."""
+        indices = np.asarray(indices)
+        if indices.size and (indices.min() < 0 or indices.max() >= self.n):
+            raise KernelscopeError(f"permutation indices must lie in 0..{self.n - 1}")
+        y = self._feistel(indices.astype(np.uint64), self.keys[which])
+        outside = y >= self.n
+        while outside.any():  # cycle walking: stay inside range(n)
+            y[outside] = self._feistel(y[outside], self.keys[which])
+            outside = y >= self.n
+        return y.astype(np.int64)
+
+    def rows(self, start: int, length: int) -> np.ndarray:
+        """(1 + count, length): the identity, then each permutation, of ``start .. start + length - 1``."""
+        index = np.arange(start, start + length)
+        return np.stack([index] + [self.apply(k, index) for k in range(self.count)])
+
+
+class _Tail:
+    """Counts of the values above a per-channel floor, in bins of equal mass (set from a first batch).
+
+    Row 0 of ``up`` counts every upsampled pixel above the floor; the other rows count only the
+    pixels inside a (paired) mask. ``raw`` counts the layer's own activations, for the quantile.
+    Bin ``j`` of channel ``c`` is ``[edges[c, j], edges[c, j + 1])``; the last bin ends at the
+    largest value seen. Equal-mass bins put the resolution where the values are.
+    """
+
+    def __init__(self, first: np.ndarray, rows: int, fraction: float, n_bins: int):
+        channels = first.shape[0]
+        self.floor = np.quantile(first, 1.0 - fraction, axis=1)  # (C,)
+        self.edges = np.empty((channels, n_bins))
+        for c in range(channels):
+            above = first[c][first[c] > self.floor[c]]
+            self.edges[c] = np.quantile(above, np.linspace(0, 1, n_bins, endpoint=False)) if above.size \
+                else np.full(n_bins, self.floor[c])
+            self.edges[c, 0] = self.floor[c]
+        self.top = np.full(channels, -np.inf)  # largest value seen (upper edge of the last bin)
+        self.raw = np.zeros((channels, n_bins), dtype=np.int64)
+        self.up = np.zeros((rows, channels, n_bins), dtype=np.int64)
+        self.total = np.zeros(channels, dtype=np.int64)  # every raw value, above the floor or not
+
+    def _bins(self, values: np.ndarray, channel: np.ndarray) -> np.ndarray:
+        bins = np.empty(values.shape, dtype=np.int64)
+        for c in np.unique(channel):
+            chosen = channel == c
+            bins[chosen] = np.searchsorted(self.edges[c], values[chosen], side="right") - 1
+        np.clip(bins, 0, self.edges.shape[1] - 1, out=bins)
+        return bins
+
+    def add_raw(self, raw: np.ndarray) -> None:
+        """``raw`` (C, M): the layer's activations of a batch."""
+        self.total += raw.shape[1]
+        self.top = np.maximum(self.top, raw.max(axis=1))
+        channel, index = np.nonzero(raw > self.floor[:, None])
+        values = raw[channel, index]
+        n_bins = self.edges.shape[1]
+        self.raw += np.bincount(channel * n_bins + self._bins(values, channel),
+                                minlength=self.raw.size).reshape(self.raw.shape)
+
+    def add_up(self, values: np.ndarray, channel: np.ndarray, rows: list[tuple[int, np.ndarray]]) -> None:
+        """Upsampled values above the floor with their channel; ``rows``: (row, selected entries)."""
+        if values.size == 0:
+            return
+        n_bins = self.edges.shape[1]
+        key = channel * n_bins + self._bins(values, channel)  # (E,)
+        per_row = self.raw.size
+        keys = np.concatenate([row * per_row + key[entries] for row, entries in rows])
+        flat = self.up.reshape(-1)
+        flat += np.bincount(keys, minlength=flat.size)
+
+    def threshold(self, fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Per channel: ``t`` with ``fraction`` of all raw values above it, its bin and the share of the
+        bin above it; None when some ``t`` lies below the floor (the tail does not reach it)."""
+        target = fraction * self.total  # (C,)
+        from_top = np.cumsum(self.raw[:, ::-1], axis=1)[:, ::-1]  # counts in bins >= j
+        if np.any(from_top[:, 0] < target):
+            return None
+        channels, n_bins = self.raw.shape
+        t, bins, share = np.empty(channels), np.empty(channels, dtype=np.int64), np.empty(channels)
+        for c in range(channels):
+            j = int(np.nonzero(from_top[c] >= target[c])[0].max()) if target[c] > 0 else n_bins - 1
+            lower = self.edges[c, j]
+            upper = self.edges[c, j + 1] if j + 1 < n_bins else max(self.top[c], lower)
+            inside = self.raw[c, j]
+            part = (target[c] - (from_top[c, j] - inside)) / inside if inside else 0.0
+            t[c], bins[c], share[c] = upper - part * (upper - lower), j, part
+        return t, bins, share
+
+    def above(self, bins: np.ndarray, share: np.ndarray) -> np.ndarray:
+        """(rows, C) upsampled counts above each channel's threshold (linear inside its bin)."""
+        from_top = np.cumsum(self.up[..., ::-1], axis=-1)[..., ::-1]
+        channels = np.arange(self.raw.shape[0])
+        n_bins = self.raw.shape[1]
+        beyond = np.where(bins + 1 < n_bins, from_top[:, channels, np.minimum(bins + 1, n_bins - 1)], 0)
+        return beyond + share * self.up[:, channels, bins]
+
+
 def dissect_layer(model: nn.Module, layer: str, images: Any, masks: dict[str, Any], *,
-                  thresholds: np.ndarray | None = None, top_fraction: float = TOP_FRACTION,
-                  n_permutations: int = 20, seed: int = 0, batch_size: int = 64,
-                  n_bins: int = 4096) -> dict[str, Any]:
-    """IoU of every channel of ``layer`` with every concept; see the module docstring.
+                  top_fraction: float = TOP_FRACTION, n_permutations: int = 20, seed: int = 0,
+                  batch_size: int = 64, n_bins: int = 4096, tail_bins: int = 1024,
+                  tail_fraction: float = 0.05) -> dict[str, Any]:
+    """IoU of every channel of ``layer`` with every concept, in one streaming pass (see below).
+
+    One forward pass (stopped at the layer) per image. The first batch fixes, per channel, a
+    floor (its ``1 - tail_fraction`` quantile, far below the top-``top_fraction`` threshold) and
+    ``tail_bins`` bins of equal mass above it. Every batch then adds, in those bins, its raw
+    activations above the floor (for the threshold) and its upsampled values above the floor:
+    all of them, and those inside each concept's mask under the true pairing and under each
+    permutation. At the end the threshold ``t_c`` is read from the raw counts and the counts
+    above it from the upsampled ones, both linearly inside ``t_c``'s bin. Should ``t_c`` fall
+    below the floor (a first batch unlike the rest), it is read from a full histogram of the
+    activations instead and an exact second pass counts at it.
 
     Parameters
     ----------
     images : ndarray (N, C, H, W) or iterable of batches
-        Model inputs, in the same order as the masks. An iterable is consumed twice
-        (give a re-iterable, e.g. a list or an object whose ``__iter__`` restarts).
+        Model inputs, in the same order as the masks. A stream is consumed once, or twice in
+        the rare fallback (give a re-iterable).
     masks : dict of str to array (N, Hm, Wm) bool
         Concept masks, indexable by an index array (``masks[k][idx]``).
 
     Returns
     -------
     dict
-        ``threshold`` (C,), and per concept: ``iou`` (C,), ``chance`` (C,), ``null_mean`` (C,),
-        ``null_p95`` (C,), ``fire_fraction`` (C,), ``coverage`` (float).
+        ``threshold`` (C,), ``fire_fraction`` (C,), ``passes`` (1 or 2) and per concept: ``iou``,
+        ``chance``, ``null_mean``, ``null_p95`` (C,) and ``coverage``.
     """
-    import torch
     import torch.nn.functional as F
 
     if not masks:
@@ -184,55 +327,107 @@ def dissect_layer(model: nn.Module, layer: str, images: Any, masks: dict[str, An
     concepts = list(masks)
     n_images = len(masks[concepts[0]])
     mask_size = tuple(masks[concepts[0]].shape[1:])
-    if thresholds is None:
-        thresholds = channel_thresholds(model, layer, images, top_fraction=top_fraction,
-                                        batch_size=batch_size, n_bins=n_bins, total=n_images)
-    rng = np.random.default_rng(seed)
-    perms = np.stack([rng.permutation(n_images) for _ in range(n_permutations)]) if n_permutations else \
-        np.zeros((0, n_images), dtype=np.int64)
-    identity = np.arange(n_images)[None]
-    orders = np.concatenate([identity, perms])  # (1 + P, N): row 0 is the true pairing
-    channels = thresholds.shape[0]
     pixels = mask_size[0] * mask_size[1]
-    intersect = {k: np.zeros((orders.shape[0], channels)) for k in concepts}
-    mask_total = {k: np.zeros(orders.shape[0]) for k in concepts}
-    fired = np.zeros(channels)
-    t = torch.as_tensor(thresholds, dtype=torch.float32)[None, :, None, None]
+    perms = Permutations(n_images, n_permutations, seed)
+    n_orders = 1 + n_permutations  # row 0: the true pairing
+    mask_total = np.zeros((len(concepts), n_orders))
+    hist: StreamingHistogram | None = None
+    tail: _Tail | None = None
     seen = 0
-    bar = progress(desc=f"dissect {layer}: IoU", total=n_images, unit="img")
+    bar = progress(desc=f"dissect {layer}", total=n_images, unit="img")
     try:
         for x in _batches(images, batch_size):
             b = x.shape[0]
             if seen + b > n_images:
                 raise KernelscopeError(f"masks: there are more images than the {n_images} masks")
             acts = forward_until(model, layer, _to_tensor(x, model)).float().cpu()  # (B, C, h, w)
+            if acts.dim() != 4:
+                raise KernelscopeError(f"layer {layer!r} output has shape {tuple(acts.shape)}, not (N, C, H, W)")
+            channels = acts.shape[1]
+            raw = acts.permute(1, 0, 2, 3).reshape(channels, -1).numpy()  # (C, B*h*w)
+            if hist is None:
+                hist = StreamingHistogram(channels, n_bins)  # for the rare fallback only
+                tail = _Tail(raw, 1 + len(concepts) * n_orders, tail_fraction, tail_bins)
+            hist.add(raw)
+            tail.add_raw(raw)
+            up = F.interpolate(acts, size=mask_size, mode="bilinear", align_corners=False)
+            up = up.reshape(b, channels, pixels).numpy()  # (B, C, P)
+            eb, ec, ep = np.nonzero(up > tail.floor[None, :, None].astype(np.float32))  # the tail, (E,) each
+            orders = perms.rows(seen, b)  # (1 + P, B)
+            rows = [(0, np.arange(eb.size))]
+            for k, concept in enumerate(concepts):
+                paired = np.asarray(masks[concept][orders.ravel()], dtype=bool).reshape(n_orders, b, pixels)
+                mask_total[k] += paired.sum(axis=(1, 2))
+                order_index, entry = np.nonzero(paired[:, eb, ep])  # tail entries inside each paired mask
+                for r in range(n_orders):
+                    rows.append((1 + k * n_orders + r, entry[order_index == r]))
+            tail.add_up(up[eb, ec, ep].astype(np.float64), ec, rows)
+            seen += b
+            bar.update(b)
+    finally:
+        bar.close()
+    if hist is None:
+        raise KernelscopeError("the dataset has no images (0 given); give at least one image")
+    if seen != n_images:
+        raise KernelscopeError(f"masks: there are {n_images} masks but {seen} images")
+    found = tail.threshold(top_fraction)
+    if found is None:  # the threshold lies below the floor: read it from the full histogram, count again
+        passes = 2
+        thresholds = hist.upper_quantile(top_fraction)
+        fired, intersect = _counting_pass(model, layer, images, masks, thresholds, perms, batch_size)
+    else:
+        passes = 1
+        thresholds, bins, share = found
+        counts = tail.above(bins, share)  # (1 + K * orders, C)
+        fired = counts[0]
+        intersect = counts[1:].reshape(len(concepts), n_orders, -1)
+    total_pixels = float(n_images * pixels)
+    out: dict[str, Any] = {"threshold": thresholds, "fire_fraction": fired / total_pixels, "concepts": {},
+                           "passes": passes}
+    for k, concept in enumerate(concepts):
+        union = fired[None] + mask_total[k][:, None] - intersect[k]  # (1 + P, C)
+        iou = np.divide(intersect[k], union, out=np.zeros_like(union), where=union > 0)
+        coverage = float(mask_total[k, 0] / total_pixels)
+        null = iou[1:] if n_permutations else np.full((1, iou.shape[1]), np.nan)
+        out["concepts"][concept] = {
+            "iou": iou[0], "coverage": coverage, "chance": chance_iou(fired / total_pixels, coverage),
+            "null_mean": null.mean(axis=0), "null_p95": np.quantile(null, 0.95, axis=0),
+        }
+    return out
+
+
+def _counting_pass(model, layer, images, masks, thresholds, perms, batch_size):
+    """Exact counts of fired pixels and intersections at known thresholds (a second pass)."""
+    import torch
+    import torch.nn.functional as F
+
+    concepts = list(masks)
+    mask_size = tuple(masks[concepts[0]].shape[1:])
+    pixels = mask_size[0] * mask_size[1]
+    n_orders = 1 + perms.count
+    channels = thresholds.shape[0]
+    fired = np.zeros(channels)
+    intersect = np.zeros((len(concepts), n_orders, channels))
+    t = torch.as_tensor(thresholds, dtype=torch.float32)[None, :, None, None]
+    seen = 0
+    bar = progress(desc=f"dissect {layer}: exact pass", total=perms.n, unit="img")
+    try:
+        for x in _batches(images, batch_size):
+            b = x.shape[0]
+            acts = forward_until(model, layer, _to_tensor(x, model)).float().cpu()  # (B, C, h, w)
             up = F.interpolate(acts, size=mask_size, mode="bilinear", align_corners=False)  # (B, C, Hm, Wm)
             fire = (up > t).reshape(b, channels, pixels).to(torch.float32)  # (B, C, P)
             fired += fire.sum(dim=(0, 2)).double().numpy()
             fire_t = fire.permute(1, 0, 2).reshape(channels, b * pixels)  # (C, B*P)
-            for k in concepts:
-                chosen = orders[:, seen : seen + b]  # (1 + P, B) image index whose mask pairs with each
-                m = np.asarray(masks[k][chosen.ravel()], dtype=np.float32).reshape(orders.shape[0], b * pixels)
-                mask_total[k] += m.sum(axis=1)
+            orders = perms.rows(seen, b)  # (1 + P, B)
+            for k, concept in enumerate(concepts):
+                m = np.asarray(masks[concept][orders.ravel()], dtype=np.float32).reshape(n_orders, b * pixels)
                 intersect[k] += (torch.from_numpy(m) @ fire_t.T).double().numpy()  # (1 + P, C)
             seen += b
             bar.update(b)
     finally:
         bar.close()
-    if seen != n_images:
-        raise KernelscopeError(f"masks: there are {n_images} masks but {seen} images")
-    total_pixels = float(n_images * pixels)
-    out: dict[str, Any] = {"threshold": thresholds, "fire_fraction": fired / total_pixels, "concepts": {}}
-    for k in concepts:
-        union = fired[None] + mask_total[k][:, None] - intersect[k]  # (1 + P, C)
-        iou = np.divide(intersect[k], union, out=np.zeros_like(union), where=union > 0)
-        coverage = float(mask_total[k][0] / total_pixels)
-        null = iou[1:] if n_permutations else np.full((1, channels), np.nan)
-        out["concepts"][k] = {
-            "iou": iou[0], "coverage": coverage, "chance": chance_iou(fired / total_pixels, coverage),
-            "null_mean": null.mean(axis=0), "null_p95": np.quantile(null, 0.95, axis=0),
-        }
-    return out
+    return fired, intersect
 
 
 @dataclass
