@@ -9,6 +9,7 @@ shrinking database) so the whole run stays short.
 
 from __future__ import annotations
 
+import atexit
 import tempfile
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from kernelscope.serve import create_app
 # The app is built at import (schemathesis' pytest fixture loader does not run under pytest 9):
 # a hand-written run in a temporary directory, removed when the module's tests are done.
 _TMP = tempfile.TemporaryDirectory(prefix="kernelscope-serve-schema-")
+atexit.register(_TMP.cleanup)  # also when this module's tests are deselected (cleanup is idempotent)
 _APP = create_app([write_run(Path(_TMP.name) / "run")], atlas_n_null=60)
 schema = schemathesis.openapi.from_asgi("/openapi.json", _APP)
 schema.config.generation.update(modes=[schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE],
