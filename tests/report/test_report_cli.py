@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from report_helpers import write_fake_run
 
 
@@ -11,6 +13,9 @@ def test_report_command_writes_the_file(fake_run, tmp_path, cli_runner):
     assert result.exit_code == 0, result.output
     assert f"wrote {out} (3 of 3 sections shown" in result.output
     assert out.read_text().startswith("<!DOCTYPE html>")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # shareable, not the 0600 of a temporary file
 
 
 def test_report_command_exports_figures(fake_run, tmp_path, cli_runner):

@@ -411,7 +411,16 @@ def write_report(out_path: str | os.PathLike, sections: list[H.Section], *, titl
     if out_path.exists() and out_path.is_dir():
         raise KernelscopeError(f"--out {str(out_path)!r} is a directory; give the path of an .html file")
     page = H.document(title, sections, subtitle=subtitle, headline=headline)
-    return write_bytes(out_path, page.encode("utf-8"))
+    path = write_bytes(out_path, page.encode("utf-8"))
+    _shareable(path)
+    return path
+
+
+def _shareable(path: Path) -> None:
+    """Give the file the usual permissions (0666 minus umask): atomic writes create it 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def export_figures(sections: list[H.Section], folder: str | os.PathLike) -> list[Path]:
@@ -428,6 +437,7 @@ def export_figures(sections: list[H.Section], folder: str | os.PathLike) -> list
         uris = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html_text)
         for index, data in enumerate(uris, start=1):
             written.append(write_bytes(folder / f"{section.id}-{index}.png", base64.b64decode(data)))
+            _shareable(written[-1])
     return written
 
 
