@@ -18,5 +18,7 @@ def demo(out: str, quick: bool, seed: int) -> None:
 
     result = run_demo(out, quick=quick, seed=seed)
     click.echo(result.summary())
-    if result.report_path is None:
+    failed = [s.name for s in result.stages.values() if s.status == "failed"]
+    if failed or result.report_path is None:
+        # the summary above says what failed and why; exit 1 so that scripts notice
         raise SystemExit(1)
