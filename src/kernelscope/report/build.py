@@ -473,6 +473,13 @@ def build_report(run_dir: str | os.PathLike, out_path: str | os.PathLike, *,
     KernelscopeError
         When ``run_dir`` is not a readable run (see :func:`~kernelscope.report.inventory.inspect_run`)
         or an analysis name is unknown.
+
+    Examples
+    --------
+    >>> build_report("/nonexistent/run", "report.html")
+    Traceback (most recent call last):
+    ...
+    kernelscope.errors.KernelscopeError: run directory '/nonexistent/run' does not exist
     """
     start = time.perf_counter()
     chosen = _check_analyses(analyses)
