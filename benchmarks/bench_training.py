@@ -1,6 +1,6 @@
 """Training benchmarks: the cost of recording, and time + accuracy of the shipped recipes.
 
-    OPENBLAS_THREAD_TIMEOUT=4 .venv/bin/python benchmarks/bench_training.py [--quick]
+    OPENBLAS_THREAD_TIMEOUT=4 .venv/bin/python benchmarks/bench_training.py [--quick] [--threads 1]
 
 1. Recording overhead. The baseline is a plain PyTorch loop written here: the same model,
    data, batches, augmentation and optimiser as ``kernelscope.train.train``, without the
@@ -46,6 +46,8 @@ def plain_epoch_times(config: TrainConfig, epochs: int) -> list[float]:
     torch.manual_seed(config.seed)
     c, h, w = dataset.image_shape
     model = build_model(config.model, in_channels=c, num_classes=dataset.num_classes, input_size=(h, w))
+    layout = torch.channels_last if config.channels_last else torch.contiguous_format
+    model.to(memory_format=layout)
     with torch.no_grad():
         for name, module in model.named_modules():
             if name in conv_layer_names(model):
@@ -60,13 +62,13 @@ def plain_epoch_times(config: TrainConfig, epochs: int) -> list[float]:
         for s in range(0, len(y), config.batch_size):
             index = order[s:s + config.batch_size]
             xb = _augment(x[index], config, generator)
-            loss = F.cross_entropy(model((xb - mean) / std), y[index])
+            loss = F.cross_entropy(model(((xb - mean) / std).contiguous(memory_format=layout)), y[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
         model.eval()
         with torch.no_grad():  # the recording loop also evaluates on the test split each epoch
-            model((torch.from_numpy(dataset.x_test) - mean) / std)
+            model(((torch.from_numpy(dataset.x_test) - mean) / std).contiguous(memory_format=layout))
         times.append(time.perf_counter() - start)
     return times
 
@@ -122,7 +124,11 @@ def bench_recipe(name: str, workdir: Path, **overrides) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds, fewer epochs")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's own; 1 resists other processes' load)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     with tempfile.TemporaryDirectory() as tmp:
