@@ -379,3 +379,10 @@ def test_several_runs_by_index_and_a_run_still_training(tmp_path):
         summary = client.get("/api/runs/0").json()
         assert summary["epochs"] == [0, 1, 2] and summary["metrics"][-1]["epoch"] == 2
         assert client.get("/api/runs/0/kernels?epoch=2").json()["epoch"] == 2
+
+
+def test_foreign_host_names_are_refused(client):
+    """DNS rebinding: a page on evil.example whose name resolves to 127.0.0.1 sends Host: evil.example."""
+    assert client.get("/api/runs", headers={"host": "evil.example:8765"}).status_code == 400
+    assert client.get("/api/runs", headers={"host": "127.0.0.1:8765"}).status_code == 200
+    assert client.get("/api/runs", headers={"host": "localhost:8765"}).status_code == 200

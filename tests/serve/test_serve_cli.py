@@ -31,12 +31,18 @@ def test_serve_prints_the_address_and_serves_the_given_runs(cli_runner, serve_ru
     assert host == "127.0.0.1" and port > 0
     assert result.output == f"kernelscope explorer: http://127.0.0.1:{port}/  (serving 1 run; Ctrl+C stops)\n"
     assert [run.path for run in app.state.store.runs] == [serve_run]
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    hosts = [m.kwargs["allowed_hosts"] for m in app.user_middleware if m.cls is TrustedHostMiddleware]
+    assert hosts == [["127.0.0.1", "localhost", "::1", "[::1]", "testserver", "127.0.0.1"]]
 
 
 def test_serve_warns_when_not_bound_to_loopback(cli_runner, no_serving):
     result = cli_runner("serve", "--host", "0.0.0.0", "--port", "0")
     assert result.exit_code == 0
     assert "warning: bound to 0.0.0.0, not loopback: other machines can reach this page" in result.stderr
+    (app, _), = no_serving
+    assert app.user_middleware[0].cls.__name__ == "_BodyLimit"  # no host check: its names are unknown
 
 
 def test_serve_refuses_a_missing_run(cli_runner, tmp_path, no_serving):

@@ -62,9 +62,11 @@ def serve_command(runs: tuple[str, ...], port: int, host: str, atlas_nulls: int)
     """
     import uvicorn
 
-    from kernelscope.serve.app import create_app
+    from kernelscope.serve.app import LOCAL_HOSTS, create_app
 
-    app = create_app(list(runs), atlas_n_null=atlas_nulls)
+    # loopback: only local host names (no DNS rebinding); another address: the names it is reached by are unknown
+    hosts = (*LOCAL_HOSTS, host) if _is_loopback(host) else None
+    app = create_app(list(runs), atlas_n_null=atlas_nulls, allowed_hosts=hosts)
     sock = bind(host, port)
     actual = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host

@@ -31,7 +31,7 @@ from kernelscope.serve import operation as ops_view
 from kernelscope.serve import schemas as s
 from kernelscope.serve.runs import RunStore, UnknownRun
 
-__all__ = ["create_app", "MAX_BODY", "STATIC"]
+__all__ = ["create_app", "MAX_BODY", "STATIC", "LOCAL_HOSTS"]
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 1 << 20  #: bytes in a request body (a 64x64 matrix of long floats is ~100 kB)
@@ -125,7 +125,13 @@ def _sample_gray(name: str):
     return load_image(f"sample:{name}", gray=True)  # (H, W) float64 in [0, 1]
 
 
-def create_app(runs: Sequence[str | Path] = (), *, atlas_n_null: int = 300) -> FastAPI:
+#: Host headers accepted by default: a page on another site that resolves its name to 127.0.0.1
+#: (DNS rebinding) sends its own name and is refused. "testserver" is the test clients' name.
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]", "testserver")
+
+
+def create_app(runs: Sequence[str | Path] = (), *, atlas_n_null: int = 300,
+               allowed_hosts: Sequence[str] | None = LOCAL_HOSTS) -> FastAPI:
     """Build the explorer app serving the run directories ``runs`` (and the operation view).
 
     Parameters
@@ -134,6 +140,8 @@ def create_app(runs: Sequence[str | Path] = (), *, atlas_n_null: int = 300) -> F
         Run directories; only these are ever read, addressed by their index.
     atlas_n_null : int
         Null kernels per control when the atlas of a run's layer is computed.
+    allowed_hosts : sequence of str or None
+        Host headers answered (others get a 400); None answers any host.
 
     Returns
     -------
@@ -180,6 +188,10 @@ def create_app(runs: Sequence[str | Path] = (), *, atlas_n_null: int = 300) -> F
                             status_code=500)
 
     app.add_middleware(_BodyLimit, limit=MAX_BODY)
+    if allowed_hosts is not None:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
 
     # ---- the page -------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
