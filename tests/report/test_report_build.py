@@ -131,3 +131,18 @@ def test_model_sections_explain_why_they_are_missing(fake_run, tmp_path):
 
 def test_analyses_are_listed_in_order():
     assert ANALYSES[0] == "operation" and "atlas" in ANALYSES and "shift" in ANALYSES
+
+
+def test_colour_first_layer_is_drawn_as_rgb(tmp_path, rng):
+    run = write_fake_run(tmp_path / "rgb")
+    for path in (run / "kernels").glob("*.npz"):
+        arrays = dict(np.load(path))
+        arrays["conv1"] = rng.normal(size=(8, 3, 5, 5)).astype(np.float32)
+        np.savez(path, **arrays)
+    probe = dict(np.load(run / "probe.npz"))
+    np.savez(run / "probe.npz", images=np.repeat(probe["images"], 3, 1), raw=np.repeat(probe["raw"], 3, 1),
+             labels=probe["labels"])
+    result = build_report(run, tmp_path / "r.html", analyses=["kernels", "featuremaps"], strict=True,
+                          progress=False)
+    assert result.status == {"run": "ok", "kernels": "ok", "featuremaps": "ok"}
+    assert "3 input channels, drawn as RGB with zero at mid-grey" in (tmp_path / "r.html").read_text()

@@ -284,7 +284,7 @@ def _kernels_section(inv: RunInventory, *, level: int, prefix: str) -> H.Section
     body.append(H.figure(kernel_grid(by_epoch[first], title=f"{layer} at {label_first}"),
                          alt=f"first-layer kernels at {label_first}",
                          caption=f"Layer {layer}, {shape[0]} kernels of {shape[2]}x{shape[3]} "
-                                 f"(over {shape[1]} input channel(s), shown as their mean), at {label_first}; "
+                                 f"({_channels_note(shape[1])}), at {label_first}; "
                                  f"colour limit +-{H.format_number(lim_first)}."))
     body.append(H.figure(kernel_grid(by_epoch[last], title=f"{layer} after epoch {last}"),
                          alt=f"first-layer kernels after epoch {last}",
@@ -301,6 +301,14 @@ def _kernels_section(inv: RunInventory, *, level: int, prefix: str) -> H.Section
                           control=f"the same kernels at {label_first} (distance 0)"))
     return H.Section(id=f"{prefix}kernels", title=f"First-layer kernels ({layer})", body=body, status=status,
                      reason=reason, level=level)
+
+
+def _channels_note(channels: int) -> str:
+    if channels == 1:
+        return "one input channel"
+    if channels == 3:
+        return "3 input channels, drawn as RGB with zero at mid-grey"
+    return f"{channels} input channels, shown as their mean"
 
 
 def _featuremaps_section(inv: RunInventory, *, level: int, prefix: str, n_images: int = 2) -> H.Section:

@@ -71,7 +71,8 @@ def kernel_grid(kernels: np.ndarray, *, title: str = "", limit: float | None = N
     Parameters
     ----------
     kernels : ndarray of shape (O, C, kh, kw)
-        Multi-channel kernels are shown as their mean over input channels.
+        Three-channel kernels are drawn as RGB (zero at mid-grey); other multi-channel
+        kernels as their mean over input channels.
     limit : float, optional
         The symmetric colour limit; pass the same one to compare two grids.
 
@@ -80,7 +81,16 @@ def kernel_grid(kernels: np.ndarray, *, title: str = "", limit: float | None = N
     >>> fig = kernel_grid(np.random.default_rng(0).normal(size=(8, 1, 5, 5)), title="init")
     >>> len(fig.axes)  # the grid and its colour bar
     2
+    >>> fig = kernel_grid(np.random.default_rng(0).normal(size=(4, 3, 5, 5)), title="colour")
+    >>> len(fig.axes) >= 4
+    True
     """
+    kernels = np.asarray(kernels, dtype=np.float64)
+    if kernels.ndim == 4 and kernels.shape[1] == 3:  # colour first layer: RGB, zero at mid-grey (KERNELS' grid)
+        from kernelscope.report.figures.kernels import draw_kernel_grid
+
+        return draw_kernel_grid(kernels[:max_kernels], ncols=columns, annotate=False, suptitle=title or None,
+                                limit="shared" if limit is None else limit, panel_size=0.8)
     shown = _display_kernels(kernels)[:max_kernels]
     n, kh, kw = shown.shape
     columns = columns or int(np.ceil(np.sqrt(n * 2)))
