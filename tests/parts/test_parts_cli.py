@@ -25,6 +25,18 @@ def test_parts_on_onet_writes_table_figure_and_summary(cli_runner, tmp_path):
     csv = (tmp_path / "parts.csv").read_text().splitlines()
     assert csv[0].startswith("layer,part,channel,") and len(csv) == 1 + 2 * 64
     assert (tmp_path / "parts.png").stat().st_size > 10_000
+    # the control: the same protocol on ONet at PyTorch's default init, summarised beside the trained numbers
+    init = data["init"]["summary"]["eyes"]
+    assert "initialisation" in data["init"]["what"]
+    assert init["n_detectors"] <= eyes["n_detectors"]
+    assert "at init " in result.output.splitlines()[0]
+
+
+def test_parts_no_init_skips_the_control(cli_runner, tmp_path):
+    result = cli_runner("parts", "onet", "--parts", "eyes", *FAST, "--no-init", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "init" not in json.loads((tmp_path / "parts.json").read_text())
+    assert "at init" not in result.output
 
 
 def test_parts_with_haar_masks_and_user_masks(cli_runner, tmp_path):

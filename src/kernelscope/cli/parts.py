@@ -49,13 +49,24 @@ def _resize_masks(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return mask[:, rows][:, :, cols]
 
 
-def _open(source: str, arch: str | None, epoch: int | None, mean, std) -> tuple[Any, Any, str, list[str] | None]:
-    """(model, normalise(raw) -> inputs, label, class names); ONet brings its own input size and normalisation."""
+def _open(source: str, arch: str | None, epoch: int | None, mean, std
+          ) -> tuple[Any, Any, str, list[str] | None, Any]:
+    """(model, normalise(raw) -> inputs, label, class names, init(seed) -> the model at initialisation).
+
+    ONet brings its own input size and normalisation; its "initialisation" is PyTorch's default init.
+    """
     if source.lower() == "onet" and not Path(source).exists():
-        from kernelscope.models.onet import load_onet, preprocess_faces
+        from kernelscope.models.onet import build_onet, load_onet, preprocess_faces
+
+        def onet_init(seed: int):
+            import torch
+
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                return build_onet()
 
         return (load_onet(), (lambda raw: preprocess_faces(raw)), "MTCNN ONet (pretrained, facenet-pytorch weights)",
-                ["nonface", "face"])
+                ["nonface", "face"], onet_init)
     from kernelscope.cli._channels import open_source
 
     src = open_source(source, arch=arch, epoch=epoch, mean=mean, std=std)
@@ -65,7 +76,7 @@ def _open(source: str, arch: str | None, epoch: int | None, mean, std) -> tuple[
         return src.normalise(_resize(raw, shape))
 
     classes = None if src.run is None else list(src.run.manifest.get("dataset", {}).get("classes") or []) or None
-    return src.model, normalise, src.label, classes
+    return src.model, normalise, src.label, classes, src.init_model
 
 
 def _target(spec: str | None, classes: list[str] | None) -> int | None:
@@ -176,11 +187,12 @@ def _masks(spec: str, raw: np.ndarray, size: tuple[int, int], parts: list[str], 
 @click.option("--target", default=None,
               help="Class whose probability is the output effect (name or index; default: 'face' when the "
                    "model has it, else none).")
+@click.option("--no-init", is_flag=True, help="Skip the control: the same protocol on the network at initialisation.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Folder for parts.json, parts.csv and parts.png (created).")
 def command(source, arch, epoch, mean, std, parts_spec, layer, image_spec, mask_spec, limit, fill_spec, controls,
-            margin, radius, boot, top, target, seed, out_dir):
+            margin, radius, boot, top, target, no_init, seed, out_dir):
     """Part detectors in SOURCE (a run directory, a model file with --arch, or 'onet'), by occlusion.
 
     For every channel of the layer: the relative drop of its spatial maximum when
@@ -198,7 +210,7 @@ def command(source, arch, epoch, mean, std, parts_spec, layer, image_spec, mask_
     if not parts:
         raise KernelscopeError(f"--parts: expected comma-separated part names, got {parts_spec!r}")
     fill = _fill(fill_spec)
-    model, normalise, label, classes = _open(source, arch, epoch, mean, std)
+    model, normalise, label, classes, init_model = _open(source, arch, epoch, mean, std)
     target_index = _target(target, classes)
     if layer is None:
         from kernelscope.models.layers import conv_layer_names
@@ -216,6 +228,10 @@ def command(source, arch, epoch, mean, std, parts_spec, layer, image_spec, mask_
     masks, mask_description = _masks(mask_spec, raw, size, parts, radius, n_all)
     result = part_selectivity(model, inputs, masks, layer=layer, parts=parts, fill=fill, n_controls=controls,
                               margin=margin, n_boot=boot, seed=seed, target=target_index)
+    init = None
+    if not no_init:  # the control: the same layer, images, masks and occluders at initialisation
+        init = part_selectivity(init_model(seed), inputs, masks, layer=layer, parts=parts, fill=fill,
+                                n_controls=controls, margin=margin, n_boot=boot, seed=seed, target=None)
     display = _resize(raw, (raw.shape[1], *size))
     panels = detector_panels(model, result, inputs, masks, top=top)
     out = Path(out_dir)
@@ -223,8 +239,12 @@ def command(source, arch, epoch, mean, std, parts_spec, layer, image_spec, mask_
     write_csv(out / "parts.csv", result.table())
     target_name = None if target_index is None else (
         classes[target_index] if classes and 0 <= target_index < len(classes) else f"class {target_index}")
-    write_json(out / "parts.json", {"source": label, "images": description, "masks": mask_description,
-                                    "target_class": target_name, **result.to_json()})
+    record = {"source": label, "images": description, "masks": mask_description, "target_class": target_name,
+              **result.to_json()}
+    if init is not None:
+        record["init"] = {"what": "the same protocol on the network at initialisation (a run's epoch 0, else "
+                                  "PyTorch's default init)", "summary": init.summary()}
+    write_json(out / "parts.json", record)
     for part, info in result.summary().items():
         best = info["best"]
         line = f"{part}: {info['n_detectors']} detector(s) of {result.channels} channels in {layer}"
@@ -236,5 +256,10 @@ def command(source, arch, epoch, mean, std, parts_spec, layer, image_spec, mask_
             o = info["output"]
             line += (f"; p({target_name}) {o['intact']:.3f} intact, {o['occluded']:.3f} occluded, "
                      f"{o['control']:.3f} with controls")
+        if init is not None:
+            init_best = init.best(part)
+            line += f"; at init {len(init.detectors(part))} detector(s)"
+            if init_best["channel"] is not None:
+                line += f", best difference {init_best['selectivity']:.2f}"
         click.echo(line)
     click.echo(f"wrote {out / 'parts.json'}, {out / 'parts.csv'}, {out / 'parts.png'}")
