@@ -4,8 +4,12 @@ A SOURCE is a run directory (``kernelscope train --out RUN``) or a model file wi
 ``--arch`` (anything :func:`kernelscope.models.load_model` reads). Image sets are named:
 
 - ``test``, ``train``: the run's own split (test: held out); ``probe``: the run's probe images;
-- ``faces``, ``nonfaces``: the 100 + 100 ``lfw_subset`` crops; ``objects``: the non-face patches
-  cut from bundled natural images (motorcycle, cat, coffee, textures, ...);
+- ``faces``, ``nonfaces``: the 100 + 100 ``lfw_subset`` crops;
+- ``objects``: 660 held-out non-face patches (:func:`kernelscope.data.faces.held_out_patches`):
+  cut at new positions and scales (seed 1000) from the bundled natural images whose patches
+  are the ``faces`` data set's non-faces, none identical to a training patch (of the run's
+  ``split_seed``; seed 0 for a model file). They are the faces net's own negative class,
+  held out, not a novel domain: a net trained to call them non-face is confident on them;
 - ``test:CLASS``/``train:CLASS``: only the images of one class of the run's dataset;
 - a path to ``.npy`` (N, C, H, W) / (N, H, W) or ``.npz`` (key ``images``) with values in [0, 1].
 
@@ -133,12 +137,17 @@ def load_images(src: Source, spec: str, *, limit: int | None = None) -> tuple[np
             raise KernelscopeError("image set 'probe' needs a run directory as SOURCE")
         _, raw, _ = src.run.probe()
         description = "the run's probe images"
-    elif spec in ("faces", "nonfaces", "objects"):
+    elif spec in ("faces", "nonfaces"):
         from kernelscope.data import faces
 
-        raw = {"faces": faces.lfw_faces, "nonfaces": faces.lfw_nonfaces, "objects": faces.object_patches}[spec]()
-        description = {"faces": "lfw_subset faces", "nonfaces": "lfw_subset non-faces",
-                       "objects": "non-face patches from bundled natural images"}[spec]
+        raw = faces.lfw_faces() if spec == "faces" else faces.lfw_nonfaces()
+        description = f"lfw_subset {'faces' if spec == 'faces' else 'non-faces'}"
+    elif spec == "objects":
+        from kernelscope.data import faces
+
+        raw = faces.held_out_patches(training_seed=_faces_split_seed(src))
+        description = (f"held-out non-face patches (seed {faces.HELD_OUT_SEED}, none identical to a training patch): "
+                       "the faces net's own negative class, not a novel domain")
     else:
         path = Path(spec)
         if not path.is_file():
@@ -159,6 +168,14 @@ def load_images(src: Source, spec: str, *, limit: int | None = None) -> tuple[np
             f"images {spec!r} are {tuple(raw.shape[1:])} but the model takes {tuple(src.input_shape)} (C, H, W)"
         )
     return src.normalise(raw), raw, description
+
+
+def _faces_split_seed(src: Source) -> int:
+    """The seed a faces run cut its training patches with (its ``split_seed``); 0, the default, otherwise."""
+    if src.run is None:
+        return 0
+    info = src.run.manifest.get("dataset", {})
+    return int(info.get("split_seed", 0)) if info.get("name") == "faces" else 0
 
 
 def _read_array(path: Path) -> np.ndarray:
