@@ -9,8 +9,9 @@ Stages, each timed and guarded (a missing capability is reported, not crashed):
 3. ``faces``: train the faces model (face vs. non-face, ``faces`` preset).
 4. ``dissect``: Network Dissection of every conv layer with eye and mouth masks,
    IoU against chance and against the same network at initialisation.
-5. ``shift``: faces in, non-face objects out: channels that go quiet (and those that
-   fire more), per-channel and network-level AUROC, with the init control.
+5. ``shift``: faces in, "objects" out -- held-out non-face patches, the net's own negative
+   class (not a novel domain): channels that go quiet (and those that fire more),
+   per-channel and network-level AUROC, with the init control.
 6. ``parts``: occlusion part selectivity: ONet, the easy faces net, a net trained on
    a task that needs eyes, and a random net.
 7. ``report``: one self-contained HTML report of all of it.
@@ -105,7 +106,8 @@ def _summary_lines(n: dict[str, Any]) -> list[str]:
                          f"{d['n_detectors']}")
     if "shift" in n:
         s = n["shift"]
-        lines.append(f"  faces in, objects out (layer {s['layer']}): {s['n_quiet']} of {s['channels']} channels go "
+        lines.append(f"  faces in, objects out (held-out non-faces, the net's own negative class; layer {s['layer']}): "
+                     f"{s['n_quiet']} of {s['channels']} channels go "
                      f"quiet, {s['n_louder']} fire more (at initialisation: {s.get('init_quiet', 'n/a')} quiet, "
                      f"{s.get('init_louder', 'n/a')} more); best channel AUROC {_num(s['best_auroc'])}; network "
                      f"{s['network_score']} AUROC {_num(s['network_auroc'])} (init: {_num(s.get('init_auroc'))})")
@@ -231,7 +233,11 @@ def _dissect_numbers(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def shift_of_run(run_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0) -> Any:
-    """Faces in, non-face objects out, at the deepest conv layer of a run, with the init control."""
+    """Faces in, held-out non-face patches ("objects") out, at the deepest conv layer of a run, with the init control.
+
+    The objects are the net's own negative class, held out (see :func:`kernelscope.data.faces.held_out_patches`),
+    not a novel domain.
+    """
     from kernelscope.analysis.shift import shift
     from kernelscope.cli._channels import load_images, open_source, pick_layer
 

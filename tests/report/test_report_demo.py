@@ -55,6 +55,7 @@ def test_quick_demo_summary_numbers(quick_demo):
     text = result.summary()
     assert "first-layer kernels edge-/Gabor-like:" in text and "(at initialisation:" in text
     assert "strongest eyes detector" in text and "faces in, objects out" in text
+    assert "objects out (held-out non-faces, the net's own negative class; layer " in text
     assert text.splitlines()[-1] == f"report: {result.report_path}"
     assert (result.out_dir / "summary.txt").read_text().strip() == text.strip()
 
@@ -72,6 +73,7 @@ def test_quick_demo_report_has_every_section(quick_demo):
     assert page.count("<img ") >= 20
     assert "<script" not in page.lower()
     assert "How computed" in page and "Control:" in page
+    assert "They are the network&#x27;s own negative class, not a novel domain." in page  # the shift's objects
 
 
 def test_quick_demo_report_in_a_browser(quick_demo, tmp_path):

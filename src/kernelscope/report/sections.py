@@ -277,6 +277,21 @@ def _f(value: Any) -> float:
         return float("nan")
 
 
+def _objects_text(network: dict[str, Any]) -> str:
+    """What the bundled 'objects' are, and what the network-level scores say about them."""
+    from kernelscope.data.faces import HELD_OUT_SEED
+
+    text = (f"The objects are non-face patches held out from training: cut at new positions and scales (seed "
+            f"{HELD_OUT_SEED}) from the same natural images as the training non-faces, none identical to a "
+            "training patch. They are the network's own negative class, not a novel domain.")
+    below = [f"{name} {v['auroc']:.3f}" for name, v in network.items() if v["auroc"] < 0.5]
+    if below:
+        text += (f" So network-level scores do not flag them: AUROC below 0.5 ({', '.join(below)}) means the "
+                 "objects score higher than the faces, i.e. the network is more confident on them; it was "
+                 "trained to call them non-face.")
+    return text
+
+
 def shift_section(inv: RunInventory, result: Any = None, *, level: int = 2, prefix: str = "") -> H.Section:
     """Channels that go quiet (or fire more) out of distribution; AUROC per channel and network-level."""
     from kernelscope.report.figures.channels import shift_figure
@@ -300,6 +315,8 @@ def shift_section(inv: RunInventory, result: Any = None, *, level: int = 2, pref
                     f"(channels {', '.join(map(str, t['fire_more_on_ood'])) or 'none'})."),
         H.figure(shift_figure(result), alt="per-channel AUROC between faces and objects"),
     ]
+    if result.names[1] == "objects":
+        body.insert(1, H.paragraph(_objects_text(t["network"])))
     rows = []
     for name, v in t["network"].items():
         init = (result.init or {}).get("network", {}).get(name, {}) if result.init is not None else {}
