@@ -1,7 +1,10 @@
 """What the channel commands (maps, patches, rf, dissect, shift) share: opening a model and its data.
 
-A SOURCE is a run directory (``kernelscope train --out RUN``) or a model file with
-``--arch`` (anything :func:`kernelscope.models.load_model` reads). Image sets are named:
+A SOURCE is a run directory (``kernelscope train --out RUN``), a model file with
+``--arch`` (anything :func:`kernelscope.models.load_model` reads), or ``onet``: MTCNN's
+pretrained ONet (:mod:`kernelscope.models.onet`), whose output here is its face/non-face
+logits (``dense6_1``, before the softmax) and whose images are upscaled to 48x48 RGB
+(grey repeated) and normalised as ONet expects. Image sets are named:
 
 - ``test``, ``train``: the run's own split (test: held out); ``probe``: the run's probe images;
 - ``faces``, ``nonfaces``: the 100 + 100 ``lfw_subset`` crops;
@@ -18,6 +21,7 @@ Images are normalised as the model was trained (the run's mean/std, or ``--mean/
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,7 @@ class Source:
     mean: list[float] | None
     std: list[float] | None
     label: str
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None  # raw images -> the model's size (ONet), in [0, 1]
 
     def normalise(self, raw: np.ndarray) -> np.ndarray:
         raw = np.asarray(raw, dtype=np.float32)
@@ -92,6 +97,8 @@ def open_source(source: str, *, arch: str | None = None, epoch: int | None = Non
         shape = tuple(int(v) for v in info["image_shape"]) if info.get("image_shape") else None
         return Source(model, run, shape, list(info.get("mean") or []) or None,
                       list(info.get("std") or []) or None, f"run {path.name}")
+    if source.lower() == "onet" and not path.exists():
+        return _onet_source(epoch, mean, std)
     if not path.exists():
         raise KernelscopeError(f"source {source!r} is neither a run directory nor a model file")
     if epoch is not None:
@@ -102,6 +109,42 @@ def open_source(source: str, *, arch: str | None = None, epoch: int | None = Non
     if bool(mean) != bool(std) or len(mean) != len(std):
         raise KernelscopeError(f"give --mean and --std the same number of times, got {len(mean)} and {len(std)}")
     return Source(model, None, None, list(mean) or None, list(std) or None, f"model {path.name}")
+
+
+def _onet_source(epoch: int | None, mean: tuple[float, ...], std: tuple[float, ...]) -> Source:
+    """MTCNN's ONet as a face/non-face classifier (logits out) on 48x48 RGB images."""
+    from torch import nn
+
+    from kernelscope.models.onet import (
+        ONET_INPUT_SHAPE,
+        ONET_MEAN,
+        ONET_STD,
+        ONet,
+        load_onet,
+        preprocess_faces,
+    )
+
+    if epoch is not None:
+        raise KernelscopeError("--epoch needs a run directory as SOURCE")
+    if mean or std:
+        raise KernelscopeError("onet brings its own normalisation, (x * 255 - 127.5) / 128; drop --mean and --std")
+
+    class ONetLogits(ONet):
+        """ONet whose forward returns the face/non-face logits (N, 2) (the softmax is an identity)."""
+
+        def forward(self, x):
+            return super().forward(x)[2]  # (N, 2): [non-face, face]
+
+    model = ONetLogits()
+    model.load_state_dict(load_onet().state_dict())
+    model.softmax6_1 = nn.Identity()
+
+    def prepare(raw: np.ndarray) -> np.ndarray:  # (N, 1|3, H, W) in [0, 1] -> (N, 3, 48, 48) in [0, 1]
+        x = preprocess_faces(raw) * np.float32(ONET_STD[0]) + np.float32(ONET_MEAN[0])
+        return np.clip(x, 0.0, 1.0)
+
+    return Source(model.eval(), None, ONET_INPUT_SHAPE, list(ONET_MEAN), list(ONET_STD),
+                  "MTCNN ONet (pretrained)", prepare)
 
 
 def pick_layer(src: Source, layer: str | None) -> str:
@@ -163,6 +206,8 @@ def load_images(src: Source, spec: str, *, limit: int | None = None) -> tuple[np
         raise KernelscopeError(f"image set {spec!r} has no images (0 given); give at least one image")
     if limit is not None:
         raw = raw[:limit]
+    if src.prepare is not None:
+        raw = src.prepare(raw)
     if src.input_shape is not None and tuple(raw.shape[1:]) != tuple(src.input_shape):
         raise KernelscopeError(
             f"images {spec!r} are {tuple(raw.shape[1:])} but the model takes {tuple(src.input_shape)} (C, H, W)"

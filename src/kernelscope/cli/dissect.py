@@ -48,7 +48,7 @@ def command(source, arch, epoch, mean, std, layer, image_set, masks_path, permut
     if masks_path is not None:
         masks = load_masks(masks_path)
     elif image_set == "faces":
-        found = face_part_masks(raw)
+        found = face_part_masks(raw.mean(axis=1))  # grey; ONet's RGB faces are grey repeated
         masks, counts = found.masks, found.counts
     else:
         raise KernelscopeError(f"give --masks for image set {image_set!r} (built-in masks exist for 'faces')")
