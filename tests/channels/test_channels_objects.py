@@ -23,8 +23,8 @@ def test_objects_are_disjoint_from_the_training_patches_of_faces():
     assert len(_keys(raw)) == 660  # no patch twice
     assert _keys(raw).isdisjoint(_keys(training))
     assert raw.reshape(660, -1).std(axis=1).max() > 0.05  # real texture, not blank
-    assert description == (f"held-out non-face patches (seed {HELD_OUT_SEED}, none identical to a training "
-                           "patch): the faces net's own negative class, not a novel domain")
+    assert description == (f"held-out non-face patches, seed {HELD_OUT_SEED}, none identical to a training "
+                           "patch: the faces net's own negative class, not a novel domain")
 
 
 def test_objects_follow_the_split_seed_of_a_faces_run():

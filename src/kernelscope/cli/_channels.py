@@ -189,7 +189,7 @@ def load_images(src: Source, spec: str, *, limit: int | None = None) -> tuple[np
         from kernelscope.data import faces
 
         raw = faces.held_out_patches(training_seed=_faces_split_seed(src))
-        description = (f"held-out non-face patches (seed {faces.HELD_OUT_SEED}, none identical to a training patch): "
+        description = (f"held-out non-face patches, seed {faces.HELD_OUT_SEED}, none identical to a training patch: "
                        "the faces net's own negative class, not a novel domain")
     else:
         path = Path(spec)
