@@ -75,6 +75,16 @@ def test_run_directory_epoch_and_layer(run_dir):
     assert second.layer == "features.3" and second.shape[2:] == (3, 3)
 
 
+def test_a_loaded_run_is_its_directory(run_dir):
+    from kernelscope.train import load_run
+
+    by_path = atlas_of(run_dir, epoch=0, n_null=N_NULL, with_evolution=False)
+    by_run = atlas_of(load_run(run_dir), epoch=0, n_null=N_NULL, with_evolution=False)
+    assert by_run.fractions == by_path.fractions and by_run.source == by_path.source
+    with pytest.raises(KernelscopeError, match=r"got int$"):
+        atlas_of(3)
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"layer": "features.9"}, r"unknown conv layer 'features.9'; did you mean 'features.3', 'features.0'\? "
                               r"\(valid: features.0, features.3\)$"),

@@ -100,8 +100,9 @@ def atlas_of(source: Any, *, layer: str | None = None, epoch: int | None = None,
 
     Parameters
     ----------
-    source : str, Path or torch.nn.Module
-        A run directory, a model file, or a model.
+    source : str, Path, Run or torch.nn.Module
+        A run directory (or the :class:`~kernelscope.train.rundir.Run` loaded from one), a
+        model file, or a model.
     layer : str, optional
         Dotted name of a 2-D conv layer (default: the first).
     epoch : int, optional
@@ -135,6 +136,10 @@ def atlas_of(source: Any, *, layer: str | None = None, epoch: int | None = None,
     ...
     kernelscope.errors.KernelscopeError: layer '1' is a ReLU, not a convolution (conv layers: 0)
     """
+    from kernelscope.train.rundir import Run
+
+    if isinstance(source, Run):  # what train() and load_run() return: analyse its directory
+        source = source.path
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():
@@ -157,7 +162,7 @@ def atlas_of(source: Any, *, layer: str | None = None, epoch: int | None = None,
         except ImportError:  # pragma: no cover - torch is a dependency
             nn = None
         if nn is None or not isinstance(source, nn.Module):
-            raise KernelscopeError(f"source must be a run directory, a model file or a torch.nn.Module, got "
+            raise KernelscopeError(f"source must be a run directory (or its Run), a model file or a torch.nn.Module, got "
                                    f"{type(source).__name__}")
         model, label = source, type(source).__name__
     name, kernels, module = layer_kernels(model, layer)
