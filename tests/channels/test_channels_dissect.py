@@ -1,4 +1,5 @@
-"""Network Dissection: the streaming histogram, IoU against a brute-force reference, nulls and masks."""
+"""Network Dissection: the streaming histogram, IoU against a brute-force reference, nulls and masks;
+the pass's shortcuts (sparse upsampling, levels, waiting batches) against a pass without them."""
 
 from __future__ import annotations
 
@@ -8,9 +9,14 @@ import torch
 from skimage.transform import resize
 from torch import nn
 
+import kernelscope.analysis.dissect as dissect_module
 from kernelscope.analysis.dissect import (
     Permutations,
     StreamingHistogram,
+    _Bilinear,
+    _sorted_quantiles,
+    _Tail,
+    bilinear_axis,
     chance_iou,
     dissect,
     dissect_layer,
@@ -195,3 +201,150 @@ def test_unrepresentative_first_batch_falls_back_to_an_exact_second_pass(rng):
     np.testing.assert_allclose(result["fire_fraction"], fire_fraction, atol=0.002)
     ordinary = dissect_layer(net, "0", images[16:], {"blob": masks[16:]}, n_permutations=2)
     assert ordinary["passes"] == 1
+
+
+@pytest.mark.parametrize("n", [1, 7, 1000])
+def test_permutation_rows_are_each_permutation_applied(n):
+    perms = Permutations(n, 4, seed=3)
+    rows = perms.rows(n // 3, n - n // 3)  # all permutations at once, a range in the middle
+    for k in range(4):
+        np.testing.assert_array_equal(rows[1 + k], perms.apply(k, np.arange(n // 3, n)))
+
+
+# --- the pass's shortcuts -------------------------------------------------------------------------
+
+BILINEAR_CASES = [((3, 16, 12, 12), (25, 25)), ((2, 8, 8, 8), (48, 48)), ((2, 5, 7, 9), (20, 31)),
+                  ((2, 3, 20, 20), (12, 12)), ((2, 3, 6, 6), (6, 6)), ((2, 3, 1, 5), (4, 9))]
+
+
+@pytest.mark.parametrize(("shape", "size"), BILINEAR_CASES)
+def test_bilinear_upsampling_is_torchs(rng, shape, size):
+    x = (rng.standard_normal(shape) * rng.choice([0.01, 1.0, 100.0], shape)).astype(np.float32)
+    want = torch.nn.functional.interpolate(torch.from_numpy(x), size=size, mode="bilinear",
+                                           align_corners=False).numpy()
+    got = _Bilinear(shape[2:], size).dense(x)
+    # float32 arithmetic in torch's order; where torch's compiled kernel rounds differently
+    # (another code path, no fused multiply-add) the last bit may differ
+    scale = np.abs(x).reshape(*shape[:2], -1).max(axis=2)[:, :, None, None]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * scale.max())
+    i0, i1, l0, l1 = bilinear_axis(shape[2], size[0])
+    assert i0.min() >= 0 and i1.max() <= shape[2] - 1 and np.all(l0 + l1 == 1)
+
+
+@pytest.mark.parametrize(("shape", "size"), BILINEAR_CASES)
+def test_upsampled_values_above_a_level_are_all_found(rng, shape, size):
+    """Only cells with a source near the level are evaluated: no value above it may be missed."""
+    x = (rng.standard_normal(shape) * rng.choice([0.01, 1.0, 100.0], shape)).astype(np.float32)
+    x[0] = np.maximum(x[0], 0)  # zeros: a level of 0 is a strict one
+    up = _Bilinear(shape[2:], size)
+    dense = up.dense(x).reshape(*shape[:2], -1)  # (B, C, P)
+    per_channel = dense.transpose(1, 0, 2).reshape(shape[1], -1)
+    for level in (np.quantile(per_channel, 0.9, axis=1), per_channel.max(axis=1), np.zeros(shape[1]),
+                  per_channel[:, 17].astype(np.float64)):  # the last: a level equal to some values
+        channel, image, pixel, value = up.above(x, level)
+        got = np.sort((channel * shape[0] + image) * dense.shape[2] + pixel)
+        n, c, p = np.nonzero(dense > level[None, :, None])
+        np.testing.assert_array_equal(got, np.sort((c * shape[0] + n) * dense.shape[2] + p))
+        np.testing.assert_array_equal(value, dense[image, channel, pixel])
+
+
+def test_bins_and_quantiles_are_numpys(rng):
+    first = np.concatenate([rng.standard_normal((2, 3000)), np.round(rng.standard_normal((2, 3000)), 1)],
+                           axis=1).astype(np.float32)  # ties too
+    tail = _Tail(first, rows=1, fraction=0.05, n_bins=100)
+    for c in range(2):
+        above = first[c][first[c] > tail.floor[c]]
+        want = np.quantile(above, np.linspace(0, 1, 100, endpoint=False))
+        want[0] = tail.floor[c]
+        np.testing.assert_array_equal(tail.edges[c], want)
+        np.testing.assert_array_equal(_sorted_quantiles(np.sort(above), np.array([0.0, 0.37, 0.5, 1.0])),
+                                      np.quantile(above, [0.0, 0.37, 0.5, 1.0]))
+    values = np.concatenate([first.ravel(), tail.edges.ravel(), np.nextafter(tail.edges.ravel(), -np.inf),
+                             [-np.inf, np.inf]]).astype(np.float32)
+    channel = rng.integers(0, 2, values.size)
+    want = [np.clip(np.searchsorted(tail.edges[c], v, side="right") - 1, 0, 99) for c, v in zip(channel, values, strict=True)]
+    np.testing.assert_array_equal(tail.keys(values, channel), channel * 100 + np.array(want))
+
+
+class _Indexable:
+    """Masks that can only be indexed by an index array (as a lazily tiled dataset's)."""
+
+    def __init__(self, masks):
+        self.masks, self.shape = masks, masks.shape
+
+    def __len__(self):
+        return len(self.masks)
+
+    def __getitem__(self, index):
+        return self.masks[np.asarray(index)]
+
+
+def _reference_pass(net, layer, images, masks, n_permutations, batch_size, tail_bins=1024, tail_fraction=0.05):
+    """The pass without its shortcuts: every activation upsampled, every value above the floor
+    counted under every pairing (the paired masks in memory); read out as the pass reads out."""
+    acts = layer_outputs(net, images, layer)[layer]  # (N, C, h, w)
+    n, channels = acts.shape[:2]
+    concepts = list(masks)
+    tail = _Tail(acts[:batch_size].transpose(1, 0, 2, 3).reshape(channels, -1), 1 + len(concepts) * (1 + n_permutations),
+                 tail_fraction, tail_bins)
+    raw = acts.transpose(1, 0, 2, 3).reshape(channels, -1)  # (C, N h w)
+    up = _Bilinear(acts.shape[2:], masks[concepts[0]].shape[1:]).dense(acts).reshape(n, channels, -1)  # (N, C, P)
+    orders = Permutations(n, n_permutations).rows(0, n)  # (1 + P, N)
+    def counts(c, values):  # per bin of channel c
+        bins = np.clip(np.searchsorted(tail.edges[c], values, side="right") - 1, 0, tail_bins - 1)
+        return np.bincount(bins, minlength=tail_bins)
+
+    for c in range(channels):
+        tail.raw[c] = counts(c, raw[c][raw[c] > tail.floor[c]])
+        tail.top[c] = raw[c].max()
+        fires = up[:, c] > tail.floor[c]  # (N, P)
+        tail.up[0, c] = counts(c, up[:, c][fires])
+        for k, concept in enumerate(concepts):
+            for r, order in enumerate(orders):
+                inside = fires & masks[concept][order].reshape(n, -1)
+                tail.up[1 + k * len(orders) + r, c] = counts(c, up[:, c][inside])
+    tail.total[:] = raw.shape[1]
+    thresholds, bins, share = tail.threshold(0.005)
+    counts = tail.above(bins, share)
+    out = {"threshold": thresholds, "fire_fraction": counts[0] / up[:, 0].size}
+    for k, concept in enumerate(concepts):
+        intersect = counts[1 + k * len(orders) : 1 + (k + 1) * len(orders)]
+        union = counts[0][None] + masks[concept].sum() - intersect
+        out[concept] = intersect / union
+    return out
+
+
+WORK_SIZES = [  # (_DEFER_BYTES, _GROUP, _CHUNK_SLOTS, _PIECE, _MASK_BLOCK): as shipped, and tiny ones
+    (16 * 2**20, 256, 2**18, 2**14, 64), (1, 1, 1, 1, 1), (20000, 24, 300, 70, 5)]
+
+
+@pytest.mark.parametrize("sizes", WORK_SIZES)
+@pytest.mark.parametrize("layer", ["0", "3"])
+def test_the_pass_counts_as_a_pass_without_shortcuts(rng, monkeypatch, sizes, layer):
+    for name, value in zip(["_DEFER_BYTES", "_GROUP", "_CHUNK_SLOTS", "_PIECE", "_MASK_BLOCK"], sizes, strict=True):
+        monkeypatch.setattr(dissect_module, name, value)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Conv2d(8, 8, 3, padding=1))
+    with torch.no_grad():  # channel 0 of each conv sums its window: a bright-blob detector; the rest random
+        net[0].weight[0] = net[0].weight[0].abs()
+        net[3].weight[0] = net[3].weight[0].abs()
+    n = 120
+    masks = {"blob": np.zeros((n, 14, 14), dtype=bool), "bar": np.zeros((n, 14, 14), dtype=bool)}
+    masks["blob"][:, 4:7, 3:6] = True
+    masks["blob"][::3] = np.roll(masks["blob"][::3], 5, axis=2)
+    masks["bar"][np.arange(n), rng.integers(0, 14, n)] = True
+    images = (rng.standard_normal((n, 1, 14, 14)) + 3.0 * masks["blob"][:, None]).astype(np.float32)
+    result = dissect_layer(net, layer, images, masks, n_permutations=4, batch_size=16)
+    streamed = dissect_layer(net, layer, [images[i : i + 16] for i in range(0, n, 16)],
+                             {k: _Indexable(v) for k, v in masks.items()}, n_permutations=4, batch_size=16)
+    want = _reference_pass(net, layer, images, masks, 4, 16)
+    assert result["passes"] == streamed["passes"] == 1
+    for got in (result, streamed):
+        np.testing.assert_array_equal(got["threshold"], want["threshold"])
+        np.testing.assert_array_equal(got["fire_fraction"], want["fire_fraction"])
+        for concept in masks:
+            iou = want[concept]  # (1 + P, C)
+            np.testing.assert_array_equal(got["concepts"][concept]["iou"], iou[0])
+            np.testing.assert_array_equal(got["concepts"][concept]["null_p95"], np.quantile(iou[1:], 0.95, axis=0))
+            np.testing.assert_allclose(got["concepts"][concept]["null_mean"], iou[1:].mean(axis=0), rtol=1e-12)
+    assert want["blob"][0].max() > 0.02  # not a comparison of zeros
