@@ -314,14 +314,14 @@ def _reference_pass(net, layer, images, masks, n_permutations, batch_size, tail_
     return out
 
 
-WORK_SIZES = [  # (_DEFER_BYTES, _GROUP, _CHUNK_SLOTS, _PIECE, _MASK_BLOCK): as shipped, and tiny ones
-    (16 * 2**20, 256, 2**18, 2**14, 64), (1, 1, 1, 1, 1), (20000, 24, 300, 70, 5)]
+WORK_SIZES = ["_DEFER_BYTES", "_GROUP", "_CANDIDATE_GROUP", "_CHUNK_CELLS", "_SCREEN_SLOTS", "_PIECE", "_MASK_BLOCK"]
 
 
-@pytest.mark.parametrize("sizes", WORK_SIZES)
+@pytest.mark.parametrize("sizes", [None, (1, 1, 1, 1, 1, 1, 1), (20000, 24, 10, 40, 300, 70, 5)],
+                         ids=["as shipped", "all 1", "small"])
 @pytest.mark.parametrize("layer", ["0", "3"])
 def test_the_pass_counts_as_a_pass_without_shortcuts(rng, monkeypatch, sizes, layer):
-    for name, value in zip(["_DEFER_BYTES", "_GROUP", "_CHUNK_SLOTS", "_PIECE", "_MASK_BLOCK"], sizes, strict=True):
+    for name, value in zip(WORK_SIZES, sizes or [getattr(dissect_module, n) for n in WORK_SIZES], strict=True):
         monkeypatch.setattr(dissect_module, name, value)
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Conv2d(8, 8, 3, padding=1))

@@ -41,6 +41,7 @@ permutations are computed, not stored (:class:`Permutations`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -61,8 +62,10 @@ TOP_FRACTION = 0.005
 # Work sizes of the dissection pass (speed against memory; no result depends on them):
 _DEFER_BYTES = 16 * 2**20  # layer outputs held while their upsampled values wait for a higher level
 _GROUP = 256  # images whose raw values are counted together
-_CHUNK_SLOTS = 2**18  # output pixels screened at once (4 bytes each, a few times over)
-_PIECE = 2**14  # upsampled values computed exactly and counted at once (~100 bytes each)
+_CANDIDATE_GROUP = 32  # images whose candidate cells are found together
+_CHUNK_CELLS = 2**14  # candidate cells gathered before they are evaluated (40 bytes each)
+_SCREEN_SLOTS = 2**16  # output pixels screened at once (4 bytes each, a few times over)
+_PIECE = 2**13  # upsampled values computed exactly and counted at once (~100 bytes each)
 _MASK_BLOCK = 64  # images whose paired masks are gathered at once
 
 
@@ -353,7 +356,8 @@ class _Bilinear:
         return _float32_below(np.where(level > 0, level / (1 + eps), level / (1 - eps)))
 
     def candidates(self, acts: np.ndarray, screen: np.ndarray):
-        """The cells of ``acts`` (B, C, h, w) with a source above ``screen`` (C,) float32.
+        """The cells of ``acts`` (B, C, h, w) with a source above ``screen`` (C,) float32, in the
+        order of the images.
 
         Returns ``cell`` (a * w + b), ``channel``, ``image`` (K,) each and their sources
         ``corners`` (K, 4) float32: rows a, a + 1 times columns b, b + 1.
@@ -598,7 +602,7 @@ def dissect_layer(model: nn.Module, layer: str, images: Any, masks: dict[str, An
     mask_size = tuple(masks[concepts[0]].shape[1:])
     pixels = mask_size[0] * mask_size[1]
     perms = Permutations(n_images, n_permutations, seed)
-    orders = _Orders(perms)
+    pairing = _Pairing(masks, perms)
     n_orders = 1 + n_permutations  # row 0: the true pairing
     mask_total = np.zeros((len(concepts), n_orders))  # the same under every pairing: a permutation moves masks
     hist: StreamingHistogram | None = None
@@ -619,8 +623,8 @@ def dissect_layer(model: nn.Module, layer: str, images: Any, masks: dict[str, An
     def count_up(last: bool) -> None:
         """Count the upsampled values of the pending batches, above the level the raw counts allow.
 
-        The candidate cells of each batch are gathered and evaluated together, up to
-        ``_CHUNK_SLOTS`` output pixels at a time: memory stays bounded, whatever the level."""
+        The candidate cells of ``_CANDIDATE_GROUP`` images are found at a time and gathered up to
+        ``_CHUNK_CELLS``, then evaluated in bounded pieces: memory stays bounded, whatever the level."""
         nonlocal held, counted
         batches = list(pending)
         pending.clear()
@@ -633,20 +637,15 @@ def dissect_layer(model: nn.Module, layer: str, images: Any, masks: dict[str, An
             return
         level = tail.level(needed)
         screen = _Bilinear.screen(level)
-        parts, slots = [], 0
-        batches = _groups(batches, _GROUP)
-        for i, acts in enumerate(batches):
+        parts: list[tuple[np.ndarray, ...]] = []  # candidate cells gathered: cell, channel, image, corners
+        for acts, final in _groups(batches, _CANDIDATE_GROUP):
             cell, channel, image, corners = upsample.candidates(acts, screen)
             parts.append((cell, channel, image + counted, corners))
             counted += acts.shape[0]
-            slots += cell.size * upsample.slots
-            if slots >= _CHUNK_SLOTS or i == len(batches) - 1:
-                cell, channel, image, corners = (np.concatenate(v) for v in zip(*parts, strict=True))
-                for part in range(0, cell.size, max(1, _CHUNK_SLOTS // upsample.slots)):
-                    chosen = slice(part, part + max(1, _CHUNK_SLOTS // upsample.slots))
-                    _count_up(tail, upsample, cell[chosen], channel[chosen], image[chosen], corners[chosen],
-                              level, masks, orders)
-                parts, slots = [], 0
+            del acts, cell, channel, image, corners  # (a joined group and its cells: not held while counting)
+            if final or sum(part[0].size for part in parts) >= _CHUNK_CELLS:
+                _count_up(tail, upsample, *(np.concatenate(v) for v in zip(*parts, strict=True)), level, pairing)
+                parts = []
 
     bar = progress(desc=f"dissect {layer}", total=n_images, unit="img")
     try:
@@ -712,44 +711,81 @@ def dissect_layer(model: nn.Module, layer: str, images: Any, masks: dict[str, An
     return out
 
 
-def _groups(batches: list[np.ndarray], size: int) -> list[np.ndarray]:
-    """``batches`` (B, C, h, w) joined into groups of at least ``size`` images (the last may be smaller)."""
-    groups, group = [], []
-    for acts in batches:
-        group.append(acts)
-        if sum(len(a) for a in group) >= size:
-            groups.append(np.concatenate(group) if len(group) > 1 else group[0])
-            group = []
-    if group:
-        groups.append(np.concatenate(group) if len(group) > 1 else group[0])
-    return groups
+def _groups(batches: list[np.ndarray], size: int) -> Iterator[tuple[np.ndarray, bool]]:
+    """``batches`` (B, C, h, w) cut and joined into groups of ``size`` images (the last may be
+    smaller), one at a time, each with whether it is the last."""
+    group: list[np.ndarray] = []
+    held = 0
+    for i, acts in enumerate(batches):
+        for start in range(0, len(acts), size):
+            part = acts[start : start + size]
+            group.append(part)
+            held += len(part)
+            last = i == len(batches) - 1 and start + size >= len(acts)
+            if held >= size or last:
+                yield (np.concatenate(group) if len(group) > 1 else group[0]), last
+                group, held = [], 0
 
 
 def _count_up(tail: _Tail, upsample: _Bilinear, cell: np.ndarray, channel: np.ndarray, image: np.ndarray,
-              corners: np.ndarray, level: np.ndarray, masks: dict[str, Any], orders: _Orders) -> None:
+              corners: np.ndarray, level: np.ndarray, pairing: _Pairing) -> None:
     """Add to ``tail.up`` the upsampled values above ``level`` (C,) in candidate cells (see
-    :meth:`_Bilinear.candidates`; ``image`` indexes the dataset): all of them (row 0) and, per
-    concept and order, those inside the paired mask. ``_PIECE`` values at a time."""
+    :meth:`_Bilinear.candidates`; ``image`` indexes the dataset, in order): all of them (row 0)
+    and, per concept and order, those inside the paired mask. The cells are screened
+    ``_SCREEN_SLOTS`` output pixels at a time, the pixels that pass computed and counted
+    ``_PIECE`` at a time."""
     level = level[channel]  # (K,)
-    passing = upsample.passing(cell, corners, level)
-    for piece in range(0, passing.size, _PIECE):
-        k, pixel, values = upsample.exact(cell, corners, level, passing[piece : piece + _PIECE])  # (E,) each
-        if values.size:
-            _count_entries(tail, np.take(channel, k), np.take(image, k), pixel, values, masks, orders)
+    step = max(1, _SCREEN_SLOTS // upsample.slots)  # cells screened at once
+    waiting: list[np.ndarray] = []  # pixels that passed the screen (flat indices into (K, slots))
+    for start in range(0, cell.size, step):
+        part = slice(start, start + step)
+        waiting.append(upsample.passing(cell[part], corners[part], level[part]) + start * upsample.slots)
+        if sum(w.size for w in waiting) < _PIECE and start + step < cell.size:
+            continue
+        passed = np.concatenate(waiting)
+        waiting = []
+        for piece in range(0, passed.size, _PIECE):
+            k, pixel, values = upsample.exact(cell, corners, level, passed[piece : piece + _PIECE])  # (E,) each
+            if values.size:
+                _count_entries(tail, np.take(channel, k), np.take(image, k), pixel, values, pairing)
 
 
 def _count_entries(tail: _Tail, channel: np.ndarray, image: np.ndarray, pixel: np.ndarray, values: np.ndarray,
-                   masks: dict[str, Any], orders: _Orders) -> None:
-    """Count upsampled ``values`` (E,) of ``channel``, ``image``, ``pixel``: all (row 0) and those
-    inside the mask paired with their image, per concept and order (rows ``1 + concept * orders + order``)."""
+                   pairing: _Pairing) -> None:
+    """Count upsampled ``values`` (E,) of ``channel``, ``image`` (sorted), ``pixel``: all (row 0) and
+    those inside the mask paired with their image, per concept and order (rows
+    ``1 + concept * orders + order``)."""
     key = tail.keys(values, channel)  # (E,)
     tail.add_up(0, key)
-    start = int(image.min())
-    rows = orders.rows(start, int(image.max()) + 1 - start)  # (orders, images)
-    for c, concept in enumerate(masks):
-        inside = _inside(masks[concept], rows, image - start, pixel)  # (orders, E)
+    for c, concept in enumerate(pairing.masks):
+        inside = pairing.inside(concept, image, pixel)  # (orders, E)
         which_order, which = np.divmod(np.flatnonzero(inside), values.size)
-        tail.add_up(1 + c * rows.shape[0] + which_order, np.take(key, which))
+        tail.add_up(1 + c * inside.shape[0] + which_order, np.take(key, which))
+
+
+class _Pairing:
+    """The masks paired with each image under the true pairing and each permutation, gathered
+    (``masks[index]``) a block of ``_MASK_BLOCK`` images at a time (blocks at multiples of it)."""
+
+    def __init__(self, masks: dict[str, Any], perms: Permutations):
+        self.masks, self.orders = masks, _Orders(perms)
+
+    def inside(self, concept: str, image: np.ndarray, pixel: np.ndarray) -> np.ndarray:
+        """(orders, E) bool: is ``pixel[e]`` inside the mask paired with image ``image[e]`` (dataset
+        indices, sorted) under each order?"""
+        n = self.orders.perms.n
+        first, last = int(image[0]) // _MASK_BLOCK, int(image[-1]) // _MASK_BLOCK
+        bounds = np.searchsorted(image, np.arange(first, last + 2) * _MASK_BLOCK)
+        inside = np.empty((1 + self.orders.perms.count, image.size), dtype=bool)
+        for block, lo, hi in zip(range(first * _MASK_BLOCK, n, _MASK_BLOCK), bounds[:-1], bounds[1:], strict=False):
+            if hi > lo:
+                rows = self.orders.rows(block, min(_MASK_BLOCK, n - block))  # (orders, B_b)
+                masks = self.masks[concept]
+                paired = np.take(masks, rows.ravel(), axis=0) if isinstance(masks, np.ndarray) else masks[rows.ravel()]
+                paired = np.asarray(paired, dtype=bool).reshape(len(rows), -1)  # (orders, B_b * Hm * Wm)
+                pixels = paired.shape[1] // rows.shape[1]
+                inside[:, lo:hi] = np.take(paired, (image[lo:hi] - block) * pixels + pixel[lo:hi], axis=1)
+        return inside
 
 
 class _Orders:
@@ -775,6 +811,7 @@ def _counting_pass(model, layer, images, masks, thresholds, perms, batch_size):
     fired = np.zeros(channels)
     intersect = np.zeros((len(concepts), n_orders, channels))
     level = thresholds.astype(np.float32).astype(np.float64)  # fire: up > t, compared in float32
+    pairing = _Pairing(masks, perms)
     upsample = None
     seen = 0
     bar = progress(desc=f"dissect {layer}: exact pass", total=perms.n, unit="img")
@@ -786,9 +823,8 @@ def _counting_pass(model, layer, images, masks, thresholds, perms, batch_size):
                 upsample = _Bilinear(acts.shape[2:], mask_size)
             channel, image, pixel, _ = upsample.above(acts, level)  # the fired pixels, (E,) each
             fired += np.bincount(channel, minlength=channels)
-            orders = perms.rows(seen, b)  # (1 + P, B)
             for k, concept in enumerate(concepts):
-                inside = _inside(masks[concept], orders, image, pixel)  # (1 + P, E)
+                inside = pairing.inside(concept, image + seen, pixel) if pixel.size else np.zeros((n_orders, 0), bool)
                 order, which = np.divmod(np.flatnonzero(inside), channel.size)
                 counts = np.bincount(order * channels + channel[which], minlength=n_orders * channels)
                 intersect[k] += counts.reshape(n_orders, channels)  # (1 + P, C)
@@ -805,22 +841,6 @@ def _layer_output(model: nn.Module, layer: str, x: Any) -> np.ndarray:
     if acts.dim() != 4:
         raise KernelscopeError(f"layer {layer!r} output has shape {tuple(acts.shape)}, not (N, C, H, W)")
     return acts.float().cpu().numpy()
-
-
-def _inside(masks: Any, rows: np.ndarray, image: np.ndarray, pixel: np.ndarray) -> np.ndarray:
-    """(orders, E) bool: is pixel ``pixel[e]`` inside the mask paired with image ``image[e]`` (sorted),
-    under each order? ``rows`` (orders, images): the mask index for each image (``image`` indexes
-    its columns). The paired masks are gathered a block of images at a time (``masks[index]``)."""
-    inside = np.empty((rows.shape[0], image.size), dtype=bool)
-    starts = np.arange(0, rows.shape[1], _MASK_BLOCK)
-    bounds = np.searchsorted(image, np.append(starts, rows.shape[1]))
-    for block, lo, hi in zip(starts, bounds[:-1], bounds[1:], strict=True):
-        if hi > lo:
-            paired = np.asarray(masks[rows[:, block : block + _MASK_BLOCK].ravel()], dtype=bool)
-            paired = paired.reshape(rows.shape[0], -1)  # (orders, B_b * Hm * Wm)
-            pixels = paired.shape[1] // min(_MASK_BLOCK, rows.shape[1] - block)
-            inside[:, lo:hi] = np.take(paired, (image[lo:hi] - block) * pixels + pixel[lo:hi], axis=1)
-    return inside
 
 
 @dataclass
