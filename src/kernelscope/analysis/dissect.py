@@ -610,14 +610,18 @@ def dissect_layer(model: nn.Module, layer: str, images: Any, masks: dict[str, An
     upsample: _Bilinear | None = None
     pending: list[np.ndarray] = []  # layer outputs (B, C, h, w) whose upsampled values wait
     uncounted: list[np.ndarray] = []  # those whose raw values wait
-    held = seen = counted = 0  # bytes in ``pending``; images seen; images whose upsampled values are counted
+    held = seen = counted = raw_counted = 0  # bytes in ``pending``; images seen, and counted (upsampled, raw)
 
     def count_raw() -> None:
         """Count the raw values of the batches not counted yet, above the level the counts so far allow."""
-        nonlocal needed
+        nonlocal needed, raw_counted
         if uncounted:
-            tail.add_raw(np.concatenate(uncounted), tail.level(needed))  # bins below the needed one are never read
+            group = np.concatenate(uncounted) if len(uncounted) > 1 else uncounted[0]
+            tail.add_raw(group, tail.level(needed))  # bins below the needed one are never read
             needed = tail.needed_bin(target)  # (C,)
+            for k, concept in enumerate(concepts):
+                mask_total[k] += np.count_nonzero(masks[concept][np.arange(raw_counted, raw_counted + len(group))])
+            raw_counted += len(group)
             uncounted.clear()
 
     def count_up(last: bool) -> None:
@@ -663,8 +667,6 @@ def dissect_layer(model: nn.Module, layer: str, images: Any, masks: dict[str, An
                 upsample = _Bilinear(acts.shape[2:], mask_size)
                 target = top_fraction * (n_images * acts.shape[2] * acts.shape[3])  # final count above t, as read
                 needed = tail.needed_bin(target)
-            for k, concept in enumerate(concepts):
-                mask_total[k] += np.count_nonzero(masks[concept][np.arange(seen, seen + b)])
             # raw values are counted _GROUP images at a time; upsampled values wait longer (up to
             # _DEFER_BYTES of batches): by then the level has risen and fewer of them count
             pending.append(acts)
