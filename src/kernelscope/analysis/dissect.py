@@ -62,7 +62,6 @@ TOP_FRACTION = 0.005
 # Work sizes of the dissection pass (speed against memory; no result depends on them):
 _DEFER_BYTES = 16 * 2**20  # layer outputs held while their upsampled values wait for a higher level
 _GROUP = 256  # images whose raw values are counted together
-_CANDIDATE_GROUP = 32  # images whose candidate cells are found together
 _CHUNK_CELLS = 2**14  # candidate cells gathered before they are evaluated (40 bytes each)
 _SCREEN_SLOTS = 2**16  # output pixels screened at once (4 bytes each, a few times over)
 _PIECE = 2**13  # upsampled values computed exactly and counted at once (~100 bytes each)
@@ -475,6 +474,11 @@ class _Tail:
         from_top = self.raw.sum(axis=1, keepdims=True) - below  # non-increasing
         return (from_top >= np.broadcast_to(target, from_top.shape[:1])[:, None]).sum(axis=1) - 1
 
+    def share_from(self, needed: np.ndarray) -> np.ndarray:
+        """(C,) the share of the raw values counted so far in the bins from ``needed`` (or 0) up."""
+        from_top = np.cumsum(self.raw[:, ::-1], axis=1)[:, ::-1]
+        return from_top[np.arange(len(needed)), np.maximum(needed, 0)] / np.maximum(self.total, 1)
+
     def level(self, needed: np.ndarray) -> np.ndarray:
         """(C,) float64: count only values strictly above it (the floor, or just below the
         lower edge of the needed bin)."""
@@ -616,19 +620,23 @@ def dissect_layer(model: nn.Module, layer: str, images: Any, masks: dict[str, An
         """Count the raw values of the batches not counted yet, above the level the counts so far allow."""
         nonlocal needed, raw_counted
         if uncounted:
-            group = np.concatenate(uncounted) if len(uncounted) > 1 else uncounted[0]
-            tail.add_raw(group, tail.level(needed))  # bins below the needed one are never read
+            level = tail.level(needed)  # bins below the needed one are never read
+            for acts in uncounted:
+                tail.add_raw(acts, level)
             needed = tail.needed_bin(target)  # (C,)
+            images = sum(len(acts) for acts in uncounted)
             for k, concept in enumerate(concepts):
-                mask_total[k] += np.count_nonzero(masks[concept][np.arange(raw_counted, raw_counted + len(group))])
-            raw_counted += len(group)
+                mask_total[k] += np.count_nonzero(masks[concept][np.arange(raw_counted, raw_counted + images)])
+            raw_counted += images
             uncounted.clear()
 
     def count_up(last: bool) -> None:
         """Count the upsampled values of the pending batches, above the level the raw counts allow.
 
-        The candidate cells of ``_CANDIDATE_GROUP`` images are found at a time and gathered up to
-        ``_CHUNK_CELLS``, then evaluated in bounded pieces: memory stays bounded, whatever the level."""
+        The candidate cells are found for as many images at a time as should give about half of
+        ``_CHUNK_CELLS`` (judged from the share of raw values above the level: a source above it
+        makes at most 4 candidate cells), gathered up to ``_CHUNK_CELLS``, then evaluated in
+        bounded pieces: memory stays bounded, whatever the level."""
         nonlocal held, counted
         batches = list(pending)
         pending.clear()
@@ -641,8 +649,10 @@ def dissect_layer(model: nn.Module, layer: str, images: Any, masks: dict[str, An
             return
         level = tail.level(needed)
         screen = _Bilinear.screen(level)
+        hot = float(tail.share_from(needed).sum()) * upsample.in_size[0] * upsample.in_size[1]  # per image
+        images = max(1, int(_CHUNK_CELLS / (2 * 4 * hot + 1)))
         parts: list[tuple[np.ndarray, ...]] = []  # candidate cells gathered: cell, channel, image, corners
-        for acts, final in _groups(batches, _CANDIDATE_GROUP):
+        for acts, final in _groups(batches, images):
             cell, channel, image, corners = upsample.candidates(acts, screen)
             parts.append((cell, channel, image + counted, corners))
             counted += acts.shape[0]
