@@ -777,7 +777,7 @@ def _count_entries(tail: _Tail, channel: np.ndarray, image: np.ndarray, pixel: n
 
 class _Pairing:
     """The masks paired with each image under the true pairing and each permutation, gathered
-    (``masks[index]``) a block of ``_MASK_BLOCK`` images at a time (blocks at multiples of it)."""
+    (``masks[index]``) for up to ``_MASK_BLOCK`` images at a time: only the images asked for."""
 
     def __init__(self, masks: dict[str, Any], perms: Permutations):
         self.masks, self.orders = masks, _Orders(perms)
@@ -785,14 +785,13 @@ class _Pairing:
     def inside(self, concept: str, image: np.ndarray, pixel: np.ndarray) -> np.ndarray:
         """(orders, E) bool: is ``pixel[e]`` inside the mask paired with image ``image[e]`` (dataset
         indices, sorted) under each order?"""
-        n = self.orders.perms.n
-        first, last = int(image[0]) // _MASK_BLOCK, int(image[-1]) // _MASK_BLOCK
-        bounds = np.searchsorted(image, np.arange(first, last + 2) * _MASK_BLOCK)
+        masks = self.masks[concept]
+        starts = np.arange(int(image[0]), int(image[-1]) + 1, _MASK_BLOCK)
+        bounds = np.searchsorted(image, np.append(starts, int(image[-1]) + 1))
         inside = np.empty((1 + self.orders.perms.count, image.size), dtype=bool)
-        for block, lo, hi in zip(range(first * _MASK_BLOCK, n, _MASK_BLOCK), bounds[:-1], bounds[1:], strict=False):
+        for block, lo, hi in zip(starts, bounds[:-1], bounds[1:], strict=True):
             if hi > lo:
-                rows = self.orders.rows(block, min(_MASK_BLOCK, n - block))  # (orders, B_b)
-                masks = self.masks[concept]
+                rows = self.orders.rows(int(block), int(image[hi - 1]) + 1 - int(block))  # (orders, B_b)
                 paired = np.take(masks, rows.ravel(), axis=0) if isinstance(masks, np.ndarray) else masks[rows.ravel()]
                 paired = np.asarray(paired, dtype=bool).reshape(len(rows), -1)  # (orders, B_b * Hm * Wm)
                 pixels = paired.shape[1] // rows.shape[1]
