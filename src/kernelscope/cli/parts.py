@@ -56,17 +56,12 @@ def _open(source: str, arch: str | None, epoch: int | None, mean, std
     ONet brings its own input size and normalisation; its "initialisation" is PyTorch's default init.
     """
     if source.lower() == "onet" and not Path(source).exists():
-        from kernelscope.models.onet import build_onet, load_onet, preprocess_faces
+        from kernelscope.analysis.hooks import reinitialised
+        from kernelscope.models.onet import load_onet, preprocess_faces
 
-        def onet_init(seed: int):
-            import torch
-
-            with torch.random.fork_rng():
-                torch.manual_seed(seed)
-                return build_onet()
-
-        return (load_onet(), (lambda raw: preprocess_faces(raw)), "MTCNN ONet (pretrained, facenet-pytorch weights)",
-                ["nonface", "face"], onet_init)
+        onet = load_onet()
+        return (onet, (lambda raw: preprocess_faces(raw)), "MTCNN ONet (pretrained, facenet-pytorch weights)",
+                ["nonface", "face"], lambda seed: reinitialised(onet, seed=seed))
     from kernelscope.cli._channels import open_source
 
     src = open_source(source, arch=arch, epoch=epoch, mean=mean, std=std)
