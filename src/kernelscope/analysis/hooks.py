@@ -25,7 +25,69 @@ if TYPE_CHECKING:
     from torch import nn
 
 __all__ = ["capture", "forward_until", "layer_outputs", "iter_batches", "count_hooks", "reinitialised",
-           "model_device"]
+           "model_device", "AT_CHOICES", "read_point"]
+
+#: Where an activation analysis reads a conv layer: its own output ("conv", before any
+#: nonlinearity) or the output of the nonlinearity that follows it ("activation").
+AT_CHOICES = ("conv", "activation")
+
+#: Module types that are activation functions, and those allowed between a conv and its activation.
+_ACTIVATIONS = ("ReLU", "ReLU6", "PReLU", "LeakyReLU", "ELU", "SELU", "CELU", "GELU", "SiLU", "Mish", "Tanh",
+                "Sigmoid", "Hardswish", "Hardsigmoid", "Hardtanh", "Softplus")
+_BETWEEN = ("BatchNorm2d", "GroupNorm", "InstanceNorm2d", "LayerNorm", "Identity")
+
+
+def read_point(model: nn.Module, layer: str, at: str = "activation") -> tuple[str, str]:
+    """The sub-module whose output an activation analysis reads for ``layer``, and what it is.
+
+    ``at="conv"`` reads the conv layer's own output (signed, before any nonlinearity).
+    ``at="activation"`` reads the activation module that follows the conv: the next
+    module registered in the same parent, with normalisation layers allowed in between
+    (``conv, bn, relu`` as in torchvision and the zoo). Where no activation *module*
+    follows (a functional ``F.relu`` in ``forward``, or the conv is last), the conv's
+    own output is read and the description says so. A ``layer`` that is not a conv is
+    read as it is.
+
+    Returns
+    -------
+    name : str
+        Dotted name of the module to hook.
+    where : str
+        What is read, for results and printed lines (``"features.1 (ReLU after
+        features.0)"``, ``"features.0 (conv output, pre-activation)"``).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Conv2d(2, 2, 3))
+    >>> read_point(net, "0")
+    ('2', '2 (ReLU after conv 0)')
+    >>> read_point(net, "0", at="conv")
+    ('0', '0 (conv output, pre-activation)')
+    >>> read_point(net, "3")
+    ('3', '3 (conv output: no activation module follows it)')
+    """
+    from torch import nn
+
+    if at not in AT_CHOICES:
+        raise KernelscopeError(f"at must be one of {', '.join(AT_CHOICES)}, got {at!r}")
+    module = get_layer(model, layer)
+    if not isinstance(module, nn.Conv2d):
+        return layer, f"{layer} ({type(module).__name__} output)"
+    if at == "conv":
+        return layer, f"{layer} (conv output, pre-activation)"
+    parent_name, _, own = layer.rpartition(".")
+    parent = get_layer(model, parent_name) if parent_name else model
+    siblings = list(parent.named_children())
+    index = next(i for i, (name, _) in enumerate(siblings) if name == own)
+    for name, child in siblings[index + 1:]:
+        kind = type(child).__name__
+        if kind in _ACTIVATIONS:
+            full = f"{parent_name}.{name}" if parent_name else name
+            return full, f"{full} ({kind} after conv {layer})"
+        if kind not in _BETWEEN:
+            break
+    return layer, f"{layer} (conv output: no activation module follows it)"
 
 
 @contextmanager
