@@ -9,6 +9,8 @@ each output with both candidates computed by kernelscope's reference loop:
 outputs are the evidence; absent libraries are listed as skipped.
 
 Every library is imported inside its probe, so importing this module imports none.
+It lives in ``analysis`` rather than beside the engine because its probes import
+torch, OpenCV and JAX: the engine (``kernelscope.ops``) imports only NumPy and SciPy.
 """
 
 from __future__ import annotations

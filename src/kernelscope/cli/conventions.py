@@ -18,7 +18,7 @@ def conventions_command(as_json: bool) -> None:
     "convolve" functions flip the kernel (true convolution). Libraries that are
     not installed are listed as skipped.
     """
-    from kernelscope.ops.conventions import format_conventions, probe_conventions
+    from kernelscope.analysis.conventions import format_conventions, probe_conventions
 
     report = probe_conventions()
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_conventions(report))

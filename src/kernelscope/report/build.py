@@ -196,7 +196,7 @@ def _backward_parts() -> list[H.Html]:
 def _conventions_rows() -> tuple[list[str], list[list[Any]]] | None:
     """The ENGINE's convention probe as table rows: library, call, verdict, output vs. both candidates."""
     try:
-        from kernelscope.ops.conventions import probe_conventions
+        from kernelscope.analysis.conventions import probe_conventions
     except ImportError:
         return None
     report = probe_conventions()
