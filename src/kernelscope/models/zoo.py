@@ -7,6 +7,10 @@
 - ``large-kernel``: a 7x7 (or 9x9) 16-channel first layer, then 3x3x32, then linear: large
   enough first-layer kernels to tell an oriented edge or a Gabor from noise.
 
+Apart from the registry, :func:`build_face_net` builds the small face network of the parts
+contrast (:mod:`kernelscope.analysis.part_contrast`): fixed to 1x25x25 input, seeded by its own
+argument.
+
 Every builder takes ``in_channels``, ``num_classes``, ``input_size`` and the options
 ``kernel_size`` (first conv layer), ``width`` (channels of the first layer; later
 layers scale with it) and ``depth`` (number of conv blocks / stages). Conv layers have
@@ -23,7 +27,7 @@ from torch import nn
 
 from kernelscope.errors import KernelscopeError, suggest
 
-__all__ = ["build_model", "model_names", "ZOO"]
+__all__ = ["build_model", "model_names", "ZOO", "build_face_net"]
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> int:
@@ -229,3 +233,34 @@ def build_model(name: str, *, in_channels: int = 1, num_classes: int = 10,
         "kwargs": {"in_channels": in_channels, "num_classes": num_classes, "input_size": list(size), **options},
     }
     return model
+
+
+def build_face_net(seed: int = 0) -> nn.Module:
+    """The small face network of the parts contrast: two conv blocks and a linear head, for 1x25x25 input.
+
+    ::
+
+        conv1 1->16 3x3 pad 1, ReLU, max 2  -> (N, 16, 12, 12)
+        conv2 16->32 3x3 pad 1, ReLU, max 2 -> (N, 32, 6, 6)
+        conv3 32->32 3x3 pad 1, ReLU        -> (N, 32, 6, 6)
+        flatten, linear 1152->2
+
+    Its conv layers are ``"0"``, ``"3"`` and ``"6"`` (a plain ``nn.Sequential``). The weights are
+    PyTorch's default initialisation under ``torch.manual_seed(seed)``, drawn without touching the
+    caller's random state: the same seed gives the same weights, bit for bit.
+
+    Examples
+    --------
+    >>> build_face_net()(torch.zeros(3, 1, 25, 25)).shape
+    torch.Size([3, 2])
+    >>> bool(torch.equal(build_face_net(1)[0].weight, build_face_net(1)[0].weight))
+    True
+    """
+    with torch.random.fork_rng():  # seeded without touching the caller's random state
+        torch.manual_seed(seed)
+        return nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (N, 16, 12, 12)
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (N, 32, 6, 6)
+            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),  # (N, 32, 6, 6)
+            nn.Flatten(), nn.Linear(32 * 6 * 6, 2),  # (N, 2)
+        )
