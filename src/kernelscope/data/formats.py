@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -331,3 +332,28 @@ def load_image_folder(directory: str | Path, *, size: tuple[int, int] | None = N
     x = np.stack(arrays).astype(np.float32)
     y = np.array([label for _, label in files], dtype=np.int64)
     return x, y, classes
+
+
+def read_image_array(path: str | Path) -> np.ndarray:
+    """Images from an ``.npy`` file or an ``.npz`` file (key ``images``, else the first array); no pickles.
+
+    Examples
+    --------
+    >>> read_image_array("/nonexistent.txt")
+    Traceback (most recent call last):
+    ...
+    kernelscope.errors.KernelscopeError: images file '/nonexistent.txt' must be .npy or .npz
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                if not data.files:
+                    raise KernelscopeError(f"images file {str(path)!r} holds no array")
+                key = "images" if "images" in data.files else data.files[0]
+                return data[key]
+        if path.suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise KernelscopeError(f"cannot read images from {str(path)!r}: {error or type(error).__name__}") from None
+    raise KernelscopeError(f"images file {str(path)!r} must be .npy or .npz")

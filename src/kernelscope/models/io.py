@@ -1,30 +1,29 @@
-"""Loading users' models: ``load_model(source, arch=None)``.
+"""Reading model files into tensors and modules: the format readers behind :mod:`kernelscope.sources`.
 
-Accepted sources:
+- :func:`read_weights`: the one ``torch.load`` of the project, always ``weights_only=True``
+  (a file holding a pickled ``nn.Module`` is refused: unpickling it could run code);
+- :func:`read_safetensors`;
+- :func:`model_from_state_dict`: a zoo architecture with the file's tensors (strict), its
+  shape options (``in_channels``, ``num_classes``, ``input_size``, ``kernel_size``, ``width``,
+  ``depth``) inferred from the tensors' shapes unless given;
+- :func:`zoo_twin` and :func:`weights_only_module`: what a TorchScript file becomes without
+  running its code (:mod:`kernelscope.models.torchscript`).
 
-- an ``nn.Module`` (returned as is);
-- a run directory (the zoo model with its last epoch's weights);
-- a ``.pt``/``.pth`` state dict, or a kernelscope checkpoint, plus a zoo architecture
-  name (``arch``; a checkpoint names its own) - loaded with ``torch.load(weights_only=True)``;
-  a file holding a pickled ``nn.Module`` is refused, since unpickling it could run code;
-- a ``.safetensors`` file plus a zoo architecture name;
-- TorchScript (``torch.jit.save``), loaded with ``torch.jit.load``;
-- ONNX, converted to torch by :mod:`kernelscope.models.onnx_import` (common CNN ops).
-
-For state dicts the zoo builder's shape options (``in_channels``, ``num_classes``,
-``input_size``, ``kernel_size``, ``width``, ``depth``) are inferred from the tensors'
-shapes unless given as keyword arguments.
+Which reader a user's SOURCE goes to is decided in one place, :func:`kernelscope.sources.open_source`.
 """
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from kernelscope.errors import KernelscopeError, suggest
 
-__all__ = ["load_model", "model_from_state_dict", "infer_build_kwargs"]
+__all__ = ["read_weights", "read_safetensors", "model_from_state_dict", "infer_build_kwargs", "zoo_twin",
+           "weights_only_module", "WeightsOnly"]
 
 _COMMON_SIZES = (28, 25, 8, 32, 48, 64, 16, 24, 12, 96, 128, 224)
 
@@ -110,18 +109,17 @@ def model_from_state_dict(state: dict[str, Any], arch: str, **build_kwargs: Any)
     return model.eval()
 
 
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-    return any("/code/" in n or n.endswith("/constants.pkl") for n in names)
+def read_weights(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with one-line errors; never runs code from the file.
 
-
-def _torch_load(path: Path) -> Any:
+    Examples
+    --------
+    >>> read_weights("/nonexistent.pt")
+    Traceback (most recent call last):
+    ...
+    kernelscope.errors.KernelscopeError: cannot read '/nonexistent.pt' as a torch file: [Errno 2] No such file or directory: '/nonexistent.pt'
+    """
     import pickle
-
-    import torch
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -138,110 +136,83 @@ def _torch_load(path: Path) -> Any:
         raise KernelscopeError(f"cannot read {str(path)!r} as a torch file: {str(error).splitlines()[0]}") from None
 
 
-def _eager_twin(scripted: Any, arch: str | None, build_kwargs: dict[str, Any]):
-    """The zoo model that computes exactly what ``scripted`` computes, or None.
+def read_safetensors(path: str | Path) -> dict[str, Any]:
+    """The tensors of a ``.safetensors`` file, with one-line errors."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
 
-    TorchScript sub-modules are not ``nn.Conv2d`` instances and forward hooks on them do
-    not fire, so when a zoo architecture has the same tensors *and* gives the same
-    outputs on a random input, the eager zoo model is returned instead.
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise KernelscopeError(f"cannot read safetensors file {str(path)!r}: {error}") from None
+
+
+def zoo_twin(modules: dict[str, str], state: dict[str, Any], arch: str | None = None,
+             **build_kwargs: Any):
+    """The eager zoo model that a scripted module's tree and tensors describe, or None.
+
+    A zoo architecture is the twin when its module tree has the same dotted names with
+    the same class names (``Conv2d``, ``BasicBlock``, ...) and its state dict the same
+    keys and shapes; it is then built and loaded with the file's tensors (strict). Nothing
+    of the file's code runs: this reads names and shapes only.
     """
-    import torch
-
-    state = {k: v for k, v in scripted.state_dict().items()}
     for name in [arch] if arch else _zoo_names():
         try:
             model = model_from_state_dict(state, name, **build_kwargs)
         except KernelscopeError:
             continue
-        kwargs = model.kernelscope_arch["kwargs"]
-        x = torch.randn(2, kwargs["in_channels"], *kwargs["input_size"], generator=torch.Generator().manual_seed(0))
-        with torch.no_grad():
-            try:
-                same = torch.allclose(model(x), scripted(x), rtol=1e-4, atol=1e-5)
-            except RuntimeError:
-                same = False
-        if same:
+        kinds = {n: type(m).__name__ for n, m in model.named_modules() if n}
+        if kinds == {n: k for n, k in modules.items() if n}:
             return model
     return None
 
 
-def load_model(source: Any, *, arch: str | None = None, **build_kwargs: Any):
-    """Load a model from ``source`` (see the module docstring); returns an ``nn.Module`` in eval mode.
+class WeightsOnly(nn.Module):
+    """A model file's layers with their weights, for analyses that read weights only.
 
-    Parameters
-    ----------
-    source : nn.Module, str or Path
-    arch : str, optional
-        Zoo architecture of a state-dict or safetensors file (a kernelscope
-        checkpoint names its own).
-    **build_kwargs
-        Zoo builder options; those not given are inferred from the tensors' shapes.
+    Its conv layers are real ``nn.Conv2d`` modules (so the atlas, kernel figures and the
+    init control work); every other layer is an empty container. Running it is refused
+    with the reason, since the file's own computation was not loaded.
+    """
+
+    def __init__(self, label: str, reason: str) -> None:
+        super().__init__()
+        self.kernelscope_label, self.kernelscope_reason = label, reason
+
+    def forward(self, *args: Any, **kwargs: Any):
+        raise KernelscopeError(f"{self.kernelscope_label} cannot be run: {self.kernelscope_reason}")
+
+
+def weights_only_module(modules: dict[str, str], state: dict[str, Any], *, label: str, reason: str):
+    """An ``nn.Module`` with the tree of ``modules`` whose ``Conv2d`` layers carry the tensors of ``state``.
 
     Examples
     --------
-    >>> load_model("/nonexistent.pt")
+    >>> import torch
+    >>> net = weights_only_module({"": "Net", "body": "Seq", "body.0": "Conv2d"},
+    ...                           {"body.0.weight": torch.ones(4, 2, 3, 3)}, label="net.pt", reason="no code")
+    >>> type(net.get_submodule("body.0")).__name__, net.get_submodule("body.0").in_channels
+    ('Conv2d', 2)
+    >>> net(torch.zeros(1, 2, 5, 5))
     Traceback (most recent call last):
     ...
-    kernelscope.errors.KernelscopeError: model file '/nonexistent.pt' does not exist
+    kernelscope.errors.KernelscopeError: net.pt cannot be run: no code
     """
-    import torch
-    from torch import nn
+    root = WeightsOnly(label, reason)
+    for name in sorted((n for n in modules if n), key=lambda n: n.count(".")):
+        parent_name, _, own = name.rpartition(".")
+        parent = root.get_submodule(parent_name) if parent_name else root
+        weight = state.get(f"{name}.weight")
+        if modules[name] == "Conv2d" and weight is not None and weight.ndim == 4:
+            out, per_group, kh, kw = weight.shape
+            bias = state.get(f"{name}.bias")
+            child: nn.Module = nn.Conv2d(per_group, out, (kh, kw), bias=bias is not None)
+            with torch.no_grad():
+                child.weight.copy_(weight)
+                if bias is not None:
+                    child.bias.copy_(bias)
+        else:
+            child = nn.Module()
+        parent.add_module(own, child)
+    return root.eval()
 
-    if isinstance(source, nn.Module):
-        return source
-    if not isinstance(source, (str, Path)):
-        raise KernelscopeError(f"model source must be an nn.Module or a path, got {type(source).__name__}")
-    path = Path(source)
-    if str(source).lower() == "onet" and not path.exists():  # the pretrained MTCNN ONet (kernelscope.models.onet)
-        from kernelscope.models.onet import load_onet
-
-        return load_onet()
-    if path.is_dir():
-        from kernelscope.train.rundir import load_run
-
-        return load_run(path).model(build_kwargs.pop("epoch", None))
-    if not path.is_file():
-        raise KernelscopeError(f"model file {str(path)!r} does not exist")
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        from kernelscope.models.onnx_import import load_onnx
-
-        return load_onnx(path).eval()
-    if suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        if arch is None:
-            raise KernelscopeError(f"a safetensors file needs an architecture: arch / --arch one of "
-                                   f"{', '.join(_zoo_names())}")
-        try:
-            state = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as error:
-            raise KernelscopeError(f"cannot read safetensors file {str(path)!r}: {error}") from None
-        return model_from_state_dict(state, arch, **build_kwargs)
-    if _is_torchscript(path):
-        import warnings
-
-        try:
-            with warnings.catch_warnings():  # torch 2.9+ deprecates TorchScript; loading it still works
-                warnings.filterwarnings("ignore", message=".*torch.jit.load.*", category=DeprecationWarning)
-                scripted = torch.jit.load(str(path), map_location="cpu").eval()
-        except RuntimeError as error:
-            raise KernelscopeError(f"cannot load TorchScript {str(path)!r}: {str(error).splitlines()[0]}") from None
-        return _eager_twin(scripted, arch, build_kwargs) or scripted
-    obj = _torch_load(path)
-    if not isinstance(obj, dict):
-        raise KernelscopeError(f"{str(path)!r} holds a {type(obj).__name__}, not a state dict")
-    state = obj
-    if "model" in obj and isinstance(obj["model"], dict):  # a kernelscope checkpoint
-        state = obj["model"]
-        config = obj.get("config") or {}
-        arch = arch or config.get("model")
-        for key in ("kernel_size", "width", "depth"):
-            if build_kwargs.get(key) is None and config.get(key) is not None:
-                build_kwargs[key] = config[key]
-    if not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise KernelscopeError(f"{str(path)!r} is a dict but not a state dict of tensors")
-    if arch is None:
-        raise KernelscopeError(f"a state dict needs an architecture: arch / --arch one of {', '.join(_zoo_names())}")
-    return model_from_state_dict(state, arch, **build_kwargs)

@@ -49,6 +49,7 @@ __all__ = [
     "WEIGHTS_PATH",
     "build_onet",
     "load_onet",
+    "onet_logits",
     "preprocess_faces",
     "onet_predict",
 ]
@@ -150,6 +151,30 @@ def load_onet(path: str | Path | None = None) -> ONet:
     except (RuntimeError, TypeError, AttributeError) as error:
         first = str(error).splitlines()[0]
         raise KernelscopeError(f"ONet weights: {str(path)!r} is not an ONet state dict ({first})") from None
+    return net.eval()
+
+
+class ONetLogits(ONet):
+    """ONet whose forward returns the face/non-face logits (N, 2), ``[non-face, face]`` (no softmax)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(x)[2]  # (N, 2)
+
+
+def onet_logits() -> ONetLogits:
+    """The pretrained ONet as a classifier: same layers and weights as :func:`load_onet`, logits out.
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = onet_logits()
+    >>> logits = net(torch.zeros(2, 3, 48, 48))
+    >>> tuple(logits.shape), bool(torch.allclose(torch.softmax(logits, 1), load_onet()(torch.zeros(2, 3, 48, 48))[2]))
+    ((2, 2), True)
+    """
+    net = ONetLogits()
+    net.load_state_dict(load_onet().state_dict())
+    net.softmax6_1 = nn.Identity()
     return net.eval()
 
 
