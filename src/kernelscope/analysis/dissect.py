@@ -19,6 +19,11 @@ With each IoU come three references:
 - the same scores for the network at initialisation (recorded epoch 0, or a
   re-initialised copy).
 
+Where a conv layer is read is explicit (``at``, see :func:`kernelscope.analysis.hooks.read_point`):
+``"activation"`` (default) reads the activation module that follows the conv, ``"conv"`` the
+conv's own signed output. Results stay keyed by the conv layer's name and record ``at`` and
+what was read.
+
 One streaming pass over the data (a forward pass stopped at the layer): it counts the
 activations and upsampled values above a floor far below the threshold (the top 5% of the
 first batch), in 1024 bins of equal mass, for all pixels and for the pixels inside each mask --
@@ -37,6 +42,10 @@ level are evaluated (:class:`_Bilinear`), with torch's float32 arithmetic (the v
 ``F.interpolate``'s bit for bit). Memory holds histograms and counts, those waiting batches
 and the work on a bounded number of pixels at a time, never the whole dataset; the
 permutations are computed, not stored (:class:`Permutations`).
+
+This module is the protocol and the pass; the sketches it counts in (:class:`StreamingHistogram`,
+:class:`_Tail`, :class:`Permutations`) are :mod:`kernelscope.analysis.sketches`, the sparse
+upsampler (:class:`_Bilinear`) :mod:`kernelscope.analysis.bilinear`.
 """
 
 from __future__ import annotations
@@ -48,14 +57,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kernelscope._progress import progress
-from kernelscope.analysis.hooks import _as_nchw, _to_tensor, forward_until
+from kernelscope.analysis.bilinear import _Bilinear
+from kernelscope.analysis.hooks import _as_nchw, _to_tensor, forward_until, read_point
+from kernelscope.analysis.sketches import Permutations, StreamingHistogram, _Orders, _Tail
 from kernelscope.errors import KernelscopeError
 
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["StreamingHistogram", "Permutations", "channel_thresholds", "dissect_layer", "DissectResult",
-           "dissect", "chance_iou", "DETECTOR_IOU", "TOP_FRACTION"]
+__all__ = ["channel_thresholds", "dissect_layer", "DissectResult", "dissect", "chance_iou", "DETECTOR_IOU",
+           "TOP_FRACTION"]
 
 DETECTOR_IOU = 0.04
 TOP_FRACTION = 0.005
@@ -66,83 +77,6 @@ _CHUNK_CELLS = 2**14  # candidate cells gathered before they are evaluated (40 b
 _SCREEN_SLOTS = 2**16  # output pixels screened at once (4 bytes each, a few times over)
 _PIECE = 2**13  # upsampled values computed exactly and counted at once (~100 bytes each)
 _MASK_BLOCK = 64  # images whose paired masks are gathered at once
-
-
-class StreamingHistogram:
-    """Per-channel histograms whose range grows as data arrive (bins merge pairwise).
-
-    Bin ``b`` of channel ``c`` covers ``[lo_c + b w_c, lo_c + (b + 1) w_c)``. When a value falls
-    outside, the bin width is multiplied by a power of two and ``lo_c`` moved down by whole new
-    bins, so old bins nest exactly inside new ones: no count is ever split or guessed.
-
-    Examples
-    --------
-    >>> h = StreamingHistogram(1, n_bins=8)
-    >>> h.add(np.array([[0.0, 1.0, 2.0, 3.0]]))
-    >>> h.add(np.array([[10.0]]))        # the bins widen 4x (merging) to hold 10
-    >>> int(h.counts.sum()), h.counts[0].tolist()
-    (5, [2, 2, 0, 0, 0, 0, 1, 0])
-    >>> t = h.upper_quantile(0.2)[0]     # one value in five above it
-    >>> bool(3.0 < t < 10.0)
-    True
-    """
-
-    def __init__(self, channels: int, n_bins: int = 4096):
-        self.n_bins = n_bins
-        self.counts = np.zeros((channels, n_bins), dtype=np.int64)
-        self.lo = np.full(channels, np.nan)
-        self.width = np.full(channels, np.nan)
-        self.vmax = np.full(channels, -np.inf)  # exact largest value seen
-
-    def _grow(self, channel: int, low: float, high: float) -> None:
-        lo, width, n = self.lo[channel], self.width[channel], self.n_bins
-        low, high = min(low, lo), max(high, lo + (n - 1) * width)  # the new range keeps the old one
-        factor = 1
-        while True:
-            factor *= 2
-            new_width = width * factor
-            shift = int(np.ceil(max(lo - low, 0.0) / new_width))  # whole new bins added below
-            new_lo = lo - shift * new_width
-            if new_lo <= low and high < new_lo + n * new_width:
-                break
-        old_edges = lo + np.arange(n) * width
-        new_index = np.floor((old_edges - new_lo) / new_width + 1e-9).astype(np.int64)
-        merged = np.zeros(n, dtype=np.int64)
-        np.add.at(merged, np.clip(new_index, 0, n - 1), self.counts[channel])
-        self.counts[channel], self.lo[channel], self.width[channel] = merged, new_lo, new_width
-
-    def add(self, values: np.ndarray) -> None:
-        """Add ``values`` of shape (C, M) (one row per channel)."""
-        values = np.asarray(values, dtype=np.float64)
-        low, high = values.min(axis=1), values.max(axis=1)
-        self.vmax = np.maximum(self.vmax, high)
-        for channel in np.nonzero(np.isnan(self.lo))[0]:  # first data: the range of this batch
-            span = max(high[channel] - low[channel], 1e-6 * max(abs(high[channel]), 1.0), 1e-12)
-            self.lo[channel] = low[channel]
-            self.width[channel] = span * 1.0001 / self.n_bins
-        top = self.lo + self.n_bins * self.width
-        for channel in np.nonzero((low < self.lo) | (high >= top))[0]:
-            self._grow(int(channel), float(low[channel]), float(high[channel]))
-        index = np.floor((values - self.lo[:, None]) / self.width[:, None]).astype(np.int64)
-        np.clip(index, 0, self.n_bins - 1, out=index)
-        index += (np.arange(values.shape[0]) * self.n_bins)[:, None]
-        self.counts += np.bincount(index.ravel(), minlength=self.counts.size).reshape(self.counts.shape)
-
-    def upper_quantile(self, fraction: float) -> np.ndarray:
-        """Per channel, the value with ``fraction`` of the counts above it (linear inside a bin)."""
-        totals = self.counts.sum(axis=1)
-        above = np.cumsum(self.counts[:, ::-1], axis=1)[:, ::-1]  # counts in bins >= b
-        out = np.empty(self.counts.shape[0])
-        for channel in range(self.counts.shape[0]):
-            target = fraction * totals[channel]
-            # the highest bin b whose "above" count reaches the target
-            b = int(np.nonzero(above[channel] >= target)[0].max()) if target > 0 else self.n_bins - 1
-            in_bin = self.counts[channel, b]
-            above_bin = above[channel, b] - in_bin
-            share = (target - above_bin) / in_bin if in_bin else 0.0  # part of the bin above t
-            edge = self.lo[channel] + (b + 1 - share) * self.width[channel]
-            out[channel] = min(edge, self.vmax[channel])
-        return out
 
 
 def channel_thresholds(model: nn.Module, layer: str, images: Any, *, top_fraction: float = TOP_FRACTION,
@@ -176,392 +110,6 @@ def chance_iou(fire_fraction: np.ndarray, coverage: float) -> np.ndarray:
     a = np.asarray(fire_fraction, dtype=np.float64)
     denominator = a + coverage - a * coverage
     return np.divide(a * coverage, denominator, out=np.zeros_like(a), where=denominator > 0)
-
-
-class Permutations:
-    """``count`` seeded random permutations of ``range(n)``, evaluated on demand in O(1) memory.
-
-    Each is a 4-round Feistel network on ``2 * half`` bits with cycle walking (a bijection of
-    ``range(n)``), so pairing image ``i`` with the mask of image ``perm(i)`` needs no array of
-    length ``n`` per permutation: memory does not grow with the dataset.
-
-    Examples
-    --------
-    >>> perms = Permutations(10, 2, seed=0)
-    >>> rows = perms.rows(0, 10)                       # row 0 is the identity
-    >>> rows[0].tolist(), [sorted(r.tolist()) == list(range(10)) for r in rows[1:]]
-    ([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [True, True])
-    """
-
-    def __init__(self, n: int, count: int, seed: int = 0):
-        self.n, self.count = int(n), int(count)
-        self.half = max(1, (max(1, (self.n - 1).bit_length()) + 1) // 2)
-        self.keys = np.random.default_rng(seed).integers(0, 2**32, size=(self.count, 4), dtype=np.uint64)
-
-    def _feistel(self, x: np.ndarray, keys: np.ndarray) -> np.ndarray:
-        """One pass of the network; ``keys`` (4, ...): a round key per round, broadcast against ``x``.
-
-        The round function keeps the low 32 bits of its products: in uint32 (whenever the
-        values fit) they wrap to just those."""
-        dtype = np.uint32 if 2 * self.half <= 32 else np.uint64
-        half, low, mask = dtype(self.half), dtype((1 << self.half) - 1), dtype(0xFFFFFFFF)
-        x = x.astype(dtype)
-        left, right = x >> half, x & low
-        for key in keys.astype(dtype):
-            f = ((right * dtype(0x9E3779B1)) & mask) ^ key  # in uint64: < 2^64, no overflow
-            f = ((f ^ (f >> dtype(15))) * dtype(0x85EBCA6B)) & mask
-            f ^= f >> dtype(13)
-            left, right = right, left ^ (f & low)
-        return ((left << half) | right).astype(np.uint64)
-
-    def _walk(self, x: np.ndarray, keys: np.ndarray) -> np.ndarray:
-        """The network with cycle walking (re-encrypt until inside ``range(n)``); ``keys`` (4, *x.shape)."""
-        y = self._feistel(x, keys)
-        outside = y >= self.n
-        while outside.any():
-            y[outside] = self._feistel(y[outside], keys[:, outside])
-            outside = y >= self.n
-        return y.astype(np.int64)
-
-    def _check(self, indices: np.ndarray) -> None:
-        if indices.size and (indices.min() < 0 or indices.max() >= self.n):
-            raise KernelscopeError(f"permutation indices must lie in 0..{self.n - 1}")
-
-    def apply(self, which: int, indices: np.ndarray) -> np.ndarray:
-        """``perm_which(indices)``; every index must lie in ``range(n)``."""
-        indices = np.asarray(indices)
-        self._check(indices)
-        x = indices.astype(np.uint64)
-        return self._walk(x, np.broadcast_to(self.keys[which].reshape((4,) + (1,) * x.ndim), (4, *x.shape)))
-
-    def rows(self, start: int, length: int) -> np.ndarray:
-        """(1 + count, length): the identity, then each permutation, of ``start .. start + length - 1``.
-
-        All permutations are evaluated together (one array of shape (count, length)); the result
-        is the same as stacking :meth:`apply` for each.
-        """
-        index = np.arange(start, start + length)
-        self._check(index)
-        x = np.broadcast_to(index.astype(np.uint64), (self.count, length))  # (count, length)
-        keys = np.broadcast_to(self.keys.T[:, :, None], (4, self.count, length))  # (4, count, length)
-        return np.concatenate([index[None], self._walk(x, keys)])
-
-
-def bilinear_axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Bilinear resizing along one axis (``align_corners=False``), as data: sources and weights.
-
-    Output ``y`` is ``l0[y] * a[i0[y]] + l1[y] * a[i1[y]]``. The indices and float32 weights are
-    those of ``torch.nn.functional.interpolate`` (source ``(y + 0.5) n_in / n_out - 0.5``,
-    clamped at 0, its integer part and fraction).
-
-    Returns
-    -------
-    i0, i1 : ndarray of shape (n_out,), int
-    l0, l1 : ndarray of shape (n_out,), float32
-
-    Examples
-    --------
-    >>> i0, i1, l0, l1 = bilinear_axis(2, 4)
-    >>> i0.tolist(), i1.tolist(), l1.tolist()
-    ([0, 0, 0, 1], [1, 1, 1, 1], [0.0, 0.25, 0.75, 0.25])
-    """
-    ratio = np.float32(n_in) / np.float32(n_out)
-    centre = np.arange(n_out, dtype=np.float32) + np.float32(0.5)
-    real = _fma(np.full(n_out, ratio), centre, np.float32(-0.5))  # torch's compiled code fuses this
-    real = np.maximum(real, np.float32(0.0))
-    i0 = np.minimum(np.floor(real).astype(np.int64), n_in - 1)
-    l1 = np.clip(real - i0.astype(np.float32), np.float32(0.0), np.float32(1.0))
-    i1 = i0 + (i0 < n_in - 1)
-    return i0, i1, np.float32(1.0) - l1, l1
-
-
-def _fma(a: Any, b: Any, c: Any) -> np.ndarray:
-    """``a * b + c`` of float32 as a fused multiply-add: the product (exact in float64) plus ``c``
-    in float64, rounded to float32 (which differs from one rounding only in rare ties)."""
-    return (np.asarray(a, np.float64) * np.asarray(b, np.float64) + np.asarray(c, np.float64)).astype(np.float32)
-
-
-class _Bilinear:
-    """Bilinear upsampling from ``in_size`` to ``out_size`` that computes only the values above a level.
-
-    The output grid splits into cells: cell ``(a, b)`` holds the output pixels whose sources
-    are rows ``a, a + 1`` and columns ``b, b + 1`` (``i0 == a`` and ``i0 == b``, see
-    :func:`bilinear_axis`). Every value of a cell is a convex combination of its four sources,
-    so it can exceed a level only in a cell whose largest source does (float rounding allowed
-    for). Those cells are evaluated in float32 (a screen with a margin for rounding), and the
-    pixels that pass are computed as torch's vectorised float32 CPU kernel does (weights as
-    products of float32 factors, fused multiply-adds in its order): where torch runs that kernel
-    (outputs of up to 128 rows + columns; the benchmark's layers) the values equal
-    ``F.interpolate``'s bit for bit, elsewhere they may differ in the last bit.
-    """
-
-    #: relative bound on float32 rounding in a value (a few units in the last place, 2**-24 each)
-    _ROUNDING = 1e-6
-
-    def __init__(self, in_size: tuple[int, int], out_size: tuple[int, int]):
-        self.in_size, self.out_size = tuple(in_size), tuple(out_size)
-        (h, w), (hm, wm) = self.in_size, self.out_size
-        # per source row a: its output rows (padded to R) and their weights; NaN on padding, so
-        # that no padded slot passes a comparison. The same per source column b (padded to Cc).
-        rv, self.row_index, ry0, ry1 = self._cells(h, hm)  # (h, R) each
-        cv, self.col_index, cx0, cx1 = self._cells(w, wm)  # (w, Cc) each
-        self.ry0, self.ry1 = np.where(rv, ry0, np.nan), np.where(rv, ry1, np.nan)  # float32
-        self.cx0, self.cx1 = np.where(cv, cx0, np.nan), np.where(cv, cx1, np.nan)
-        self.slots = rv.shape[1] * cv.shape[1]  # padded output pixels per cell
-        rows, cols = np.arange(h)[:, None], np.arange(w)[None, :]
-        self.has_output = (rv.any(axis=1)[:, None] & cv.any(axis=1)[None, :]).reshape(-1)  # (h * w,)
-        self.step_row = np.broadcast_to(np.where(rows < h - 1, w, 0), (h, w)).reshape(-1)  # to source a + 1
-        self.step_col = np.broadcast_to(np.where(cols < w - 1, 1, 0), (h, w)).reshape(-1)  # to source b + 1
-
-    @staticmethod
-    def _cells(n_in: int, n_out: int):
-        """Per source index ``a``: the output indices with ``i0 == a``, padded to the largest
-        cell: valid slots, indices, weights l0 and l1 (n_in, size) each."""
-        i0, i1, l0, l1 = bilinear_axis(n_in, n_out)
-        size = max(1, int(np.bincount(i0, minlength=n_in).max()))
-        valid = np.zeros((n_in, size), dtype=bool)
-        index = np.zeros((n_in, size), dtype=np.int64)
-        w0, w1 = np.zeros((n_in, size), np.float32), np.zeros((n_in, size), np.float32)
-        for a in range(n_in):
-            members = np.nonzero(i0 == a)[0]
-            valid[a, : members.size], index[a, : members.size] = True, members
-            w0[a, : members.size], w1[a, : members.size] = l0[members], l1[members]
-        return valid, index, w0, w1
-
-    def dense(self, acts: np.ndarray) -> np.ndarray:
-        """All of ``up(acts)``: (B, C, h, w) -> (B, C, Hm, Wm), as ``F.interpolate`` (for tests)."""
-        channel, image, pixel, values = self.above(acts, np.full(acts.shape[1], -np.inf))
-        out = np.full((*acts.shape[:2], self.out_size[0] * self.out_size[1]), np.nan, dtype=np.float32)
-        out[image, channel, pixel] = values
-        return out.reshape(*acts.shape[:2], *self.out_size)
-
-    def above(self, acts: np.ndarray, level: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Upsampled values strictly above ``level`` (C,) of ``acts`` (B, C, h, w) float32.
-
-        Returns ``(channel, image, pixel, value)``, each (E,), in the order of the images; ``pixel``
-        is the flat index into the (Hm, Wm) output.
-        """
-        level = np.asarray(level, dtype=np.float64)
-        cell, channel, image, corners = self.candidates(acts, self.screen(level))
-        level = level[channel]
-        k, pixel, value = self.exact(cell, corners, level, self.passing(cell, corners, level))
-        return channel[k], image[k], pixel, value
-
-    @classmethod
-    def screen(cls, level: np.ndarray) -> np.ndarray:
-        """(C,) float32: an upsampled value can exceed ``level`` only where one of its sources
-        exceeds this (a value exceeds its largest source ``s`` by at most ``eps |s|``)."""
-        eps = cls._ROUNDING
-        return _float32_below(np.where(level > 0, level / (1 + eps), level / (1 - eps)))
-
-    def candidates(self, acts: np.ndarray, screen: np.ndarray):
-        """The cells of ``acts`` (B, C, h, w) with a source above ``screen`` (C,) float32, in the
-        order of the images.
-
-        Returns ``cell`` (a * w + b), ``channel``, ``image`` (K,) each and their sources
-        ``corners`` (K, 4) float32: rows a, a + 1 times columns b, b + 1.
-        """
-        batch, channels, h, w = acts.shape
-        hot = (acts > screen[None, :, None, None]).reshape(-1)  # (B C h w,)
-        # cell (a, b) has sources a, a + 1 and b, b + 1: a candidate when one of them is hot.
-        # Shifting the flat array also marks some cells of the last row or column from the next map:
-        # extra candidates, rejected when evaluated.
-        cells = hot.copy()
-        np.logical_or(hot[:-w], hot[w:], out=cells[:-w])
-        np.logical_or(cells[:-1], cells[1:], out=hot[:-1])
-        cells = hot.reshape(batch * channels, h * w)
-        cells &= self.has_output
-        flat = np.flatnonzero(cells)  # (K,)
-        cell, image = np.divmod(flat, h * w)[::-1]
-        image, channel = np.divmod(image, channels)
-        down, right = np.take(self.step_row, cell), np.take(self.step_col, cell)
-        source = acts.reshape(-1)
-        corners = np.stack([np.take(source, i) for i in (flat, flat + right, flat + down, flat + down + right)], 1)
-        return cell, channel, image, corners
-
-    def passing(self, cell: np.ndarray, corners: np.ndarray, level: np.ndarray) -> np.ndarray:
-        """The output pixels of cells ``cell`` (K,), sources ``corners`` (K, 4), that may exceed
-        ``level`` (K,) (each cell's own): flat indices into (K, slots), sorted.
-
-        A screen in plain float32, off from the exact value by a few ulp of the largest source:
-        every pixel above the level passes, and a few below it."""
-        x00, x01, x10, x11 = corners.T
-        largest = np.maximum(np.maximum(np.abs(x00), np.abs(x01)), np.maximum(np.abs(x10), np.abs(x11)))
-        margin = _float32_below(level - 2 * self._ROUNDING * largest.astype(np.float64))  # (K,)
-        # rows a, a + 1 interpolated along the columns, then along the rows: (Cc, K), then (R, Cc, K)
-        # (the cells last: long inner loops)
-        row_a, col_b = np.divmod(cell, self.in_size[1])
-        lx0, lx1 = np.take(self.cx0.T, col_b, axis=1), np.take(self.cx1.T, col_b, axis=1)  # (Cc, K)
-        upper = x00 * lx0 + x01 * lx1
-        lower = x10 * lx0 + x11 * lx1
-        rough = np.take(self.ry0.T, row_a, axis=1)[:, None, :] * upper[None]
-        rough += np.take(self.ry1.T, row_a, axis=1)[:, None, :] * lower[None]  # (R, Cc, K)
-        above = rough > margin
-        return np.flatnonzero(above.reshape(-1, cell.size).T)  # into (K, R Cc): in the order of the cells
-
-    def exact(self, cell: np.ndarray, corners: np.ndarray, level: np.ndarray, slots: np.ndarray):
-        """The upsampled values above ``level`` (K,) among ``slots`` (flat indices into (K, slots),
-        from :meth:`passing`), computed as torch's float32 kernel does.
-
-        Returns ``k`` (which cell), ``pixel`` (flat index into the (Hm, Wm) output) and ``value``
-        (float32), each (E,), in the order of ``slots``.
-        """
-        n_rows, n_cols = self.ry0.shape[1], self.cx0.shape[1]
-        k, slot = np.divmod(slots, n_rows * n_cols)
-        r, c = np.divmod(slot, n_cols)
-        row_a, col_b = np.divmod(np.take(cell, k), self.in_size[1])
-        ly0, ly1 = (np.take(wy.reshape(-1), row_a * n_rows + r) for wy in (self.ry0, self.ry1))
-        lx0, lx1 = (np.take(wx.reshape(-1), col_b * n_cols + c) for wx in (self.cx0, self.cx1))
-        x00, x01, x10, x11 = (np.take(x, k) for x in corners.T)
-        # corner weights in float32 (as torch), then torch's vectorised kernel:
-        # x00 w00 + (x01 w01 + (x11 w11 + x10 w10)), with fused multiply-adds
-        value = x10 * (ly1 * lx0)
-        value = _fma(x11, ly1 * lx1, value)
-        value = _fma(x01, ly0 * lx1, value)
-        value = _fma(x00, ly0 * lx0, value)
-        keep = np.flatnonzero(value > np.take(level, k))
-        k, row_a, col_b, r, c = (np.take(v, keep) for v in (k, row_a, col_b, r, c))
-        out_row = np.take(self.row_index.reshape(-1), row_a * n_rows + r)
-        pixel = out_row * self.out_size[1] + np.take(self.col_index.reshape(-1), col_b * n_cols + c)
-        return k, pixel, np.take(value, keep)
-
-
-def _float32_below(x: np.ndarray) -> np.ndarray:
-    """The largest float32 at or below each float64 ``x``."""
-    y = x.astype(np.float32)
-    return np.where(y > x, np.nextafter(y, np.float32(-np.inf)), y)
-
-
-class _Tail:
-    """Counts of the values above a per-channel floor, in bins of equal mass (set from a first batch).
-
-    Row 0 of ``up`` counts every upsampled pixel above the floor; the other rows count only the
-    pixels inside a (paired) mask. ``raw`` counts the layer's own activations, for the quantile.
-    Bin ``j`` of channel ``c`` is ``[edges[c, j], edges[c, j + 1])``; the last bin ends at the
-    largest value seen. Equal-mass bins put the resolution where the values are.
-
-    Only the bins from the threshold's bin up are read at the end (:meth:`threshold`,
-    :meth:`above`), and the threshold's bin is the highest whose raw counts from it up reach the
-    final count above the threshold (``top_fraction`` of all values, known in advance). Counts
-    only grow, so once the raw counts from bin ``j`` up reach it, the threshold's bin is ``j`` or
-    higher and no bin below ``j`` will be read: :meth:`needed_bin` and :meth:`level` say, per
-    channel, below which value nothing needs counting any more. Leaving those values out of
-    ``raw`` and ``up`` changes no count that is read.
-    """
-
-    def __init__(self, first: np.ndarray, rows: int, fraction: float, n_bins: int):
-        channels = first.shape[0]
-        self.floor = np.quantile(first, 1.0 - fraction, axis=1)  # (C,)
-        self.edges = np.empty((channels, n_bins))
-        mass = np.linspace(0, 1, n_bins, endpoint=False)
-        flat = np.flatnonzero(first > self.floor[:, None])  # sorted by channel
-        above = first.reshape(-1)[flat]
-        bounds = np.searchsorted(flat // first.shape[1], np.arange(channels + 1))
-        for c in range(channels):
-            values = np.sort(above[bounds[c] : bounds[c + 1]])
-            self.edges[c] = _sorted_quantiles(values, mass) if values.size else np.full(n_bins, self.floor[c])
-            self.edges[c, 0] = self.floor[c]
-        self.top = np.full(channels, -np.inf)  # largest value counted (upper edge of the last bin)
-        self.raw = np.zeros((channels, n_bins), dtype=np.int64)
-        self.up = np.zeros((rows, channels, n_bins), dtype=np.int64)
-        self.total = np.zeros(channels, dtype=np.int64)  # every raw value, above the floor or not
-
-    def needed_bin(self, target: np.ndarray | float) -> np.ndarray:
-        """(C,) the lowest bin that can still be read for a final count ``target`` above the
-        threshold: the highest bin whose raw counts from it up already reach ``target``; -1
-        where none does yet (then even the floor may prove too high: the fallback)."""
-        below = np.cumsum(self.raw, axis=1) - self.raw  # (C, n_bins): counts in the bins below each
-        from_top = self.raw.sum(axis=1, keepdims=True) - below  # non-increasing
-        return (from_top >= np.broadcast_to(target, from_top.shape[:1])[:, None]).sum(axis=1) - 1
-
-    def share_from(self, needed: np.ndarray) -> np.ndarray:
-        """(C,) the share of the raw values counted so far in the bins from ``needed`` (or 0) up."""
-        from_top = np.cumsum(self.raw[:, ::-1], axis=1)[:, ::-1]
-        return from_top[np.arange(len(needed)), np.maximum(needed, 0)] / np.maximum(self.total, 1)
-
-    def level(self, needed: np.ndarray) -> np.ndarray:
-        """(C,) float64: count only values strictly above it (the floor, or just below the
-        lower edge of the needed bin)."""
-        level = self.floor.astype(np.float64)
-        raised = needed > 0
-        level[raised] = np.nextafter(self.edges[raised, needed[raised]], -np.inf)
-        return level
-
-    def add_raw(self, acts: np.ndarray, level: np.ndarray | None = None) -> None:
-        """Count a batch of the layer's activations ``acts`` (B, C, h, w) above ``level`` (C,)
-        (default: the floor)."""
-        level = self.floor if level is None else level
-        batch, channels = acts.shape[:2]
-        per_channel = acts.reshape(batch, channels, -1)  # (B, C, h w)
-        self.total += batch * per_channel.shape[2]
-        # (a float32 is above a level exactly when it is above the largest float32 at or below it)
-        flat = np.flatnonzero(per_channel > _float32_below(np.asarray(level, dtype=np.float64))[None, :, None])
-        values, channel = np.take(per_channel, flat), flat // per_channel.shape[2] % channels
-        # the largest value matters only above the last edge, and such values are above any level
-        np.maximum.at(self.top, channel, values.astype(np.float64))
-        self.raw += np.bincount(self.keys(values, channel), minlength=self.raw.size).reshape(self.raw.shape)
-
-    def keys(self, values: np.ndarray, channel: np.ndarray) -> np.ndarray:
-        """(E,) the bin of each of ``values`` (E,) in its channel's edges, as ``channel * n_bins + bin``
-        (the bin as ``searchsorted(edges[c], value, "right") - 1``, at least 0).
-
-        A binary search for all values at once (the last edge at or below the value), faster than
-        ``searchsorted`` channel by channel."""
-        v = np.asarray(values, dtype=np.float64)
-        edges = self.edges.reshape(-1)
-        key = channel * self.edges.shape[1]  # (E,): edge 0 of the channel, the answer if below it
-        length = self.edges.shape[1]
-        while length > 1:
-            half = length // 2
-            key += (np.take(edges, key + half) <= v) * half
-            length -= half
-        return key
-
-    def add_up(self, row: np.ndarray | int, key: np.ndarray) -> None:
-        """Count upsampled values, of bins ``key`` (from :meth:`keys`), in rows ``row``."""
-        np.add.at(self.up.reshape(-1), row * self.raw.size + key, 1)
-
-    def threshold(self, fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """Per channel: ``t`` with ``fraction`` of all raw values above it, its bin and the share of the
-        bin above it; None when some ``t`` lies below the floor (the tail does not reach it)."""
-        target = fraction * self.total  # (C,)
-        from_top = np.cumsum(self.raw[:, ::-1], axis=1)[:, ::-1]  # counts in bins >= j
-        if np.any(from_top[:, 0] < target):
-            return None
-        channels, n_bins = self.raw.shape
-        t, bins, share = np.empty(channels), np.empty(channels, dtype=np.int64), np.empty(channels)
-        for c in range(channels):
-            j = int(np.nonzero(from_top[c] >= target[c])[0].max()) if target[c] > 0 else n_bins - 1
-            lower = self.edges[c, j]
-            upper = self.edges[c, j + 1] if j + 1 < n_bins else max(self.top[c], lower)
-            inside = self.raw[c, j]
-            part = (target[c] - (from_top[c, j] - inside)) / inside if inside else 0.0
-            t[c], bins[c], share[c] = upper - part * (upper - lower), j, part
-        return t, bins, share
-
-    def above(self, bins: np.ndarray, share: np.ndarray) -> np.ndarray:
-        """(rows, C) upsampled counts above each channel's threshold (linear inside its bin)."""
-        channels = np.arange(self.raw.shape[0])
-        beyond = np.stack([self.up[:, c, j + 1 :].sum(axis=1) for c, j in enumerate(bins)], axis=1)  # (rows, C)
-        return beyond + share * self.up[:, channels, bins]
-
-
-def _sorted_quantiles(values: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """``np.quantile(values, q)`` (method "linear") of ``values`` already sorted: the same numbers,
-    by the same arithmetic, without NumPy's selection step (0.5 ms a call for 1024 quantiles)."""
-    n = values.size
-    virtual = (n - 1) * q  # (Q,)
-    previous = np.floor(virtual)
-    following = previous + 1
-    last = virtual >= n - 1  # at or past the largest value: take it
-    previous[last], following[last] = -1, -1
-    previous, following = previous.astype(np.intp), following.astype(np.intp)
-    gamma = virtual - previous
-    a, b = values[previous], values[following]
-    diff = b - a
-    out = a + diff * gamma
-    np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5)  # as NumPy's _lerp: exact at both ends
-    return out
 
 
 def dissect_layer(model: nn.Module, layer: str, images: Any, masks: dict[str, Any], *,
@@ -797,20 +345,6 @@ class _Pairing:
                 pixels = paired.shape[1] // rows.shape[1]
                 inside[:, lo:hi] = np.take(paired, (image[lo:hi] - block) * pixels + pixel[lo:hi], axis=1)
         return inside
-
-
-class _Orders:
-    """:meth:`Permutations.rows` for image ranges that move forward, computed ``block`` images at a time."""
-
-    def __init__(self, perms: Permutations, block: int = 1024):
-        self.perms, self.block = perms, block
-        self.start, self.cached = 0, np.zeros((1 + perms.count, 0), dtype=np.int64)
-
-    def rows(self, start: int, length: int) -> np.ndarray:
-        if not (self.start <= start and start + length <= self.start + self.cached.shape[1]):
-            self.start = start
-            self.cached = self.perms.rows(start, max(length, min(self.block, self.perms.n - start)))
-        return self.cached[:, start - self.start : start - self.start + length]
 
 
 def _counting_pass(model, layer, images, masks, thresholds, perms, batch_size):
