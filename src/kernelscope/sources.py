@@ -83,7 +83,7 @@ class Source:
     Attributes
     ----------
     model : nn.Module
-        In eval mode; its forward returns the logits.
+        In eval mode; its forward returns the logits (read on first use: ``loader()``).
     label : str
         What it is, for printed lines and figures (``"run faces"``, ``"model net.pt"``).
     kind : {"run", "file", "module", "pretrained"}
@@ -96,13 +96,43 @@ class Source:
         weight analyses work, running it raises a one-line error saying what to do.
     """
 
-    model: Any
+    loader: Callable[[], Any] = field(repr=False)
     label: str
     kind: str
     spec: InputSpec = field(default_factory=InputSpec)
     run: Run | None = None
     classes: list[str] | None = None
     runnable: bool = True
+    _model: Any = field(default=None, repr=False)
+
+    @property
+    def model(self) -> nn.Module:
+        """The module, in eval mode (a run's checkpoint is read on first use)."""
+        if self._model is None:
+            self._model = self.loader()
+        return self._model
+
+    def architecture(self) -> nn.Module:
+        """The model's architecture: for a run rebuilt from its manifest (no checkpoint needed), else the model.
+
+        Weights are not what matters here (layer names, shapes, ``reset_parameters``); the
+        caller's random stream is left untouched.
+        """
+        if self.run is None:
+            return self.model
+        import torch
+
+        from kernelscope.models.zoo import build_model
+
+        spec = self.run.manifest["model"]
+        kwargs = dict(spec.get("kwargs", {}))
+        if isinstance(kwargs.get("input_size"), list):
+            kwargs["input_size"] = tuple(kwargs["input_size"])
+        state = torch.random.get_rng_state()
+        try:
+            return build_model(spec["name"], **kwargs).eval()
+        finally:
+            torch.random.set_rng_state(state)
 
     # ------------------------------------------------------------------ what the model is
     @property
@@ -164,7 +194,7 @@ class Source:
         from kernelscope.models.init import init_kernels
         from kernelscope.models.layers import get_layer
 
-        return init_kernels(get_layer(self.model, layer), n, seed=seed)
+        return init_kernels(get_layer(self.architecture(), layer), n, seed=seed)
 
     # ------------------------------------------------------------------ its images
     def normalise(self, raw: np.ndarray) -> np.ndarray:
@@ -274,6 +304,23 @@ def resize_images(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray
     return x.numpy()
 
 
+def resize_masks(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of (N, h, w) masks to ``size`` (H, W).
+
+    Examples
+    --------
+    >>> resize_masks(np.eye(2, dtype=bool)[None], (4, 4))[0].astype(int)
+    array([[1, 1, 0, 0],
+           [1, 1, 0, 0],
+           [0, 0, 1, 1],
+           [0, 0, 1, 1]])
+    """
+    n, h, w = mask.shape
+    rows = np.minimum(((np.arange(size[0]) + 0.5) * h / size[0]).astype(int), h - 1)
+    cols = np.minimum(((np.arange(size[1]) + 0.5) * w / size[1]).astype(int), w - 1)
+    return mask[:, rows][:, :, cols]
+
+
 # ---------------------------------------------------------------------- opening what the user named
 
 
@@ -309,7 +356,7 @@ def open_source(source: Any, *, arch: str | None = None, epoch: int | None = Non
     >>> open_source("/nonexistent.pt")
     Traceback (most recent call last):
     ...
-    kernelscope.errors.KernelscopeError: source '/nonexistent.pt' is neither a run directory, a model file nor a pretrained name (onet)
+    kernelscope.errors.KernelscopeError: source '/nonexistent.pt' does not exist (give a run directory or a model file)
     """
     from torch import nn
 
@@ -321,7 +368,8 @@ def open_source(source: Any, *, arch: str | None = None, epoch: int | None = Non
         source = source.path
     if isinstance(source, nn.Module):
         _no_epoch(epoch, "an nn.Module")
-        return Source(source.eval(), type(source).__name__, "module", _spec(mean, std))
+        model = source.eval()
+        return Source(lambda: model, type(source).__name__, "module", _spec(mean, std))
     if not isinstance(source, (str, os.PathLike)):
         raise KernelscopeError(f"SOURCE must be a run directory, a model file, an nn.Module or 'onet', got "
                                f"{type(source).__name__}")
@@ -333,8 +381,7 @@ def open_source(source: Any, *, arch: str | None = None, epoch: int | None = Non
             raise KernelscopeError(f"directory {str(path)!r} is not a run directory (no manifest.json)")
         return _run(path, epoch, mean, std)
     if not path.is_file():
-        raise KernelscopeError(f"source {str(source)!r} is neither a run directory, a model file nor a "
-                               "pretrained name (onet)")
+        raise KernelscopeError(f"source {str(source)!r} does not exist (give a run directory or a model file)")
     _no_epoch(epoch, f"model file {path.name!r}")
     try:
         model, runnable = _model_file(path, arch, trust_code, build_kwargs)
@@ -343,7 +390,7 @@ def open_source(source: Any, *, arch: str | None = None, epoch: int | None = Non
     except Exception as error:  # a corrupt file can fail deep inside torch/onnx with any exception
         detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise KernelscopeError(f"cannot read model file {str(path)!r}: {type(error).__name__}: {detail}") from None
-    return Source(model, f"model {path.name}", "file", _spec(mean, std), runnable=runnable)
+    return Source(lambda: model, f"model {path.name}", "file", _spec(mean, std), runnable=runnable)
 
 
 def load_model(source: Any, *, arch: str | None = None, trust_code: bool = False, **build_kwargs: Any):
@@ -354,7 +401,7 @@ def load_model(source: Any, *, arch: str | None = None, trust_code: bool = False
     >>> load_model("/nonexistent.pt")
     Traceback (most recent call last):
     ...
-    kernelscope.errors.KernelscopeError: source '/nonexistent.pt' is neither a run directory, a model file nor a pretrained name (onet)
+    kernelscope.errors.KernelscopeError: source '/nonexistent.pt' does not exist (give a run directory or a model file)
     """
     epoch = build_kwargs.pop("epoch", None)
     return open_source(source, arch=arch, epoch=epoch, trust_code=trust_code, **build_kwargs).model
@@ -375,12 +422,13 @@ def _run(path: Path, epoch: int | None, mean: Any, std: Any) -> Source:
     if mean or std:
         raise KernelscopeError("a run brings its own normalisation (its manifest's mean/std); drop --mean and --std")
     run = load_run(path)
-    model = run.model(epoch).eval()
+    if epoch is not None:
+        run._epoch(epoch, run.checkpoint_epochs, "checkpoints")  # an unrecorded epoch fails now, not on first use
     info = run.manifest.get("dataset", {})
     shape = tuple(int(v) for v in info["image_shape"]) if info.get("image_shape") else None
     spec = InputSpec(shape, list(info.get("mean") or []) or None, list(info.get("std") or []) or None)
     classes = list(info.get("classes") or []) or None
-    return Source(model, f"run {path.name}", "run", spec, run=run, classes=classes)
+    return Source(lambda: run.model(epoch).eval(), f"run {path.name}", "run", spec, run=run, classes=classes)
 
 
 def _onet(epoch: int | None, mean: Any, std: Any) -> Source:
@@ -396,7 +444,7 @@ def _onet(epoch: int | None, mean: Any, std: Any) -> Source:
         return np.clip(x, 0.0, 1.0)
 
     spec = InputSpec(ONET_INPUT_SHAPE, list(ONET_MEAN), list(ONET_STD), prepare)
-    return Source(onet_logits(), "MTCNN ONet (pretrained)", "pretrained", spec, classes=["nonface", "face"])
+    return Source(onet_logits, "MTCNN ONet (pretrained)", "pretrained", spec, classes=["nonface", "face"])
 
 
 def _model_file(path: Path, arch: str | None, trust_code: bool, build_kwargs: dict[str, Any]) -> tuple[Any, bool]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kernelscope.analysis.hooks import _as_nchw, layer_outputs
+from kernelscope.analysis.hooks import _as_nchw, layer_outputs, read_point
 from kernelscope.errors import KernelscopeError
 from kernelscope.models.layers import conv_layer_names
 
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 __all__ = ["feature_maps", "run_feature_maps", "is_signed"]
 
 
-def feature_maps(model: nn.Module, image: Any, layers: list[str] | None = None) -> dict[str, np.ndarray]:
+def feature_maps(model: nn.Module, image: Any, layers: list[str] | None = None, *,
+                 at: str = "activation") -> dict[str, np.ndarray]:
     """All channels of ``layers`` (default: every Conv2d) for one image.
 
     Parameters
@@ -33,6 +34,9 @@ def feature_maps(model: nn.Module, image: Any, layers: list[str] | None = None) 
         As the model expects it (normalised).
     layers : list of str, optional
         Dotted layer names; default all 2-D conv layers in definition order.
+    at : {"activation", "conv"}
+        Read each conv layer after the nonlinearity that follows it, or its own signed
+        output (:func:`~kernelscope.analysis.hooks.read_point`); keys stay the conv names.
 
     Returns
     -------
@@ -43,9 +47,11 @@ def feature_maps(model: nn.Module, image: Any, layers: list[str] | None = None) 
     >>> import torch
     >>> from torch import nn
     >>> net = nn.Sequential(nn.Conv2d(1, 2, 3, bias=False), nn.ReLU(), nn.Conv2d(2, 1, 3))
-    >>> maps = feature_maps(net, np.zeros((1, 8, 8), dtype=np.float32))
+    >>> maps = feature_maps(net, np.random.default_rng(0).normal(size=(1, 8, 8)).astype(np.float32))
     >>> {name: m.shape for name, m in maps.items()}
     {'0': (2, 6, 6), '2': (1, 4, 4)}
+    >>> bool(maps["0"].min() >= 0), bool(feature_maps(net, np.ones((8, 8)) , at="conv")["0"].min() < 0)
+    (True, True)
     """
     array = np.asarray(image.detach().cpu().numpy() if hasattr(image, "detach") else image)
     if array.ndim == 2:
@@ -59,10 +65,11 @@ def feature_maps(model: nn.Module, image: Any, layers: list[str] | None = None) 
         layers = conv_layer_names(model)
         if not layers:
             raise KernelscopeError(f"model {type(model).__name__} has no Conv2d layer; name the layers to show")
-    outputs = layer_outputs(model, array, layers)
+    hooked = {name: read_point(model, name, at)[0] for name in layers}
+    outputs = layer_outputs(model, array, sorted(set(hooked.values())))
     maps = {}
     for name in layers:
-        value = outputs[name]
+        value = outputs[hooked[name]]
         if value.ndim != 4:
             raise KernelscopeError(f"layer {name!r} output has shape {value.shape}, not (N, C, H, W)")
         maps[name] = value[0]

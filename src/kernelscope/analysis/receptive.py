@@ -47,6 +47,7 @@ import numpy as np
 
 from kernelscope.errors import KernelscopeError
 from kernelscope.models.layers import get_layer
+from kernelscope.ops.shapes import as_pair
 
 if TYPE_CHECKING:
     from torch import nn
@@ -94,12 +95,6 @@ class LayerField:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _pair(value: Any) -> tuple[int, int]:
-    if isinstance(value, (tuple, list)):
-        return int(value[0]), int(value[-1])
-    return int(value), int(value)
 
 
 def _trace_leaves(model: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[str, nn.Module, tuple, tuple]]:
@@ -201,14 +196,14 @@ def receptive_fields(model: nn.Module, input_shape: tuple[int, int, int],
                     "point-wise layers"
                 )
         if is_spatial:
-            k = _pair(module.kernel_size)
-            s = _pair(module.stride if module.stride is not None else module.kernel_size)
-            d = _pair(getattr(module, "dilation", 1))
+            k = as_pair(module.kernel_size, f"{name}.kernel_size")
+            s = as_pair(module.kernel_size if module.stride is None else module.stride, f"{name}.stride")
+            d = as_pair(getattr(module, "dilation", 1), f"{name}.dilation")
             if isinstance(module.padding, str):  # Conv2d padding="same" / "valid"
                 p = tuple((di * (ki - 1)) // 2 if module.padding == "same" else 0
                           for ki, di in zip(k, d, strict=True))
             else:
-                p = _pair(module.padding)
+                p = as_pair(module.padding, f"{name}.padding", minimum=0)
             for axis in range(2):
                 start[axis] += ((k[axis] - 1) * d[axis] / 2 - p[axis]) * jump[axis]
                 size[axis] += (k[axis] - 1) * d[axis] * jump[axis]
@@ -293,6 +288,8 @@ class EffectiveField:
     theoretical_box: tuple[int, int, int, int]
     mass_inside: float  # fraction of the gradient mass inside the theoretical field (1.0 by locality)
     n_images: int
+    at: str = "activation"
+    read: str = ""  # what was read, e.g. "features.5 (ReLU after conv features.4)"
 
     @property
     def ratio(self) -> tuple[float, float]:
@@ -302,7 +299,8 @@ class EffectiveField:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "layer": self.layer, "unit": list(self.unit), "centre": list(self.centre),
+            "layer": self.layer, "at": self.at, "read": self.read, "unit": list(self.unit),
+            "centre": list(self.centre),
             "sigma": list(self.sigma), "effective_size": list(self.effective_size),
             "theoretical_size": list(self.theoretical.size), "ratio": list(self.ratio),
             "theoretical_box": list(self.theoretical_box), "mass_inside": self.mass_inside,
@@ -333,7 +331,7 @@ def gaussian_moments(weights: np.ndarray) -> tuple[tuple[float, float], tuple[fl
 
 def effective_receptive_field(model: nn.Module, layer: str, images: Any = None, *,
                               input_shape: tuple[int, int, int] | None = None, n_random: int = 16,
-                              seed: int = 0, batch_size: int = 32) -> EffectiveField:
+                              seed: int = 0, batch_size: int = 32, at: str = "activation") -> EffectiveField:
     """Effective receptive field of the centre unit of ``layer`` (Luo et al. 2016).
 
     Parameters
@@ -346,6 +344,9 @@ def effective_receptive_field(model: nn.Module, layer: str, images: Any = None, 
         ``n_random`` standard-normal images of ``input_shape``.
     input_shape : tuple (C, H, W), optional
         Needed when ``images`` is None.
+    at : {"activation", "conv"}
+        The unit after the nonlinearity that follows a conv ``layer``, or the conv's own
+        output (:func:`~kernelscope.analysis.hooks.read_point`).
 
     Examples
     --------
@@ -357,6 +358,9 @@ def effective_receptive_field(model: nn.Module, layer: str, images: Any = None, 
     """
     import torch
 
+    from kernelscope.analysis.hooks import read_point
+
+    hooked, read = read_point(model, layer, at)
     if images is None:
         if input_shape is None:
             raise KernelscopeError("give images or input_shape for the effective receptive field")
@@ -371,7 +375,7 @@ def effective_receptive_field(model: nn.Module, layer: str, images: Any = None, 
     grad_sum = np.zeros(images.shape[2:], dtype=np.float64)
     for start in range(0, images.shape[0], batch_size):
         x = torch.from_numpy(images[start : start + batch_size].copy()).requires_grad_(True)
-        value = _unit_output(net, layer, x, None, *unit)
+        value = _unit_output(net, hooked, x, None, *unit)
         (grad,) = torch.autograd.grad(value.sum(), x)
         grad_sum += grad.abs().sum(dim=1).sum(dim=0).numpy()
     grad_map = grad_sum / images.shape[0]
@@ -386,7 +390,7 @@ def effective_receptive_field(model: nn.Module, layer: str, images: Any = None, 
             f"(fraction inside {mass_inside:.4f}); the model is not a chain kernelscope can follow"
         )
     return EffectiveField(layer, unit, grad_map, centre, sigma, (4 * sigma[0], 4 * sigma[1]), theory,
-                          box, mass_inside, int(images.shape[0]))
+                          box, mass_inside, int(images.shape[0]), at, read)
 
 
 def _box_mask(shape: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:

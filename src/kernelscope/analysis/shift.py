@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kernelscope._progress import progress
-from kernelscope.analysis.hooks import _as_nchw, _to_tensor, capture, iter_batches
+from kernelscope.analysis.hooks import _as_nchw, _to_tensor, capture, iter_batches, read_point
 from kernelscope.errors import KernelscopeError
 
 if TYPE_CHECKING:
@@ -149,7 +149,10 @@ def collect(model: nn.Module, layer: str, images: Any, *, batch_size: int = 64,
             maxima.append(acts.flatten(2).amax(dim=2).cpu().numpy())  # (B, C)
             pooled.append(acts.mean(dim=(2, 3)).cpu().numpy())  # (B, C)
             if isinstance(result, (tuple, list)):
-                result = result[0]
+                raise KernelscopeError(
+                    f"model {type(model).__name__} returns a {type(result).__name__} of outputs, not logits: "
+                    "give a model whose forward returns the logits (kernelscope.sources.open_source does so "
+                    "for the pretrained networks it knows, such as onet)")
             if isinstance(result, torch.Tensor) and result.dim() == 2:
                 logits.append(result.float().cpu().numpy())
             bar.update(x.shape[0])
@@ -241,6 +244,8 @@ class ShiftResult:
     init: dict[str, Any] | None
     maxima: dict[str, np.ndarray] = field(default_factory=dict)  # "in", "out", "init_in", "init_out": (N, C)
     names: tuple[str, str] = ("in", "out")
+    at: str = "activation"
+    read: str = ""  # what was read, e.g. "features.5 (ReLU after conv features.4)"
 
     def rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -266,7 +271,8 @@ class ShiftResult:
                     "median_channel_auroc": float(np.median(table["channels"]["auroc"]))}
 
         return {
-            "layer": self.layer, "in": self.names[0], "out": self.names[1], "n_in": self.n_in, "n_out": self.n_out,
+            "layer": self.layer, "at": self.at, "read": self.read,
+            "in": self.names[0], "out": self.names[1], "n_in": self.n_in, "n_out": self.n_out,
             "definitions": {
                 "id_threshold": f"the {ID_PERCENTILE:g}th percentile of each channel's spatial maxima on the "
                                 "in-distribution set (so rate_in is ~5% by construction)",
@@ -283,7 +289,7 @@ class ShiftResult:
 def shift(model: nn.Module, layer: str, in_images: Any, out_images: Any, *,
           train_images: Any = None, train_labels: Any = None, init_model: nn.Module | None = None,
           n_boot: int = 1000, seed: int = 0, batch_size: int = 64,
-          names: tuple[str, str] = ("in", "out")) -> ShiftResult:
+          names: tuple[str, str] = ("in", "out"), at: str = "activation") -> ShiftResult:
     """Per-channel and network-level shift between ``in_images`` and ``out_images`` at ``layer``.
 
     Parameters
@@ -297,6 +303,9 @@ def shift(model: nn.Module, layer: str, in_images: Any, out_images: Any, *,
         Labelled ID training images for the Mahalanobis score (skipped without them).
     init_model : nn.Module, optional
         The initialisation control, scored the same way (its own Mahalanobis fit).
+    at : {"activation", "conv"}
+        Read a conv ``layer`` after the nonlinearity that follows it, or its own output
+        (:func:`~kernelscope.analysis.hooks.read_point`).
 
     Examples
     --------
@@ -321,13 +330,14 @@ def shift(model: nn.Module, layer: str, in_images: Any, out_images: Any, *,
             f"and {out_array.shape[1:]}"
         )
     check_not_identical(in_array, out_array)
+    hooked, read = read_point(model, layer, at)
 
     def report(net: nn.Module, tag: str):
-        stats_in = collect(net, layer, in_array, batch_size=batch_size, desc=f"shift {tag}: {names[0]}")
-        stats_out = collect(net, layer, out_array, batch_size=batch_size, desc=f"shift {tag}: {names[1]}")
+        stats_in = collect(net, hooked, in_array, batch_size=batch_size, desc=f"shift {tag}: {names[0]}")
+        stats_out = collect(net, hooked, out_array, batch_size=batch_size, desc=f"shift {tag}: {names[1]}")
         maha = None
         if train_images is not None and train_labels is not None:
-            train = collect(net, layer, train_images, batch_size=batch_size, desc=f"shift {tag}: fit")
+            train = collect(net, hooked, train_images, batch_size=batch_size, desc=f"shift {tag}: fit")
             maha = mahalanobis_fit(train["pooled"], np.asarray(train_labels))
         return shift_report(stats_in, stats_out, maha=maha, n_boot=n_boot, seed=seed), stats_in, stats_out
 
@@ -337,4 +347,4 @@ def shift(model: nn.Module, layer: str, in_images: Any, out_images: Any, *,
     if init_model is not None:
         init, i_in, i_out = report(init_model, "init")
         maxima.update(init_in=i_in["maxima"], init_out=i_out["maxima"])
-    return ShiftResult(layer, in_array.shape[0], out_array.shape[0], trained, init, maxima, tuple(names))
+    return ShiftResult(layer, in_array.shape[0], out_array.shape[0], trained, init, maxima, tuple(names), at, read)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kernelscope._progress import progress
-from kernelscope.analysis.hooks import _as_nchw, _to_tensor, forward_until
+from kernelscope.analysis.hooks import _as_nchw, _to_tensor, forward_until, read_point
 from kernelscope.analysis.receptive import LayerField, receptive_field, unit_field_box
 from kernelscope.errors import KernelscopeError
 
@@ -126,10 +126,12 @@ class TopPatches:
     crops: np.ndarray  # (C, k, C_in, rh, rw) receptive-field crops of the display images (NaN outside)
     field: LayerField
     n_images: int
+    at: str = "activation"
+    read: str = ""  # what was read, e.g. "features.5 (ReLU after conv features.4)"
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "layer": self.layer, "k": self.k, "n_images": self.n_images,
+            "layer": self.layer, "at": self.at, "read": self.read, "k": self.k, "n_images": self.n_images,
             "receptive_field": self.field.to_dict(),
             "channels": [
                 {"channel": c, "values": self.values[c].tolist(), "image_index": self.image_index[c].tolist(),
@@ -140,7 +142,8 @@ class TopPatches:
 
 
 def top_patches(model: nn.Module, layer: str, images: Any, *, k: int = 9, display: Any = None,
-                batch_size: int = 64, n_images: int | None = None, desc: str | None = None) -> TopPatches:
+                batch_size: int = 64, n_images: int | None = None, desc: str | None = None,
+                at: str = "activation") -> TopPatches:
     """The ``k`` most activating images of every channel of ``layer``, cropped by the receptive field.
 
     Parameters
@@ -157,6 +160,9 @@ def top_patches(model: nn.Module, layer: str, images: Any, *, k: int = 9, displa
         Images to crop for display (e.g. the raw [0, 1] images); default the inputs.
     n_images : int, optional
         Length of a stream, for the progress bar.
+    at : {"activation", "conv"}
+        Read a conv ``layer`` after the nonlinearity that follows it, or its own output
+        (:func:`~kernelscope.analysis.hooks.read_point`). The receptive field is the same.
 
     Examples
     --------
@@ -172,6 +178,7 @@ def top_patches(model: nn.Module, layer: str, images: Any, *, k: int = 9, displa
     """
     if k < 1:
         raise KernelscopeError(f"k must be >= 1, got {k}")
+    hooked, read = read_point(model, layer, at)
     stream = _pairs(images, display, batch_size)
     total = n_images if n_images is not None else (len(images) if hasattr(images, "__len__") else None)
     top: TopK | None = None
@@ -180,7 +187,7 @@ def top_patches(model: nn.Module, layer: str, images: Any, *, k: int = 9, displa
     try:
         for x, shown in stream:
             tensor = _to_tensor(x, model)
-            acts = forward_until(model, layer, tensor)  # (B, C, H', W')
+            acts = forward_until(model, hooked, tensor)  # (B, C, H', W')
             if acts.dim() != 4:
                 raise KernelscopeError(f"layer {layer!r} output has shape {tuple(acts.shape)}, not (N, C, H, W)")
             if top is None:
@@ -195,7 +202,8 @@ def top_patches(model: nn.Module, layer: str, images: Any, *, k: int = 9, displa
         bar.close()
     if top is None:
         raise KernelscopeError("the dataset has no images (0 given); give at least one image")
-    return TopPatches(layer, min(k, seen), top.values, top.image_index, top.position, top.crops, top.field, seen)
+    return TopPatches(layer, min(k, seen), top.values, top.image_index, top.position, top.crops, top.field, seen,
+                      at, read)
 
 
 def _pairs(images: Any, display: Any, batch_size: int):

@@ -6,14 +6,7 @@ from pathlib import Path
 
 import click
 
-from kernelscope.cli._channels import (
-    load_images,
-    open_source,
-    out_option,
-    pick_layer,
-    source_options,
-    write_csv,
-)
+from kernelscope.cli._channels import open_from_options, out_option, source_options, write_csv
 
 
 @click.command("dissect")
@@ -28,7 +21,8 @@ from kernelscope.cli._channels import (
 @click.option("--no-init", is_flag=True, help="Skip the initialisation control.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @out_option
-def command(source, arch, epoch, mean, std, layer, image_set, masks_path, permutations, no_init, seed, out_dir):
+def command(source, arch, epoch, mean, std, trust_code, layer, image_set, masks_path, permutations, no_init, seed,
+            out_dir):
     """Which channels of SOURCE's layer detect a concept? IoU per channel (top 0.5% threshold,
     IoU > 0.04 = detector) with chance IoU, a permutation null and the network at initialisation.
 
@@ -41,9 +35,9 @@ def command(source, arch, epoch, mean, std, layer, image_set, masks_path, permut
     from kernelscope.report.figures.channels import dissect_figure
     from kernelscope.report.figures.common import save_figure
 
-    src = open_source(source, arch=arch, epoch=epoch, mean=mean, std=std)
-    layer = pick_layer(src, layer)
-    inputs, raw, description = load_images(src, image_set)
+    src = open_from_options(source, arch, epoch, mean, std, trust_code)
+    layer = src.pick_layer(layer)
+    inputs, raw, description = src.images(image_set)
     counts = None
     if masks_path is not None:
         masks = load_masks(masks_path)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from kernelscope.cli._channels import load_images, open_source, out_option, source_options
+from kernelscope.cli._channels import at_option, open_from_options, out_option, source_options
 
 
 @click.command("maps")
@@ -16,8 +16,9 @@ from kernelscope.cli._channels import load_images, open_source, out_option, sour
 @click.option("--images", "image_set", default=None,
               help="Image set (default: the run's probe images, or 'faces'); see `kernelscope maps --help`.")
 @click.option("--index", type=int, default=0, show_default=True, help="Which image of the set.")
+@at_option
 @out_option
-def command(source, arch, epoch, mean, std, layers, image_set, index, out_dir):
+def command(source, arch, epoch, mean, std, trust_code, layers, image_set, index, at, out_dir):
     """Feature maps of SOURCE (a run directory or a model file with --arch) for one image.
 
     Writes feature_maps.png (one colour scale per layer, diverging when signed),
@@ -30,17 +31,17 @@ def command(source, arch, epoch, mean, std, layers, image_set, index, out_dir):
     from kernelscope.report.figures.channels import feature_epochs_figure, feature_maps_figure
     from kernelscope.report.figures.common import save_figure
 
-    src = open_source(source, arch=arch, epoch=epoch, mean=mean, std=std)
+    src = open_from_options(source, arch, epoch, mean, std, trust_code)
     image_set = image_set or ("probe" if src.run is not None else "faces")
-    inputs, raw, description = load_images(src, image_set)
+    inputs, raw, description = src.images(image_set)
     if not 0 <= index < inputs.shape[0]:
         raise KernelscopeError(f"--index must be in 0..{inputs.shape[0] - 1} for {image_set!r}, got {index}")
-    maps = feature_maps(src.model, inputs[index], list(layers) or None)
+    maps = feature_maps(src.model, inputs[index], list(layers) or None, at=at)
     out = Path(out_dir)
     save_figure(feature_maps_figure(maps, raw[index]), out / "feature_maps.png")
     write_npz(out / "feature_maps.npz", **maps)
     summary = {
-        "source": src.label, "images": description, "index": index,
+        "source": src.label, "images": description, "index": index, "at": at,
         "layers": {name: {"shape": list(m.shape), "signed": bool(m.min() < 0),
                           "channel_max": m.reshape(m.shape[0], -1).max(axis=1).tolist(),
                           "channel_mean_abs": np.abs(m).reshape(m.shape[0], -1).mean(axis=1).tolist()}
@@ -57,4 +58,4 @@ def command(source, arch, epoch, mean, std, layers, image_set, index, out_dir):
             summary["epochs"][name] = {"epochs": epochs, "probe_index": 0,
                                        "mean_abs": np.abs(stack).mean(axis=(1, 2, 3)).tolist()}
     write_json(out / "maps.json", summary)
-    click.echo(f"{len(maps)} layer(s) of {src.label} on {description}[{index}] -> {out}/feature_maps.png")
+    click.echo(f"{len(maps)} layer(s) of {src.label} (at {at}) on {description}[{index}] -> {out}/feature_maps.png")

@@ -8,7 +8,9 @@ from typing import Any
 import click
 import numpy as np
 
+from kernelscope.cli._channels import open_from_options, source_options
 from kernelscope.errors import KernelscopeError
+from kernelscope.sources import resize_images, resize_masks
 
 #: Mask sources that need no file.
 MASK_SOURCES = ("landmarks", "haar")
@@ -21,57 +23,6 @@ def _fill(value: str) -> str | float:
         return float(value)
     except ValueError:
         raise KernelscopeError(f"--fill: expected 'zero', 'mean', 'blur' or a number, got {value!r}") from None
-
-
-def _resize(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """(N, c, h, w) in [0, 1] -> (N, C, H, W): bilinear resize, grey <-> RGB."""
-    import torch
-    import torch.nn.functional as F
-
-    c, h, w = shape
-    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-    if tuple(x.shape[-2:]) != (h, w):
-        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
-    if x.shape[1] == 1 and c == 3:
-        x = x.repeat(1, 3, 1, 1)
-    elif x.shape[1] == 3 and c == 1:
-        x = x.mean(dim=1, keepdim=True)
-    elif x.shape[1] != c:
-        raise KernelscopeError(f"images have {x.shape[1]} channels but the model takes {c}")
-    return x.numpy()
-
-
-def _resize_masks(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of (N, h, w) bool masks."""
-    n, h, w = mask.shape
-    rows = np.minimum(((np.arange(size[0]) + 0.5) * h / size[0]).astype(int), h - 1)
-    cols = np.minimum(((np.arange(size[1]) + 0.5) * w / size[1]).astype(int), w - 1)
-    return mask[:, rows][:, :, cols]
-
-
-def _open(source: str, arch: str | None, epoch: int | None, mean, std
-          ) -> tuple[Any, Any, str, list[str] | None, Any]:
-    """(model, normalise(raw) -> inputs, label, class names, init(seed) -> the model at initialisation).
-
-    ONet brings its own input size and normalisation; its "initialisation" is PyTorch's default init.
-    """
-    if source.lower() == "onet" and not Path(source).exists():
-        from kernelscope.analysis.hooks import reinitialised
-        from kernelscope.models.onet import load_onet, preprocess_faces
-
-        onet = load_onet()
-        return (onet, (lambda raw: preprocess_faces(raw)), "MTCNN ONet (pretrained, facenet-pytorch weights)",
-                ["nonface", "face"], lambda seed: reinitialised(onet, seed=seed))
-    from kernelscope.cli._channels import open_source
-
-    src = open_source(source, arch=arch, epoch=epoch, mean=mean, std=std)
-
-    def normalise(raw: np.ndarray) -> np.ndarray:
-        shape = src.input_shape or (raw.shape[1], *raw.shape[2:])
-        return src.normalise(_resize(raw, shape))
-
-    classes = None if src.run is None else list(src.run.manifest.get("dataset", {}).get("classes") or []) or None
-    return src.model, normalise, src.label, classes, src.init_model
 
 
 def _target(spec: str | None, classes: list[str] | None) -> int | None:
@@ -96,9 +47,9 @@ def _load_raw(spec: str) -> tuple[np.ndarray, str]:
     path = Path(spec)
     if not path.is_file():
         raise KernelscopeError(f"--images: expected 'faces' or an .npy/.npz file of face crops, got {spec!r}")
-    from kernelscope.cli._channels import _read_array
+    from kernelscope.data.formats import read_image_array
 
-    raw = np.asarray(_read_array(path), dtype=np.float32)
+    raw = np.asarray(read_image_array(path), dtype=np.float32)
     if raw.ndim == 3:
         raw = raw[:, None]
     if raw.ndim != 4 or raw.shape[1] not in (1, 3) or raw.shape[0] < 2:
@@ -111,7 +62,7 @@ def _load_raw(spec: str) -> tuple[np.ndarray, str]:
 def _masks(spec: str, raw: np.ndarray, size: tuple[int, int], parts: list[str], radius: float,
            n_all: int) -> tuple[dict[str, np.ndarray], str]:
     """Masks for ``raw`` (the first images of a set of ``n_all``; file masks for all of them are cut to match)."""
-    from kernelscope.analysis.parts import PART_NAMES, landmark_part_masks
+    from kernelscope.analysis.occlusion import PART_NAMES, landmark_part_masks
     from kernelscope.errors import suggest
 
     if spec == "landmarks":
@@ -127,7 +78,7 @@ def _masks(spec: str, raw: np.ndarray, size: tuple[int, int], parts: list[str], 
         from kernelscope.data.face_masks import face_part_masks
 
         found = face_part_masks(raw.mean(axis=1))
-        masks = {k: _resize_masks(v, size) for k, v in found.masks.items()}
+        masks = {k: resize_masks(v, size) for k, v in found.masks.items()}
         return masks, f"Haar cascades (with template fallback): {found.counts}"
     path = Path(spec)
     if not path.exists():
@@ -142,7 +93,7 @@ def _masks(spec: str, raw: np.ndarray, size: tuple[int, int], parts: list[str], 
         if mask.ndim == 3 and mask.shape[0] == n_all != len(raw):
             mask = mask[:len(raw)]  # --limit applies to the masks too
         if mask.ndim == 3 and mask.shape[1:] == raw.shape[2:] and tuple(raw.shape[2:]) != tuple(size):
-            mask = _resize_masks(mask.astype(bool), size)  # given at the images' size: scaled like them
+            mask = resize_masks(mask.astype(bool), size)  # given at the images' size: scaled like them
         elif mask.ndim != 3 or tuple(mask.shape[1:]) != tuple(size):
             raise KernelscopeError(
                 f"--masks: mask {name!r} has shape {tuple(mask.shape)}; expected (N, H, W) at the images' size "
@@ -153,11 +104,7 @@ def _masks(spec: str, raw: np.ndarray, size: tuple[int, int], parts: list[str], 
 
 
 @click.command("parts")
-@click.argument("source")
-@click.option("--arch", default=None, help="Architecture of a state-dict model file.")
-@click.option("--epoch", type=int, default=None, help="Epoch of a run to analyse (default: the last).")
-@click.option("--mean", type=float, multiple=True, help="Per-channel mean to normalise images (model files).")
-@click.option("--std", type=float, multiple=True, help="Per-channel std to normalise images (model files).")
+@source_options
 @click.option("--parts", "parts_spec", default="eyes,nose,mouth", show_default=True,
               help="Comma-separated parts: eyes, left_eye, right_eye, nose, mouth (landmarks), or mask names.")
 @click.option("--layer", default=None, help="Layer (default: conv3 for onet, else the deepest Conv2d).")
@@ -186,7 +133,8 @@ def _masks(spec: str, raw: np.ndarray, size: tuple[int, int], parts: list[str], 
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Folder for parts.json, parts.csv and parts.png (created).")
-def command(source, arch, epoch, mean, std, parts_spec, layer, image_spec, mask_spec, limit, fill_spec, controls,
+def command(source, arch, epoch, mean, std, trust_code, parts_spec, layer, image_spec, mask_spec, limit, fill_spec,
+            controls,
             margin, radius, boot, top, target, no_init, seed, out_dir):
     """Part detectors in SOURCE (a run directory, a model file with --arch, or 'onet'), by occlusion.
 
@@ -205,29 +153,25 @@ def command(source, arch, epoch, mean, std, parts_spec, layer, image_spec, mask_
     if not parts:
         raise KernelscopeError(f"--parts: expected comma-separated part names, got {parts_spec!r}")
     fill = _fill(fill_spec)
-    model, normalise, label, classes, init_model = _open(source, arch, epoch, mean, std)
+    src = open_from_options(source, arch, epoch, mean, std, trust_code)
+    model, label, classes = src.model, src.label, src.classes
     target_index = _target(target, classes)
-    if layer is None:
-        from kernelscope.models.layers import conv_layer_names
-
-        names = conv_layer_names(model)
-        if not names:
-            raise KernelscopeError("the model has no Conv2d layer; give --layer")
-        layer = "conv3" if "conv3" in names and label.startswith("MTCNN") else names[-1]
+    if layer is None:  # ONet's eye channels are in conv3 (docs/parts.md); else the deepest conv layer
+        layer = "conv3" if src.kind == "pretrained" and "conv3" in src.conv_layers else src.pick_layer(None)
     raw, description = _load_raw(image_spec)
     n_all = len(raw)
     if limit is not None:
         raw = raw[:limit]
-    inputs = normalise(raw)  # (N, C, H, W) as the model takes them
+    inputs = src.normalise(src.fit(raw))  # (N, C, H, W) as the model takes them
     size = tuple(inputs.shape[2:])
     masks, mask_description = _masks(mask_spec, raw, size, parts, radius, n_all)
     result = part_selectivity(model, inputs, masks, layer=layer, parts=parts, fill=fill, n_controls=controls,
                               margin=margin, n_boot=boot, seed=seed, target=target_index)
     init = None
     if not no_init:  # the control: the same layer, images, masks and occluders at initialisation
-        init = part_selectivity(init_model(seed), inputs, masks, layer=layer, parts=parts, fill=fill,
+        init = part_selectivity(src.init_model(seed), inputs, masks, layer=layer, parts=parts, fill=fill,
                                 n_controls=controls, margin=margin, n_boot=boot, seed=seed, target=None)
-    display = _resize(raw, (raw.shape[1], *size))
+    display = resize_images(raw, (raw.shape[1], *size))
     panels = detector_panels(model, result, inputs, masks, top=top)
     out = Path(out_dir)
     save_figure(parts_figure(result, display, masks, panels, title=f"{label}, layer {layer}"), out / "parts.png")

@@ -6,13 +6,7 @@ from pathlib import Path
 
 import click
 
-from kernelscope.cli._channels import (
-    load_images,
-    open_source,
-    out_option,
-    pick_layer,
-    source_options,
-)
+from kernelscope.cli._channels import at_option, open_from_options, out_option, source_options
 
 
 @click.command("patches")
@@ -21,8 +15,9 @@ from kernelscope.cli._channels import (
 @click.option("--images", "image_set", default=None, help="Image set (default: 'test' for a run, else 'faces').")
 @click.option("-k", "k", type=click.IntRange(1, 100), default=9, show_default=True, help="Patches per channel.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True)
+@at_option
 @out_option
-def command(source, arch, epoch, mean, std, layer, image_set, k, batch_size, out_dir):
+def command(source, arch, epoch, mean, std, trust_code, layer, image_set, k, batch_size, at, out_dir):
     """Top-k patches per channel of SOURCE's layer, cropped by the receptive field (one streaming pass).
 
     Writes patches_<layer>.png, patches.json (values, images, positions) and patches.npz (crops).
@@ -32,14 +27,14 @@ def command(source, arch, epoch, mean, std, layer, image_set, k, batch_size, out
     from kernelscope.report.figures.channels import top_patches_figure
     from kernelscope.report.figures.common import save_figure
 
-    src = open_source(source, arch=arch, epoch=epoch, mean=mean, std=std)
-    layer = pick_layer(src, layer)
-    inputs, raw, description = load_images(src, image_set or ("test" if src.run is not None else "faces"))
-    result = top_patches(src.model, layer, inputs, k=k, display=raw, batch_size=batch_size)
+    src = open_from_options(source, arch, epoch, mean, std, trust_code)
+    layer = src.pick_layer(layer)
+    inputs, raw, description = src.images(image_set or ("test" if src.run is not None else "faces"))
+    result = top_patches(src.model, layer, inputs, k=k, display=raw, batch_size=batch_size, at=at)
     out = Path(out_dir)
     save_figure(top_patches_figure(result), out / f"patches_{layer}.png")
     write_npz(out / "patches.npz", crops=result.crops, values=result.values, image_index=result.image_index,
               position=result.position)
     write_json(out / "patches.json", {"source": src.label, "images": description, **result.to_dict()})
-    click.echo(f"top-{result.k} patches of {result.values.shape[0]} channels of {layer} over "
+    click.echo(f"top-{result.k} patches of {result.values.shape[0]} channels of {result.read} over "
                f"{result.n_images} images ({description}) -> {out}/patches_{layer}.png")

@@ -6,14 +6,7 @@ from pathlib import Path
 
 import click
 
-from kernelscope.cli._channels import (
-    load_images,
-    open_source,
-    out_option,
-    pick_layer,
-    source_options,
-    write_csv,
-)
+from kernelscope.cli._channels import at_option, open_from_options, out_option, source_options, write_csv
 
 
 @click.command("rf")
@@ -25,8 +18,9 @@ from kernelscope.cli._channels import (
               help="Images to average the effective field over (default: the run's test split; "
                    "random normal inputs for a model file).")
 @click.option("--limit", type=click.IntRange(1), default=64, show_default=True, help="At most this many images.")
+@at_option
 @out_option
-def command(source, arch, epoch, mean, std, layer, input_size, image_set, limit, out_dir):
+def command(source, arch, epoch, mean, std, trust_code, layer, input_size, image_set, limit, at, out_dir):
     """Receptive fields of SOURCE: size, jump and start per layer (with the formula), the effective
     field of the centre unit of --layer (Luo et al. 2016) and a locality check.
 
@@ -43,18 +37,18 @@ def command(source, arch, epoch, mean, std, layer, input_size, image_set, limit,
     from kernelscope.report.figures.channels import erf_figure
     from kernelscope.report.figures.common import save_figure
 
-    src = open_source(source, arch=arch, epoch=epoch, mean=mean, std=std)
-    layer = pick_layer(src, layer)
+    src = open_from_options(source, arch, epoch, mean, std, trust_code)
+    layer = src.pick_layer(layer)
     shape = tuple(input_size) if input_size else src.input_shape
     if shape is None:
         raise KernelscopeError("give --input-size C H W for a model file (a run directory knows it)")
     images = None
     description = "random normal inputs"
     if image_set or src.run is not None:
-        images, _, description = load_images(src, image_set or "test", limit=limit)
+        images, _, description = src.images(image_set or "test", limit=limit)
         shape = tuple(images.shape[1:])
     table = receptive_fields(src.model, shape)
-    erf = effective_receptive_field(src.model, layer, images, input_shape=shape)
+    erf = effective_receptive_field(src.model, layer, images, input_shape=shape, at=at)
     local = locality_check(src.model, layer, shape, images=images)
     out = Path(out_dir)
     save_figure(erf_figure(erf), out / f"erf_{layer}.png")
@@ -70,7 +64,7 @@ def command(source, arch, epoch, mean, std, layer, input_size, image_set, limit,
     for f in table:
         click.echo(f"{f.layer:<16}{f.kind:<11}{f.kernel[0]:>3}{f.stride[0]:>3}{f.padding[0]:>3}"
                    f"{f.dilation[0]:>3}{f.size[0]:>6}{f.jump[0]:>6}{f.start[0]:>7.1f}")
-    click.echo(f"effective field of {layer} unit {erf.unit} ({description}): 4 sigma = "
+    click.echo(f"effective field of {erf.read} unit {erf.unit} ({description}): 4 sigma = "
                f"{erf.effective_size[0]:.1f} x {erf.effective_size[1]:.1f} px vs theoretical "
                f"{erf.theoretical.size[0]} x {erf.theoretical.size[1]} (ratio {erf.ratio[0]:.2f})")
     click.echo(f"locality: outside the field the unit changed by {local.max_change_outside:g} (max over "

@@ -6,14 +6,7 @@ from pathlib import Path
 
 import click
 
-from kernelscope.cli._channels import (
-    load_images,
-    open_source,
-    out_option,
-    pick_layer,
-    source_options,
-    write_csv,
-)
+from kernelscope.cli._channels import at_option, open_from_options, out_option, source_options, write_csv
 
 
 @click.command("shift")
@@ -26,8 +19,10 @@ from kernelscope.cli._channels import (
 @click.option("--bootstrap", type=click.IntRange(10, 100000), default=1000, show_default=True)
 @click.option("--no-init", is_flag=True, help="Skip the initialisation control.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@at_option
 @out_option
-def command(source, arch, epoch, mean, std, layer, id_set, ood_set, mahalanobis, bootstrap, no_init, seed, out_dir):
+def command(source, arch, epoch, mean, std, trust_code, layer, id_set, ood_set, mahalanobis, bootstrap, no_init, seed,
+            at, out_dir):
     """Distribution shift at SOURCE's layer between --id and --ood images: per-channel AUROC with a
     bootstrap 95% interval and firing rates above the ID 95th percentile; MSP, max logit, energy and
     Mahalanobis scores (AUROC, FPR at 95% TPR); the same for the network at initialisation.
@@ -39,17 +34,17 @@ def command(source, arch, epoch, mean, std, layer, id_set, ood_set, mahalanobis,
     from kernelscope.report.figures.channels import shift_figure
     from kernelscope.report.figures.common import save_figure
 
-    src = open_source(source, arch=arch, epoch=epoch, mean=mean, std=std)
-    layer = pick_layer(src, layer)
-    in_x, _, in_desc = load_images(src, id_set)
-    out_x, _, out_desc = load_images(src, ood_set)
+    src = open_from_options(source, arch, epoch, mean, std, trust_code)
+    layer = src.pick_layer(layer)
+    in_x, _, in_desc = src.images(id_set)
+    out_x, _, out_desc = src.images(ood_set)
     train_x = train_y = None
     if mahalanobis and src.run is not None:
         data = src.run.dataset()
         train_x, train_y = src.normalise(data.x_train), data.y_train
     init = None if no_init else src.init_model(seed)
     result = shift(src.model, layer, in_x, out_x, train_images=train_x, train_labels=train_y, init_model=init,
-                   n_boot=bootstrap, seed=seed, names=(id_set, ood_set))
+                   n_boot=bootstrap, seed=seed, names=(id_set, ood_set), at=at)
     out = Path(out_dir)
     save_figure(shift_figure(result), out / "shift.png")
     write_csv(out / "shift.csv", result.rows())
@@ -57,7 +52,7 @@ def command(source, arch, epoch, mean, std, layer, id_set, ood_set, mahalanobis,
     write_json(out / "shift.json", {"source": src.label, "id_images": in_desc, "ood_images": out_desc,
                                     **result.to_dict()})
     t = result.trained
-    click.echo(f"{layer}: {len(t['quiet_on_ood'])} channel(s) go quiet on {ood_set}, "
+    click.echo(f"{result.read}: {len(t['quiet_on_ood'])} channel(s) go quiet on {ood_set}, "
                f"{len(t['fire_more_on_ood'])} fire more (bootstrap 95% CI of the AUROC excludes 0.5)")
     for name, v in t["network"].items():
         control = ""

@@ -4,9 +4,10 @@
   (default: the last), the epoch-0 snapshot as the init control, every snapshot up
   to that epoch for the evolution, and fresh initialisations of the same layer of
   the same architecture as a large init null;
-* a **model**: an ``nn.Module``, or anything :func:`kernelscope.models.load_model`
-  reads (state dict ``.pt``/``.safetensors`` with ``arch=``, TorchScript, ONNX). The
-  init null is drawn by re-initialising a copy of the layer (``reset_parameters``).
+* a **model**: an ``nn.Module``, or anything :func:`kernelscope.sources.open_source`
+  opens (state dict ``.pt``/``.safetensors`` with ``arch=``, TorchScript read as data,
+  ONNX, ``onet``). The init null is drawn by re-initialising the layer
+  (:meth:`kernelscope.sources.Source.init_kernels`).
 
 The atlas's scores do not depend on a kernel's scale, so an init scaled by a
 constant (the structure recipe's 0.05) has the same null as the unscaled one.
@@ -14,9 +15,7 @@ constant (the structure recipe's 0.05) has the same null as the unscaled one.
 
 from __future__ import annotations
 
-import copy
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,54 +24,7 @@ from kernelscope.analysis.atlas.core import AtlasResult, atlas
 from kernelscope.analysis.atlas.evolution import evolution as evolution_of
 from kernelscope.errors import KernelscopeError
 
-__all__ = ["atlas_of", "layer_kernels", "fresh_init_kernels"]
-
-
-def fresh_init_kernels(layer: Any, n: int, *, seed: int = 0) -> np.ndarray | None:
-    """At least ``n`` kernels from re-initialising a copy of ``layer`` (None if it cannot be re-initialised).
-
-    Returns
-    -------
-    ndarray of shape (n, C, kh, kw) or None
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> fresh_init_kernels(nn.Conv2d(3, 4, 5), 10).shape
-    (10, 3, 5, 5)
-    """
-    import torch
-
-    if not hasattr(layer, "reset_parameters"):
-        return None
-    clone = copy.deepcopy(layer).to("cpu", torch.float32)
-    out, total, draw = [], 0, 0
-    state = torch.random.get_rng_state()
-    try:
-        while total < n:
-            torch.manual_seed(10_000 * seed + draw)
-            with torch.no_grad():
-                clone.reset_parameters()
-            weight = clone.weight.detach().numpy().astype(np.float64).copy()
-            out.append(weight)
-            total += weight.shape[0]
-            draw += 1
-    finally:
-        torch.random.set_rng_state(state)  # never disturb the caller's random stream
-    return np.concatenate(out)[: max(n, 1)]
-
-
-def _load_model_file(path: Path, arch: str | None) -> Any:
-    """load_model, with any reader failure (not only the anticipated ones) as a one-line error."""
-    from kernelscope.models import load_model
-
-    try:
-        return load_model(str(path), arch=arch)
-    except KernelscopeError:
-        raise
-    except Exception as error:  # a corrupt file can fail deep inside torch/onnx with any exception
-        detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise KernelscopeError(f"cannot read model file {str(path)!r}: {type(error).__name__}: {detail}") from None
+__all__ = ["atlas_of", "layer_kernels"]
 
 
 def layer_kernels(model: Any, layer: str | None = None) -> tuple[str, np.ndarray, Any]:
@@ -89,13 +41,9 @@ def layer_kernels(model: Any, layer: str | None = None) -> tuple[str, np.ndarray
     return name, module.weight.detach().cpu().double().numpy(), module
 
 
-def _is_run_dir(path: Path) -> bool:
-    return path.is_dir() and (path / "manifest.json").is_file()
-
-
 def atlas_of(source: Any, *, layer: str | None = None, epoch: int | None = None, arch: str | None = None,
              with_evolution: bool = True, over: str = "epochs", seed: int = 0, n_null: int = 1000,
-             **options: Any) -> AtlasResult:
+             trust_code: bool = False, **options: Any) -> AtlasResult:
     """The atlas of one conv layer of a run directory or a model.
 
     Parameters
@@ -108,7 +56,10 @@ def atlas_of(source: Any, *, layer: str | None = None, epoch: int | None = None,
     epoch : int, optional
         Run directories only: which snapshot (default: the last).
     arch : str, optional
-        Architecture for a bare state-dict file (see :func:`kernelscope.models.load_model`).
+        Architecture for a bare state-dict file (see :func:`kernelscope.sources.open_source`).
+    trust_code : bool
+        TorchScript outside the zoo: allowed to run its code (the atlas reads weights only,
+        so it never needs to).
     with_evolution : bool
         Run directories: also compute the atlas over every epoch up to ``epoch``.
     over : {"epochs", "steps"}
@@ -136,49 +87,34 @@ def atlas_of(source: Any, *, layer: str | None = None, epoch: int | None = None,
     ...
     kernelscope.errors.KernelscopeError: layer '1' is a ReLU, not a convolution (conv layers: 0)
     """
+    from torch import nn
+
+    from kernelscope.sources import open_source
     from kernelscope.train.rundir import Run
 
-    if isinstance(source, Run):  # what train() and load_run() return: analyse its directory
-        source = source.path
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise KernelscopeError(f"source {str(source)!r} does not exist (give a run directory or a model file)")
-        if _is_run_dir(path):
-            return _atlas_of_run(path, layer=layer, epoch=epoch, with_evolution=with_evolution, over=over,
-                                 seed=seed, n_null=n_null, **options)
-        if path.is_dir():
-            raise KernelscopeError(f"directory {str(source)!r} is not a run directory (no manifest.json)")
-        if epoch is not None:
-            raise KernelscopeError(f"--epoch/epoch={epoch} applies to run directories only, not to model file "
-                                   f"{str(source)!r}")
-        model = _load_model_file(path, arch)
-        label = str(source)
-    else:
-        if epoch is not None:
-            raise KernelscopeError(f"epoch={epoch} applies to run directories only, not to a model object")
-        try:
-            from torch import nn
-        except ImportError:  # pragma: no cover - torch is a dependency
-            nn = None
-        if nn is None or not isinstance(source, nn.Module):
-            raise KernelscopeError(f"source must be a run directory (or its Run), a model file or a torch.nn.Module, got "
-                                   f"{type(source).__name__}")
-        model, label = source, type(source).__name__
-    name, kernels, module = layer_kernels(model, layer)
-    init_null = fresh_init_kernels(module, n_null, seed=seed)
+    if not isinstance(source, (str, os.PathLike, Run, nn.Module)):
+        raise KernelscopeError(f"source must be a run directory (or its Run), a model file or a torch.nn.Module, got "
+                               f"{type(source).__name__}")
+    src = open_source(source, arch=arch, trust_code=trust_code)  # the kernels of ``epoch`` come from the run's files
+    if src.run is None and epoch is not None:
+        raise KernelscopeError(f"--epoch/epoch={epoch} applies to run directories only, not to {src.label}")
+    if src.run is not None:
+        return _atlas_of_run(src, layer=layer, epoch=epoch, with_evolution=with_evolution, over=over,
+                             seed=seed, n_null=n_null, **options)
+    model = src.model
+    label = type(source).__name__ if isinstance(source, nn.Module) else str(source)
+    name, kernels, _ = layer_kernels(model, layer)
+    init_null = src.init_kernels(name, n_null, seed=seed)
     result = atlas(kernels, init_null=init_null, seed=seed, n_null=n_null, layer=name, source=label, **options)
     if init_null is None:
         result.notes.append(f"layer {name!r} cannot be re-initialised: no init control")
     return result
 
 
-def _atlas_of_run(path: Path, *, layer, epoch, with_evolution, over, seed, n_null, **options) -> AtlasResult:
-    from kernelscope.train.rundir import load_run
-
+def _atlas_of_run(src: Any, *, layer, epoch, with_evolution, over, seed, n_null, **options) -> AtlasResult:
     if over not in ("epochs", "steps"):
         raise KernelscopeError(f"over must be 'epochs' or 'steps', got {over!r}")
-    run = load_run(path)
+    run, path = src.run, src.run.path
     if with_evolution and over == "steps" and not run.steps:
         raise KernelscopeError(f"run {str(path)!r} recorded no steps (train with record_every_steps > 0, "
                                f"or look at the evolution over epochs)")
@@ -187,24 +123,15 @@ def _atlas_of_run(path: Path, *, layer, epoch, with_evolution, over, seed, n_nul
         if not conv:
             raise KernelscopeError(f"run {str(path)!r} records no conv layer")
         layer = conv[0]
-    fresh = None
     if layer not in conv:
-        fresh = _fresh_model(run)
-        if fresh is not None:
-            layer_kernels(fresh, layer)  # raises the helpful error: unknown, not a conv, Conv1d/3d
+        layer_kernels(src.architecture(), layer)  # raises the helpful error: unknown, not a conv, Conv1d/3d
         from kernelscope.errors import suggest
 
         raise KernelscopeError(suggest(layer, conv, what="conv layer"))
     kernels = np.asarray(run.kernels(epoch, layer), dtype=np.float64)
     chosen = run.epochs[-1] if epoch is None or epoch == -1 else int(epoch)
     init_kernels = np.asarray(run.kernels(0, layer), dtype=np.float64) if 0 in run.epochs else None
-    fresh = fresh if fresh is not None else _fresh_model(run)
-    init_null = None
-    if fresh is not None:
-        from kernelscope.models.layers import get_conv_layer
-
-        _, module = get_conv_layer(fresh, layer)
-        init_null = fresh_init_kernels(module, n_null, seed=seed)
+    init_null = src.init_kernels(layer, n_null, seed=seed)
     result = atlas(kernels, init_kernels=init_kernels, init_null=init_null, seed=seed, n_null=n_null,
                    layer=layer, source=str(path), epoch=chosen, **options)
     if init_null is None and init_kernels is not None:
@@ -222,22 +149,3 @@ def _atlas_of_run(path: Path, *, layer, epoch, with_evolution, over, seed, n_nul
             result.evolution = evolution_of(snapshots, thresholds=result.thresholds,
                                             min_cycles=options.get("min_cycles", 0.25))
     return result
-
-
-def _fresh_model(run):
-    """The run's architecture, freshly initialised (None when it cannot be rebuilt)."""
-    import torch
-
-    state = torch.random.get_rng_state()
-    try:
-        from kernelscope.models.zoo import build_model
-
-        spec = run.manifest["model"]
-        kwargs = dict(spec.get("kwargs", {}))
-        if isinstance(kwargs.get("input_size"), list):
-            kwargs["input_size"] = tuple(kwargs["input_size"])
-        return build_model(spec["name"], **kwargs)
-    except (KernelscopeError, KeyError, TypeError, ImportError):
-        return None
-    finally:
-        torch.random.set_rng_state(state)  # building initialises weights: leave the caller's stream alone
