@@ -49,7 +49,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from kernelscope.analysis.parts import occlude, onet_part_masks, part_selectivity_layers
+    from kernelscope.analysis.occlusion import occlude, onet_part_masks
+    from kernelscope.analysis.parts import part_selectivity_layers
     from kernelscope.data.faces import lfw_faces
     from kernelscope.models.onet import load_onet, preprocess_faces
 

@@ -275,7 +275,7 @@ def _shift_numbers(result: Any) -> dict[str, Any]:
 
 def _parts(out: Path, *, quick: bool, seed: int) -> dict[str, Any]:
     from kernelscope._io import write_json
-    from kernelscope.analysis.parts import part_contrast
+    from kernelscope.analysis.part_contrast import part_contrast
 
     result = part_contrast(seed=seed, quick=quick)
     write_json(out / "parts.json", result)

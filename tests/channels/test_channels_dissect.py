@@ -12,8 +12,8 @@ from torch import nn
 import kernelscope.analysis.dissect as dissect_module
 from kernelscope.analysis.bilinear import _Bilinear, bilinear_axis
 from kernelscope.analysis.dissect import chance_iou, dissect, dissect_layer
-from kernelscope.analysis.sketches import Permutations, StreamingHistogram, _sorted_quantiles, _Tail
 from kernelscope.analysis.hooks import layer_outputs
+from kernelscope.analysis.sketches import Permutations, StreamingHistogram, _sorted_quantiles, _Tail
 from kernelscope.data.face_masks import check_masks, face_part_masks, load_masks, template_masks
 from kernelscope.errors import KernelscopeError
 

@@ -3,9 +3,13 @@ not in the same net trained on the easy face/non-face task, nor at random initia
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from kernelscope.analysis.parts import face_task_data, part_contrast
+from kernelscope.analysis.occlusion import onet_part_masks
+from kernelscope.analysis.part_contrast import part_contrast
+from kernelscope.data.face_tasks import face_task_data
+from kernelscope.data.faces import lfw_faces
 from kernelscope.errors import KernelscopeError
 
 
@@ -42,13 +46,21 @@ def test_occluding_the_eyes_matters_to_the_eyes_model_output_only(contrast):
 
 
 def test_face_task_splits_share_no_face():
-    data = face_task_data("easy", seed=3)
+    eye_masks = onet_part_masks(lfw_faces(), parts=["eyes"])["eyes"]
+    data = face_task_data("easy", eye_masks=eye_masks, seed=3)
     faces = data["test_faces"].reshape(len(data["test_faces"]), -1)
     train_pos = data["x_train"][data["y_train"] == 1].reshape(-1, faces.shape[1])
     assert not (faces[:, None, :] == train_pos[None, :, :]).all(axis=2).any()
     assert data["test_eye_masks"].shape == (40, 25, 25)
     with pytest.raises(KernelscopeError, match="task: expected 'easy' or 'eyes', got 'hard'"):
-        face_task_data("hard")
+        face_task_data("hard", eye_masks=eye_masks)
+    with pytest.raises(KernelscopeError, match=r"eye_masks: expected shape \(100, 25, 25\) \(one mask per "
+                                               r"lfw_subset face\), got \(40, 25, 25\)"):
+        face_task_data("eyes", eye_masks=data["test_eye_masks"])
+    # the held-out faces carry the masks given for them
+    all_faces = lfw_faces().reshape(100, -1)
+    index = [int(np.flatnonzero((all_faces == face).all(axis=1))[0]) for face in faces]
+    np.testing.assert_array_equal(data["test_eye_masks"], eye_masks[index])
 
 
 def test_dissection_sees_no_eye_detector_on_aligned_crops(contrast):

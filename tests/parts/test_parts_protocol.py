@@ -8,15 +8,14 @@ import torch
 from torch import nn
 
 from kernelscope.analysis.hooks import count_hooks
-from kernelscope.analysis.parts import (
-    _shift,
-    _shift_overlap,
+from kernelscope.analysis.occlusion import (
+    control_masks,
     control_offsets,
     landmark_part_masks,
     occlude,
-    part_selectivity,
-    part_selectivity_layers,
 )
+from kernelscope.analysis.parts import part_selectivity, part_selectivity_layers
+from kernelscope.data.face_masks import shift_mask, shift_overlap
 from kernelscope.errors import KernelscopeError
 
 SIZE = 16
@@ -137,13 +136,35 @@ def test_blur_fill_keeps_the_local_luminance(rng):
     assert np.array_equal(filled[:, 0][~masks["eye"]], x[:, 0][~masks["eye"]])
 
 
-def test_shift_overlap_matches_brute_force(rng):
-    a = rng.random((7, 9)) > 0.6
-    b = rng.random((7, 9)) > 0.7
-    overlap = _shift_overlap(a.astype(float), b.astype(float))
-    for dy in range(-6, 7):
-        for dx in range(-8, 9):
-            assert overlap[dy + 6, dx + 8] == pytest.approx((a & _shift(b, dy, dx)).sum(), abs=1e-9)
+@pytest.mark.parametrize("shape", [(7, 9), (25, 25), (48, 48)])
+def test_shift_overlap_matches_brute_force(rng, shape):
+    # the engine's correlation, rounded: exact integer counts, for one mask and for a stack
+    h, w = shape
+    a = rng.random((2, h, w)) > 0.6
+    b = rng.random((h, w)) > 0.7
+    overlap = shift_overlap(a, b)
+    assert overlap.dtype == np.int64 and overlap.shape == (2, 2 * h - 1, 2 * w - 1)
+    np.testing.assert_array_equal(shift_overlap(a[1], b), overlap[1])
+    for dy in range(-(h - 1), h, 1 if h < 10 else 5):
+        for dx in range(-(w - 1), w, 1 if w < 10 else 3):
+            for k in range(2):
+                assert overlap[k, dy + h - 1, dx + w - 1] == (a[k] & shift_mask(b, dy, dx)).sum()
+
+
+def test_control_offsets_are_drawn_from_the_brute_force_placements():
+    # the valid placements, counted pixel by pixel, in the row-major order of (dy, dx): the same
+    # draws from the same generator give the same offsets (so the same controls, the same numbers)
+    mask = np.zeros((25, 25), bool)
+    mask[8:11, 5:9] = mask[8:11, 14:18] = True
+    allowed = np.zeros((25, 25), bool)
+    allowed[2:23, 3:22] = True
+    valid = [(dy, dx) for dy in range(-24, 25) for dx in range(-24, 25)
+             if shift_mask(mask, dy, dx).sum() == mask.sum() and not (shift_mask(mask, dy, dx) & mask).any()
+             and not (shift_mask(mask, dy, dx) & ~allowed).any()]
+    assert 100 < len(valid) < 25 * 25
+    pick = np.random.default_rng(7).choice(len(valid), size=8, replace=False)
+    got = control_offsets(mask, 8, np.random.default_rng(7), allowed=allowed)
+    np.testing.assert_array_equal(got, np.array(valid)[pick])
 
 
 def test_control_offsets_are_inside_disjoint_and_of_equal_area(rng):
@@ -153,10 +174,22 @@ def test_control_offsets_are_inside_disjoint_and_of_equal_area(rng):
     allowed = np.zeros((12, 12), bool)
     allowed[1:, :] = True
     for dy, dx in control_offsets(mask, 50, rng, allowed=allowed):
-        moved = _shift(mask, int(dy), int(dx))
+        moved = shift_mask(mask, int(dy), int(dx))
         assert moved.sum() == mask.sum()
         assert not (moved & mask).any()
         assert not (moved & ~allowed).any()
+
+
+def test_control_masks_move_each_images_part(rng):
+    x, masks = _blob_images(rng, n=4)
+    moved = control_masks(masks["eye"], 5, np.random.default_rng(0))
+    assert moved.shape == (4, 5, SIZE, SIZE)
+    assert (moved.sum(axis=(2, 3)) == masks["eye"].sum(axis=(1, 2))[:, None]).all()
+    assert not (moved & masks["eye"][:, None]).any()
+    again = np.random.default_rng(0)
+    for i in range(4):  # image by image, in order, from one generator
+        for k, (dy, dx) in enumerate(control_offsets(masks["eye"][i], 5, again)):
+            np.testing.assert_array_equal(moved[i, k], shift_mask(masks["eye"][i], int(dy), int(dx)))
 
 
 def test_occluder_too_large_for_the_image():
@@ -204,3 +237,57 @@ def test_target_out_of_range_is_a_one_line_error(rng):
     x, masks = _blob_images(rng, n=4)
     with pytest.raises(KernelscopeError, match=r"target: expected a class index in \[0, 1\], got 5"):
         part_selectivity(_hand_model(), x, masks, layer="0", n_controls=2, target=5)
+
+
+def _offset_model(bias):
+    """One 1x1 conv channel, ``x + bias``, then a ReLU: the conv's own output goes negative where x < -bias."""
+    net = nn.Sequential(nn.Conv2d(1, 1, 1), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)
+        net[0].bias.fill_(bias)
+        net(torch.zeros(1, 1, SIZE, SIZE))
+    return net.eval()
+
+
+def test_a_response_that_turns_negative_under_occlusion_drops_at_most_100_percent(rng):
+    # intact: the eye blob (1.0) gives a maximum of 0.5; occluded with 0, the conv's map is -0.5
+    # everywhere (a signed maximum of -0.5 would be a drop of 200%): clamped at 0, the drop is 100%
+    x = np.zeros((6, 1, SIZE, SIZE), np.float32)
+    eye = np.zeros((6, SIZE, SIZE), bool)
+    for i in range(6):
+        y0, x0 = rng.integers(2, 6), rng.integers(2, 11)
+        eye[i, y0:y0 + 2, x0:x0 + 3] = True
+    x[:, 0][eye] = 1.0
+    for at in ("conv", "activation"):
+        r = part_selectivity(_offset_model(-0.5), x, {"eye": eye}, layer="0", n_controls=4, n_boot=100,
+                             target=None, at=at)
+        assert (r.intact >= 0).all() and (r.occluded["eye"] >= 0).all() and (r.controls["eye"] >= 0).all()
+        st = r.stats["eye"]
+        assert st["part_drop"][0] == pytest.approx(1.0, abs=1e-6) and st["part_drop"][0] <= 1.0
+        assert st["control_drop"][0] == pytest.approx(0.0, abs=1e-6)
+        assert r.detectors("eye") == [0]
+
+
+def test_at_says_where_a_conv_layer_is_read(rng):
+    # conv "0" then Tanh "1": at="activation" reads "1" (so it equals naming "1"); at="conv" reads "0".
+    # (After a ReLU both read the same clamped maxima: max(relu(a)) = max(max(a), 0).)
+    x, masks = _blob_images(rng, n=6)
+    net = nn.Sequential(nn.Conv2d(2, 4, 3), nn.Tanh(), nn.Flatten(), nn.LazyLinear(2))
+    with torch.no_grad():
+        net(torch.zeros(1, 2, SIZE, SIZE))
+    options = {"n_controls": 3, "n_boot": 50, "target": None}
+    post = part_selectivity_layers(net, x, masks, layers=["0", "1"], **options)
+    pre = part_selectivity(net, x, masks, layer="0", at="conv", **options)
+    assert list(post) == ["0", "1"] and post["0"].layer == "0"
+    assert post["0"].at == "activation" and post["0"].read == "1 (Tanh after conv 0)"
+    assert pre.at == "conv" and pre.read == "0 (conv output, pre-activation)"
+    np.testing.assert_array_equal(post["0"].intact, post["1"].intact)
+    conv = torch.nn.functional.conv2d(torch.from_numpy(x), net[0].weight, net[0].bias).detach()
+    np.testing.assert_allclose(pre.intact, conv.amax(dim=(2, 3)).clamp(min=0).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(post["0"].intact, np.tanh(pre.intact), rtol=1e-5)
+    assert (pre.intact > 0.1).any()  # where tanh is not the identity
+    record = post["0"].to_json()
+    assert record["at"] == "activation" and record["read"] == "1 (Tanh after conv 0)"
+    assert record["summary"]["eye"]["read"] == "1 (Tanh after conv 0)"
+    with pytest.raises(KernelscopeError, match="at must be one of conv, activation, got 'pre'"):
+        part_selectivity(net, x, masks, layer="0", at="pre", **options)

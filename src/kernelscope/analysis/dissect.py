@@ -80,8 +80,11 @@ _MASK_BLOCK = 64  # images whose paired masks are gathered at once
 
 
 def channel_thresholds(model: nn.Module, layer: str, images: Any, *, top_fraction: float = TOP_FRACTION,
-                       batch_size: int = 64, n_bins: int = 4096, total: int | None = None) -> np.ndarray:
-    """Per-channel threshold ``t_c``: the top ``top_fraction`` of the layer's activations over ``images``."""
+                       batch_size: int = 64, n_bins: int = 4096, total: int | None = None,
+                       at: str = "activation") -> np.ndarray:
+    """Per-channel threshold ``t_c``: the top ``top_fraction`` of the layer's activations over ``images``
+    (read where ``at`` says: :func:`kernelscope.analysis.hooks.read_point`)."""
+    layer, _ = read_point(model, layer, at)
     hist = None
     bar = progress(desc=f"dissect {layer}: thresholds", total=total, unit="img")
     try:
@@ -115,7 +118,7 @@ def chance_iou(fire_fraction: np.ndarray, coverage: float) -> np.ndarray:
 def dissect_layer(model: nn.Module, layer: str, images: Any, masks: dict[str, Any], *,
                   top_fraction: float = TOP_FRACTION, n_permutations: int = 20, seed: int = 0,
                   batch_size: int = 64, n_bins: int = 4096, tail_bins: int = 1024,
-                  tail_fraction: float = 0.05) -> dict[str, Any]:
+                  tail_fraction: float = 0.05, at: str = "activation") -> dict[str, Any]:
     """IoU of every channel of ``layer`` with every concept, in one streaming pass (see below).
 
     One forward pass (stopped at the layer) per image. The first batch fixes, per channel, a
@@ -140,15 +143,20 @@ def dissect_layer(model: nn.Module, layer: str, images: Any, masks: dict[str, An
         the rare fallback (give a re-iterable).
     masks : dict of str to array (N, Hm, Wm) bool
         Concept masks, indexable by an index array (``masks[k][idx]``).
+    at : "activation" or "conv"
+        Read a conv layer after the activation that follows it (default) or its own signed
+        output (:func:`kernelscope.analysis.hooks.read_point`; other layers are read as they are).
 
     Returns
     -------
     dict
-        ``threshold`` (C,), ``fire_fraction`` (C,), ``passes`` (1 or 2) and per concept: ``iou``,
-        ``chance``, ``null_mean``, ``null_p95`` (C,) and ``coverage``.
+        ``threshold`` (C,), ``fire_fraction`` (C,), ``passes`` (1 or 2), ``at`` and ``read`` (what
+        was read for ``layer``) and per concept: ``iou``, ``chance``, ``null_mean``, ``null_p95``
+        (C,) and ``coverage``.
     """
     if not masks:
         raise KernelscopeError("masks: no concept given; give at least one (N, H, W) mask array")
+    hook, read = read_point(model, layer, at)  # the module whose output is dissected
     concepts = list(masks)
     n_images = len(masks[concepts[0]])
     mask_size = tuple(masks[concepts[0]].shape[1:])
@@ -215,7 +223,7 @@ def dissect_layer(model: nn.Module, layer: str, images: Any, masks: dict[str, An
             b = x.shape[0]
             if seen + b > n_images:
                 raise KernelscopeError(f"masks: there are more images than the {n_images} masks")
-            acts = _layer_output(model, layer, x)  # (B, C, h, w)
+            acts = _layer_output(model, hook, x)  # (B, C, h, w)
             if np.may_share_memory(acts, x):  # (a layer that passes its input on: the stream may reuse it)
                 acts = acts.copy()
             if tail is None:
@@ -249,7 +257,7 @@ def dissect_layer(model: nn.Module, layer: str, images: Any, masks: dict[str, An
     if found is None:  # the threshold lies below the floor: read it from the full histogram, count again
         passes = 2
         thresholds = hist.upper_quantile(top_fraction)
-        fired, intersect = _counting_pass(model, layer, images, masks, thresholds, perms, batch_size)
+        fired, intersect = _counting_pass(model, hook, images, masks, thresholds, perms, batch_size)
     else:
         passes = 1
         thresholds, bins, share = found
@@ -258,7 +266,7 @@ def dissect_layer(model: nn.Module, layer: str, images: Any, masks: dict[str, An
         intersect = counts[1:].reshape(len(concepts), n_orders, -1)
     total_pixels = float(n_images * pixels)
     out: dict[str, Any] = {"threshold": thresholds, "fire_fraction": fired / total_pixels, "concepts": {},
-                           "passes": passes}
+                           "passes": passes, "at": at, "read": read}
     for k, concept in enumerate(concepts):
         union = fired[None] + mask_total[k][:, None] - intersect[k]  # (1 + P, C)
         iou = np.divide(intersect[k], union, out=np.zeros_like(union), where=union > 0)
@@ -390,7 +398,11 @@ def _layer_output(model: nn.Module, layer: str, x: Any) -> np.ndarray:
 
 @dataclass
 class DissectResult:
-    """Network Dissection of one layer, trained network and its initialisation control."""
+    """Network Dissection of one layer, trained network and its initialisation control.
+
+    ``layer`` is the name the caller gave; ``at`` and ``read`` say where it was read
+    (:func:`kernelscope.analysis.hooks.read_point`).
+    """
 
     layer: str
     concepts: list[str]
@@ -401,6 +413,8 @@ class DissectResult:
     iou_threshold: float = DETECTOR_IOU
     top_fraction: float = TOP_FRACTION
     mask_counts: dict[str, Any] | None = None
+    at: str = "activation"
+    read: str = ""
 
     def detectors(self, which: str = "trained") -> dict[str, list[int]]:
         """Channels with IoU above ``iou_threshold``, per concept."""
@@ -437,8 +451,9 @@ class DissectResult:
                     for k, v in table["concepts"].items()}
 
         return {
-            "layer": self.layer, "n_images": self.n_images, "n_permutations": self.n_permutations,
-            "protocol": {"threshold": f"top {self.top_fraction:.1%} of each channel's activations over "
+            "layer": self.layer, "at": self.at, "read": self.read, "n_images": self.n_images,
+            "n_permutations": self.n_permutations,
+            "protocol": {"read": self.read, "threshold": f"top {self.top_fraction:.1%} of each channel's activations over "
                                       "the dataset", "upsampling": "bilinear to the mask size",
                          "iou": "pooled over the dataset", "detector": f"IoU > {self.iou_threshold}"},
             "summary": {"trained": summary(self.trained), "init": summary(self.init)},
@@ -451,7 +466,7 @@ class DissectResult:
 def dissect(model: nn.Module, layer: str, images: Any, masks: dict[str, Any], *,
             init_model: nn.Module | None = None, n_permutations: int = 20, seed: int = 0,
             batch_size: int = 64, iou_threshold: float = DETECTOR_IOU, top_fraction: float = TOP_FRACTION,
-            mask_counts: dict[str, Any] | None = None) -> DissectResult:
+            mask_counts: dict[str, Any] | None = None, at: str = "activation") -> DissectResult:
     """Network Dissection of ``layer`` for ``model`` and (when given) its initialisation ``init_model``.
 
     Parameters
@@ -465,6 +480,8 @@ def dissect(model: nn.Module, layer: str, images: Any, masks: dict[str, Any], *,
     init_model : nn.Module, optional
         The control; pass :func:`kernelscope.analysis.hooks.reinitialised` (model) when no
         recorded initial weights exist.
+    at : "activation" or "conv"
+        Where a conv ``layer`` is read (see :func:`dissect_layer`); the same for both models.
 
     Examples
     --------
@@ -487,14 +504,14 @@ def dissect(model: nn.Module, layer: str, images: Any, masks: dict[str, Any], *,
     if n_images is not None:
         masks = check_masks(masks, n_images, size)
     trained = dissect_layer(model, layer, images, masks, n_permutations=n_permutations, seed=seed,
-                            batch_size=batch_size, top_fraction=top_fraction)
+                            batch_size=batch_size, top_fraction=top_fraction, at=at)
     init = None
     if init_model is not None:
         init = dissect_layer(init_model, layer, images, masks, n_permutations=n_permutations, seed=seed,
-                             batch_size=batch_size, top_fraction=top_fraction)
+                             batch_size=batch_size, top_fraction=top_fraction, at=at)
     first = next(iter(masks.values()))
     return DissectResult(layer, list(masks), trained, init, len(first), n_permutations, iou_threshold,
-                         top_fraction, mask_counts)
+                         top_fraction, mask_counts, at=at, read=trained["read"])
 
 
 def _count_and_size(images: Any) -> tuple[int | None, tuple[int, int] | None]:
