@@ -29,9 +29,9 @@ def _source(inv: RunInventory):
     if not inv.checkpoint_epochs:
         raise KernelscopeError("no checkpoint in this run (checkpoints/epoch_*.pt is missing): the model-based "
                                "analyses need the trained weights")
-    from kernelscope.cli._channels import open_source
+    from kernelscope.sources import open_source
 
-    return open_source(str(inv.path))
+    return open_source(inv.path)
 
 
 def atlas_section(inv: RunInventory, result: Any = None, *, level: int = 2, prefix: str = "") -> H.Section:
@@ -109,13 +109,12 @@ def patches_section(inv: RunInventory, result: Any = None, *, level: int = 2, pr
                     k: int = 6, limit: int = 1000) -> H.Section:
     """Top-k dataset patches per channel (first and last conv layer), cropped by the receptive field."""
     from kernelscope.analysis.toppatches import top_patches
-    from kernelscope.cli._channels import load_images
     from kernelscope.report.figures.channels import top_patches_figure
 
     body: list[H.Html] = []
     if result is None:
         src = _source(inv)
-        x, raw, description = load_images(src, "test", limit=limit)
+        x, raw, description = src.images("test", limit=limit)
         layers = inv.conv_layers
         chosen = [layers[0], layers[-1]] if len(layers) > 1 else layers
         result = {layer: top_patches(src.model, layer, x, k=k, display=raw) for layer in chosen}
@@ -134,12 +133,11 @@ def patches_section(inv: RunInventory, result: Any = None, *, level: int = 2, pr
 def receptive_section(inv: RunInventory, result: Any = None, *, level: int = 2, prefix: str = "") -> H.Section:
     """Theoretical receptive field per layer (with the formula) and the effective field of the deepest conv."""
     from kernelscope.analysis.receptive import FORMULA, effective_receptive_field, receptive_fields
-    from kernelscope.cli._channels import load_images, pick_layer
     from kernelscope.report.figures.channels import erf_figure
 
     src = _source(inv)
-    layer = pick_layer(src, None)
-    images, _, description = load_images(src, "test", limit=64)
+    layer = src.pick_layer(None)
+    images, _, description = src.images("test", limit=64)
     shape = tuple(images.shape[1:])
     table = receptive_fields(src.model, shape)
     erf = effective_receptive_field(src.model, layer, images, input_shape=shape)
@@ -216,7 +214,7 @@ def _dissect_faces_run(inv: RunInventory) -> dict[str, Any]:
     if data != "faces":
         raise KernelscopeError(f"dissection needs concept masks; this run's dataset is {data!r} (the bundled "
                                "'faces' have eye and mouth masks; run `kernelscope dissect` with your own masks)")
-    from kernelscope.demo import dissect_of_run
+    from kernelscope.analysis.runs import dissect_of_run
 
     return dissect_of_run(inv.path, quick=False, seed=0)
 
@@ -301,7 +299,7 @@ def shift_section(inv: RunInventory, result: Any = None, *, level: int = 2, pref
         if data != "faces":
             raise KernelscopeError(f"the bundled shift report is faces in, objects out; this run's dataset is "
                                    f"{data!r} (run `kernelscope shift RUN --id ... --ood ...` with your own sets)")
-        from kernelscope.demo import shift_of_run
+        from kernelscope.analysis.runs import shift_of_run
 
         result = shift_of_run(inv.path, quick=False, seed=0)
     t = result.trained
