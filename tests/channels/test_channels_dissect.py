@@ -340,3 +340,30 @@ def test_the_pass_counts_as_a_pass_without_shortcuts(rng, monkeypatch, sizes, la
             np.testing.assert_array_equal(got["concepts"][concept]["null_p95"], np.quantile(iou[1:], 0.95, axis=0))
             np.testing.assert_allclose(got["concepts"][concept]["null_mean"], iou[1:].mean(axis=0), rtol=1e-12)
     assert want["blob"][0].max() > 0.02  # not a comparison of zeros
+
+
+def test_at_says_where_a_conv_layer_is_dissected(rng):
+    # conv "0" then ReLU "1"; channel 1 is always negative before the ReLU (bias -50). at="conv" finds
+    # its top 0.5% among negative values; at="activation" reads the ReLU (all zeros: nothing fires),
+    # and equals dissecting the ReLU by name. Results stay keyed by "0" and say what was read.
+    net = nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU())
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)
+        net[0].bias.copy_(torch.tensor([0.0, -50.0]))
+    masks = {"m": np.zeros((40, 8, 8), dtype=bool)}
+    masks["m"][:, 2:4, 2:4] = True
+    images = (rng.random((40, 1, 8, 8)) + 2.0 * masks["m"][:, None]).astype(np.float32)
+    post = dissect(net, "0", images, masks, n_permutations=2)
+    pre = dissect(net, "0", images, masks, n_permutations=2, at="conv")
+    by_name = dissect_layer(net, "1", images, masks, n_permutations=2)
+    assert (post.layer, post.at, post.read) == ("0", "activation", "1 (ReLU after conv 0)")
+    assert (pre.at, pre.read) == ("conv", "0 (conv output, pre-activation)")
+    np.testing.assert_array_equal(post.trained["threshold"], by_name["threshold"])
+    np.testing.assert_array_equal(post.trained["concepts"]["m"]["iou"], by_name["concepts"]["m"]["iou"])
+    assert post.trained["threshold"][1] == 0.0 and post.trained["fire_fraction"][1] == 0.0
+    assert pre.trained["threshold"][1] < -47 and pre.trained["fire_fraction"][1] > 0
+    record = post.to_dict()
+    assert record["layer"] == "0" and record["at"] == "activation" and record["read"] == "1 (ReLU after conv 0)"
+    assert record["protocol"]["read"] == "1 (ReLU after conv 0)" and post.trained["at"] == "activation"
+    with pytest.raises(KernelscopeError, match="at must be one of conv, activation, got 'relu'"):
+        dissect(net, "0", images, masks, at="relu")
