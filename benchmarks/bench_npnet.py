@@ -148,8 +148,8 @@ def parity_table(steps: int = 50, batch: int = 8) -> None:
 
     from kernelscope.data import load_dataset
     from kernelscope.models.zoo import build_model
+    from kernelscope.npnet.step import make_optimizer, train_step
     from kernelscope.npnet.torch_bridge import from_torch
-    from kernelscope.npnet.train import make_optimizer, train_step
 
     torch.set_num_threads(1)
     data = load_dataset("mnist", seed=0)

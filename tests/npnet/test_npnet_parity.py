@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kernelscope.npnet.step import make_optimizer, train_step
 from kernelscope.npnet.torch_bridge import from_torch
-from kernelscope.npnet.train import make_optimizer, train_step
 
 STEPS = 50
 BATCH = 8

@@ -1,4 +1,4 @@
-"""train_numpy writes a standard run directory that every analysis can read; divergence stops cleanly."""
+"""`train(backend="numpy")` writes a standard run directory that every analysis can read; divergence stops cleanly."""
 
 from __future__ import annotations
 
@@ -8,22 +8,21 @@ import numpy as np
 import pytest
 
 from kernelscope.errors import KernelscopeError
-from kernelscope.train import TrainConfig, load_run
+from kernelscope.train import TrainConfig, load_run, train
 
 
 def _config(**overrides):
     values = dict(data="mnist", model="lenet5", epochs=2, batch_size=32, train_limit=64, optimizer="sgd",
-                  lr=0.05, momentum=0.9, n_probe=4, backend="numpy", progress=False, test_fraction=0.05)
+                  lr=0.05, momentum=0.9, n_probe=4, backend="numpy", lr_schedule="constant", progress=False,
+                  test_fraction=0.05)
     values.update(overrides)
     return TrainConfig(**values)
 
 
 @pytest.fixture(scope="module")
 def numpy_run(tmp_path_factory):
-    from kernelscope.npnet.train import train_numpy
-
     out = tmp_path_factory.mktemp("run") / "np"
-    train_numpy(_config(shift=1, record_every_steps=2), out)
+    train(_config(shift=1, record_every_steps=2), out)
     return out
 
 
@@ -58,10 +57,8 @@ def test_numpy_run_loads_into_the_torch_zoo_model_and_computes_the_same_maps(num
 
 def test_same_seed_same_kernels_and_same_initialisation_as_torch_backend(numpy_run, tmp_path):
     """The NumPy run starts from exactly the torch back end's initialisation (seeded zoo model)."""
-    from kernelscope.npnet.train import train_numpy
-
     again = tmp_path / "again"
-    train_numpy(_config(shift=1, record_every_steps=2, epochs=1, record_feature_maps=False), again)
+    train(_config(shift=1, record_every_steps=2, epochs=1, record_feature_maps=False), again)
     np.testing.assert_array_equal(load_run(again).kernels(1, "features.3"),
                                   load_run(numpy_run).kernels(1, "features.3"))
     import torch
@@ -75,9 +72,9 @@ def test_same_seed_same_kernels_and_same_initialisation_as_torch_backend(numpy_r
 
 
 def test_nan_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    from kernelscope.npnet import train as npnet_train
+    from kernelscope.npnet import step as npnet_step
 
-    real = npnet_train.softmax_cross_entropy
+    real = npnet_step.softmax_cross_entropy
     calls = {"n": 0}
 
     def poisoned(logits, labels):  # the 3rd training step (first step of epoch 2) produces a NaN loss
@@ -87,12 +84,12 @@ def test_nan_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, mo
         calls["n"] += 1
         return (float("nan"), grad) if calls["n"] == 3 else (loss, grad)
 
-    monkeypatch.setattr(npnet_train, "softmax_cross_entropy", poisoned)
+    monkeypatch.setattr(npnet_step, "softmax_cross_entropy", poisoned)
     out = tmp_path / "diverged"
     with pytest.raises(KernelscopeError, match=(
             r"^training diverged at step 3 \(epoch 2\): the loss is nan; lower the learning rate; "
             r"the last good checkpoint is .*epoch_001\.pt$")):
-        npnet_train.train_numpy(_config(epochs=3, record_feature_maps=False), out)
+        train(_config(epochs=3, record_feature_maps=False), out)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "failed" and manifest["epochs_completed"] == 1
     assert "step 3" in manifest["error"]
@@ -101,17 +98,13 @@ def test_nan_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, mo
 
 
 def test_exploding_learning_rate_is_caught_as_non_finite(tmp_path):
-    from kernelscope.npnet.train import train_numpy
-
     with pytest.raises(KernelscopeError, match=r"^training diverged at step \d+ \(epoch 1\): "):
-        train_numpy(_config(epochs=1, lr=1e12, momentum=0.0, record_feature_maps=False), tmp_path / "boom")
+        train(_config(epochs=1, lr=1e12, momentum=0.0, record_feature_maps=False), tmp_path / "boom")
 
 
 def test_unsupported_model_is_a_one_line_error(tmp_path):
-    from kernelscope.npnet.train import train_numpy
-
     with pytest.raises(KernelscopeError, match=r"^model \(SmallResNet\) is not a plain sequence of layers"):
-        train_numpy(_config(model="resnet-small", epochs=1), tmp_path / "resnet")
+        train(_config(model="resnet-small", epochs=1), tmp_path / "resnet")
 
 
 def test_cli_train_backend_numpy_and_its_one_line_errors(cli_runner, tmp_path):
@@ -134,18 +127,16 @@ def test_cli_train_backend_numpy_and_its_one_line_errors(cli_runner, tmp_path):
 
 def test_resume_ends_where_an_uninterrupted_run_ends(numpy_run, tmp_path):
     """Stop after epoch 1, resume to epoch 2: weights, optimiser state and data order carry over exactly."""
-    from kernelscope.npnet.train import train_numpy
-
     out = tmp_path / "resumed"
-    train_numpy(_config(shift=1, record_every_steps=2, epochs=1), out)
-    train_numpy(_config(shift=1, record_every_steps=2, epochs=2), out, resume=True)
+    train(_config(shift=1, record_every_steps=2, epochs=1), out)
+    train(_config(shift=1, record_every_steps=2, epochs=2), out, resume=True)
     resumed, straight = load_run(out), load_run(numpy_run)
     assert resumed.epochs == [0, 1, 2] and resumed.manifest["status"] == "complete"
     for layer in straight.conv_layers:
         np.testing.assert_array_equal(resumed.kernels(2, layer), straight.kernels(2, layer))
     assert [m["train_loss"] for m in resumed.metrics] == [m["train_loss"] for m in straight.metrics]
     with pytest.raises(KernelscopeError, match=r"with a different config \(lr: run has 0\.05, now 0\.1\)"):
-        train_numpy(_config(shift=1, record_every_steps=2, epochs=3, lr=0.1), out, resume=True)
+        train(_config(shift=1, record_every_steps=2, epochs=3, lr=0.1), out, resume=True)
 
 
 def test_cli_divergence_is_exit_2_with_the_step(cli_runner, tmp_path):

@@ -4,8 +4,10 @@ Layers (:mod:`~kernelscope.npnet.layers`): Conv2d, ReLU, MaxPool2d, AvgPool2d,
 Flatten, Linear; softmax cross-entropy; SGD with momentum and weight decay, Adam and
 AdamW; a LeNet-5 builder. Given the same initial weights, data order and
 hyper-parameters it follows PyTorch's training step for step (tests pin that).
-Importing this package never imports torch; :mod:`~kernelscope.npnet.torch_bridge`
-and :func:`~kernelscope.npnet.train.train_numpy` import it where they cross over.
+:mod:`~kernelscope.npnet.step` holds one training step, evaluation and augmentation; the
+loop over them is ``kernelscope train --backend numpy`` (:mod:`kernelscope.train.numpy_backend`).
+Importing this package never imports torch; :mod:`~kernelscope.npnet.torch_bridge` imports it
+where it crosses over.
 
 >>> import numpy as np
 >>> from kernelscope.npnet import lenet, softmax_cross_entropy, SGD

@@ -2,14 +2,15 @@
 
 A callback is any object with some of the methods ``on_train_begin(state)``,
 ``on_step_end(state)`` and ``on_epoch_end(state)`` (minGPT style, not a subclass).
-``state`` is the loop's :class:`~kernelscope.train.loop.TrainState`.
+``state`` is the loop's :class:`~kernelscope.train.loop.TrainState`; the recorder asks its
+``backend`` (torch or NumPy) for the kernels and the probe images' maps.
 
 The recorder writes, into the run directory:
 
 - ``kernels/epoch_000.npz`` at the start (the initialisation) and ``kernels/epoch_E.npz``
   after each epoch (``kernels/step_S.npz`` every ``every_steps`` steps when asked);
-- ``featuremaps/epoch_E.npz``: the probe images' output of every conv layer, taken with
-  forward hooks that copy into buffers allocated once (hooks are removed in ``finally``).
+- ``featuremaps/epoch_E.npz``: the probe images' output of every conv layer (torch: taken
+  with forward hooks that copy into buffers allocated once, removed in ``finally``).
 """
 
 from __future__ import annotations
@@ -90,14 +91,11 @@ class Recorder:
     def __init__(self, *, every_steps: int = 0, feature_maps: bool = True) -> None:
         self.every_steps = every_steps
         self.feature_maps = feature_maps
-        self._buffers: dict[str, np.ndarray] = {}
 
     def _record(self, state: Any, epoch: int) -> None:
-        model = state.raw_model
-        rundir.write_kernels(state.out_dir, conv_kernels(model, state.conv_layers), epoch=epoch)
+        rundir.write_kernels(state.out_dir, state.backend.kernels(), epoch=epoch)
         if self.feature_maps:
-            maps = probe_feature_maps(model, state.conv_layers, state.probe_images, self._buffers)
-            rundir.write_feature_maps(state.out_dir, epoch, maps)
+            rundir.write_feature_maps(state.out_dir, epoch, state.backend.feature_maps())
 
     def on_train_begin(self, state: Any) -> None:
         if state.epoch == 0:  # a fresh run: the initialisation is epoch 0
@@ -105,8 +103,7 @@ class Recorder:
 
     def on_step_end(self, state: Any) -> None:
         if self.every_steps and state.step % self.every_steps == 0:
-            rundir.write_kernels(state.out_dir, conv_kernels(state.raw_model, state.conv_layers),
-                                 step=state.step)
+            rundir.write_kernels(state.out_dir, state.backend.kernels(), step=state.step)
 
     def on_epoch_end(self, state: Any) -> None:
         self._record(state, state.epoch)
