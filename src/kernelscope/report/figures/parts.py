@@ -74,7 +74,8 @@ def parts_figure(result: Any, display: np.ndarray, masks: Mapping[str, np.ndarra
     outer = fig.add_gridspec(1, 2, width_ratios=[1.3, 3 * max(n_faces, 1) * 0.42])
     ax = fig.add_subplot(outer[0, 0])
     margin = float(result.settings.get("margin", 0.15))
-    low, high = -0.25, 1.0  # drops beyond this range (a maximum that turns negative) are drawn at the edge
+    low, high = -0.25, 1.0  # drops are at most 1 (maxima clamped at 0); an occlusion that raises a maximum
+    # by more than 25% gives a drop below the range: drawn at the edge
     clipped = 0
     for part in result.parts:
         st = result.stats[part]
@@ -96,7 +97,8 @@ def parts_figure(result: Any, display: np.ndarray, masks: Mapping[str, np.ndarra
     ax.set_aspect("equal")
     ax.set_xlabel("drop with control occlusions")
     ax.set_ylabel("drop with the part occluded")
-    ax.set_title(f"layer {result.layer}\n{result.channels} channels, {result.n_images} images", fontsize=8)
+    read = f" (at {result.at})" if getattr(result, "at", None) else ""
+    ax.set_title(f"layer {result.layer}{read}\n{result.channels} channels, {result.n_images} images", fontsize=8)
     if clipped:
         ax.text(0.98, 0.02, f"{clipped} point(s) outside\n[{low}, {high}] drawn at the edge", fontsize=6,
                 ha="right", va="bottom", transform=ax.transAxes)
@@ -130,7 +132,7 @@ def parts_figure(result: Any, display: np.ndarray, masks: Mapping[str, np.ndarra
 
 
 def contrast_figure(contrast: Mapping[str, Any]):
-    """Bar chart of :func:`kernelscope.analysis.parts.part_contrast`: best channel's part vs. control drop.
+    """Bar chart of :func:`kernelscope.analysis.part_contrast.part_contrast`: best channel's part vs. control drop.
 
     One pair of bars per network (ONet, easy task, eyes task, random init), with
     the selectivity's bootstrap interval, and the face probability intact vs. part
