@@ -112,3 +112,27 @@ def test_torch_tensors_are_read_or_refused_cleanly():
     with pytest.raises(KernelscopeError, match=r"^x cannot be read as a NumPy array: Can't call numpy\(\) "
                                                r"on Tensor that requires grad"):
         correlate2d(torch.ones(3, 3, requires_grad=True), [[1]])
+
+
+@pytest.mark.parametrize("value,minimum,expected", [
+    (0, 0, (0, 0)), ((0, 2), 0, (0, 2)), ([3, 1], 1, (3, 1)), (np.int64(2), 1, (2, 2)), (5, 5, (5, 5)),
+])
+def test_as_pair_accepts(value, minimum, expected):
+    from kernelscope.ops.shapes import as_pair
+
+    assert as_pair(value, "p", minimum=minimum) == expected
+
+
+@pytest.mark.parametrize("value,minimum,pattern", [
+    (-1, 0, r"^padding must be a non-negative int or a pair of non-negative ints; got -1$"),
+    ((0, 1), 1, r"^stride must be a positive int or a pair of positive ints; got \(0, 1\)$"),
+    ((1, 2, 3), 0, r"^padding must be a non-negative int or a pair of non-negative ints; got \(1, 2, 3\)$"),
+    (True, 0, r"^padding must be a non-negative int or a pair of non-negative ints; got True$"),
+    (4, 5, r"^size must be an int >= 5 or a pair of ints >= 5; got 4$"),
+])
+def test_as_pair_refuses(value, minimum, pattern):
+    from kernelscope.ops.shapes import as_pair
+
+    name = {0: "padding", 1: "stride"}.get(minimum, "size")
+    with pytest.raises(KernelscopeError, match=pattern):
+        as_pair(value, name, minimum=minimum)

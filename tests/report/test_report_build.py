@@ -146,3 +146,41 @@ def test_colour_first_layer_is_drawn_as_rgb(tmp_path, rng):
                           progress=False)
     assert result.status == {"run": "ok", "kernels": "ok", "featuremaps": "ok"}
     assert "3 input channels, drawn as RGB with zero at mid-grey" in (tmp_path / "r.html").read_text()
+
+
+def _failing_section(error: BaseException):
+    def build():
+        raise error
+    return build
+
+
+def test_guarded_reraises_an_import_error_of_kernelscope_itself():
+    from kernelscope.report.build import guarded
+
+    for strict in (False, True):
+        with pytest.raises(ModuleNotFoundError, match="kernelscope.no_such_module"):
+            guarded("x", "X", _failing_section(ModuleNotFoundError(
+                "No module named 'kernelscope.no_such_module'", name="kernelscope.no_such_module")), strict=strict)
+        with pytest.raises(ImportError, match="cannot import name 'gone'"):
+            guarded("x", "X", _failing_section(ImportError(
+                "cannot import name 'gone' from 'kernelscope.ops'", name="kernelscope.ops")), strict=strict)
+
+
+def test_guarded_names_a_missing_optional_package_in_one_line():
+    from kernelscope.report.build import guarded
+
+    missing = ModuleNotFoundError("No module named 'onnx'", name="onnx.helper")
+    section = guarded("x", "X", _failing_section(missing))
+    assert (section.status, section.reason) == (
+        "unavailable", "needs the package 'onnx', which is not installed (No module named 'onnx')")
+    with pytest.raises(ModuleNotFoundError):
+        guarded("x", "X", _failing_section(missing), strict=True)
+
+
+def test_operation_section_has_the_probe_and_the_backward_walk_through():
+    from kernelscope.report.build import operation_section
+
+    section = operation_section()
+    page = "".join(section.body)
+    assert "Which installed library computes which" in page
+    assert "Learning the kernel: the backward pass" in page

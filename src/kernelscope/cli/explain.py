@@ -96,13 +96,9 @@ def explain_command(input_: str, kernel: str, bias: str | None, stride: str, pad
 
 
 def _explain_backward(x, k, grad_output, options, as_json) -> None:
+    from kernelscope.ops.explain_backward import explain_backward, format_backward
     from kernelscope.ops.matrices import parse_matrix
 
-    try:
-        from kernelscope.ops.explain_backward import explain_backward, format_backward
-    except ImportError:
-        raise KernelscopeError("--backward is not available: kernelscope.ops.explain_backward "
-                               "is missing from this installation") from None
     grad = None if grad_output is None else parse_matrix(grad_output, "--grad-output")
     trace = explain_backward(x, k, grad, **options)
     click.echo(json.dumps(trace.to_dict(), indent=2) if as_json else format_backward(trace))

@@ -17,14 +17,11 @@ import numpy as np
 from kernelscope.errors import KernelscopeError
 from kernelscope.npnet.layers import AvgPool2d, Conv2d, Flatten, Layer, Linear, MaxPool2d, ReLU
 from kernelscope.npnet.network import Sequential
+from kernelscope.ops.shapes import as_pair
 
 __all__ = ["from_torch", "state_dict_to_torch", "SUPPORTED_LAYERS"]
 
 SUPPORTED_LAYERS = ("Conv2d", "ReLU", "MaxPool2d", "AvgPool2d", "Flatten", "Linear")
-
-
-def _pair(value: Any) -> tuple[int, int]:
-    return (int(value), int(value)) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
 def _convert(name: str, module: Any, dtype: np.dtype | type, input_grad: bool) -> Layer:
@@ -35,9 +32,10 @@ def _convert(name: str, module: Any, dtype: np.dtype | type, input_grad: bool) -
         if isinstance(module.padding, str):
             padding: Any = module.padding  # "same" / "valid": the engine resolves them the same way
         else:
-            padding = _pair(module.padding)
-        layer = Conv2d(module.in_channels, module.out_channels, _pair(module.kernel_size),
-                       stride=_pair(module.stride), padding=padding, dilation=_pair(module.dilation),
+            padding = as_pair(module.padding, f"{name}.padding", minimum=0)
+        layer = Conv2d(module.in_channels, module.out_channels,
+                       as_pair(module.kernel_size, f"{name}.kernel_size"), stride=as_pair(module.stride, f"{name}.stride"), padding=padding,
+                       dilation=as_pair(module.dilation, f"{name}.dilation"),
                        groups=module.groups, padding_mode=module.padding_mode,
                        bias=module.bias is not None, input_grad=input_grad, dtype=dtype)
     elif isinstance(module, nn.Linear):
@@ -50,11 +48,11 @@ def _convert(name: str, module: Any, dtype: np.dtype | type, input_grad: bool) -
                                    f"got start_dim={module.start_dim}, end_dim={module.end_dim}")
         layer = Flatten()
     elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
-        k = _pair(module.kernel_size)
-        s = _pair(module.stride if module.stride is not None else module.kernel_size)
-        padding = _pair(module.padding)
+        k = as_pair(module.kernel_size, f"{name}.kernel_size")
+        s = as_pair(module.kernel_size if module.stride is None else module.stride, f"{name}.stride")
+        padding = as_pair(module.padding, f"{name}.padding", minimum=0)
         plain = (k[0] == k[1] and s[0] == s[1] and padding == (0, 0) and not module.ceil_mode
-                 and _pair(getattr(module, "dilation", 1)) == (1, 1))
+                 and as_pair(getattr(module, "dilation", 1), f"{name}.dilation") == (1, 1))
         if isinstance(module, nn.AvgPool2d):
             plain = plain and s == k and module.divisor_override is None
         if not plain:

@@ -40,8 +40,8 @@ def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def as_pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    """Return ``value`` as a pair of positive ints (rows, columns).
+def as_pair(value: int | Sequence[int], name: str, *, minimum: int = 1) -> tuple[int, int]:
+    """Return ``value`` as a pair of ints (rows, columns), each at least ``minimum``.
 
     Parameters
     ----------
@@ -49,6 +49,8 @@ def as_pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
         One number for both axes, or ``(rows, columns)``.
     name : str
         The parameter's name, for the error message.
+    minimum : int, default 1
+        The smallest value allowed: 1 for sizes, strides and dilations, 0 for padding.
 
     Examples
     --------
@@ -56,6 +58,8 @@ def as_pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     (2, 2)
     >>> as_pair((1, 3), "dilation")
     (1, 3)
+    >>> as_pair(0, "padding", minimum=0)
+    (0, 0)
     """
     if _is_int(value):
         pair = (int(value), int(value))
@@ -63,11 +67,12 @@ def as_pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
           and all(_is_int(v) for v in value)):
         pair = (int(value[0]), int(value[1]))
     else:
-        raise KernelscopeError(
-            f"{name} must be a positive int or a pair of positive ints; got {value!r}")
-    if pair[0] < 1 or pair[1] < 1:
-        raise KernelscopeError(
-            f"{name} must be a positive int or a pair of positive ints; got {value!r}")
+        pair = None
+    if pair is None or pair[0] < minimum or pair[1] < minimum:
+        kind = {0: "non-negative", 1: "positive"}.get(minimum)
+        allowed = (f"a {kind} int or a pair of {kind} ints" if kind
+                   else f"an int >= {minimum} or a pair of ints >= {minimum}")
+        raise KernelscopeError(f"{name} must be {allowed}; got {value!r}")
     return pair
 
 

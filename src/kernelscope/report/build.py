@@ -61,20 +61,24 @@ class ReportResult:
 
 def guarded(id: str, title: str, build: Callable[[], H.Section], *, strict: bool = False,
             level: int = 2) -> H.Section:
-    """Run one section builder; turn a missing capability or a user-level error into a note.
+    """Run one section builder; turn a missing optional package or a user-level error into a note.
 
-    - a kernelscope module or name that cannot be imported: "not available in this installation";
+    - a third-party package that is not installed (``ModuleNotFoundError`` naming it): "needs the
+      package 'x', which is not installed" (re-raised when ``strict``);
     - :class:`KernelscopeError` (the run lacks what the section needs): its message;
+    - an ``ImportError`` from kernelscope's own modules is a bug, never a missing capability: it is
+      always re-raised;
     - any other exception: re-raised when ``strict``, else reported in the section and on stderr.
     """
     try:
         return build()
     except ImportError as error:
         name = getattr(error, "name", None) or ""
-        if name and not name.startswith("kernelscope"):
-            if strict:
-                raise
-        reason = f"not available in this installation ({error})"
+        if not isinstance(error, ModuleNotFoundError) or not name or name.split(".")[0] == "kernelscope":
+            raise
+        if strict:
+            raise
+        reason = f"needs the package {name.split('.')[0]!r}, which is not installed ({error})"
     except KernelscopeError as error:
         reason = str(error)
     except Exception as error:
@@ -122,16 +126,11 @@ def operation_section(*, level: int = 2) -> H.Section:
                       control="true convolution of the same input, equal to cross-correlation with the "
                               "flipped kernel"))
     body.extend(_backward_parts())
-    probe = _conventions_rows()
-    if probe is not None:
-        header, rows = probe
-        body.append(H.table(header, rows, caption="Which installed library computes which "
-                                                  "(kernelscope conventions)"))
-        body.append(H.how("an asymmetric kernel sent through each function; the output is compared with both "
-                          "candidates (cross-correlation and true convolution)"))
-    else:
-        body.append(H.note("The convention probe (kernelscope conventions) is not available in this "
-                           "installation.", kind="missing"))
+    header, rows = _conventions_rows()
+    body.append(H.table(header, rows, caption="Which installed library computes which "
+                                              "(kernelscope conventions)"))
+    body.append(H.how("an asymmetric kernel sent through each function; the output is compared with both "
+                      "candidates (cross-correlation and true convolution)"))
     return H.Section(id="operation", title="The operation: cross-correlation, step by step", body=body,
                      level=level)
 
@@ -169,10 +168,8 @@ def _explain_text(trace: Any) -> str:
 
 def _backward_parts() -> list[H.Html]:
     """The same example's gradients (GRADIENTS' explain_backward): where the flip comes back."""
-    try:
-        from kernelscope.ops.explain_backward import explain_backward, format_backward
-    except ImportError as error:
-        return [H.note(f"The backward walk-through is not available in this installation ({error}).")]
+    from kernelscope.ops.explain_backward import explain_backward, format_backward
+
     trace = explain_backward(EXAMPLE_INPUT, EXAMPLE_KERNEL)
     parts = [
         H.Html("<h3>Learning the kernel: the backward pass</h3>"),
@@ -193,12 +190,10 @@ def _backward_parts() -> list[H.Html]:
     return parts
 
 
-def _conventions_rows() -> tuple[list[str], list[list[Any]]] | None:
-    """The ENGINE's convention probe as table rows: library, call, verdict, output vs. both candidates."""
-    try:
-        from kernelscope.analysis.conventions import probe_conventions
-    except ImportError:
-        return None
+def _conventions_rows() -> tuple[list[str], list[list[Any]]]:
+    """The convention probe as table rows: library, call, verdict, output vs. both candidates."""
+    from kernelscope.analysis.conventions import probe_conventions
+
     report = probe_conventions()
     rows = []
     for item in report.results:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from kernelscope.errors import KernelscopeError
+from kernelscope.ops.shapes import as_pair
 
 __all__ = ["as_numbers", "operation", "explain_cell", "explain_all", "backward"]
 
@@ -38,10 +39,6 @@ def _scalar(value: float | None) -> int | float | None:
     if value is None:
         return None
     return int(value) if float(value).is_integer() else float(value)
-
-
-def _pair(value: int | list[int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
 def _padding(value: Any) -> Any:
@@ -93,7 +90,7 @@ def operation(x: np.ndarray, kernel: np.ndarray, *, bias: float | None = None, s
 
     if mode not in ("correlate", "convolve"):
         raise KernelscopeError(f"mode must be 'correlate' or 'convolve'; got {mode!r}")
-    strides, dilations, padding = _pair(stride), _pair(dilation), _padding(padding)
+    strides, dilations, padding = as_pair(stride, "stride"), as_pair(dilation, "dilation"), _padding(padding)
     out_hw = output_shape(x.shape, kernel.shape, stride=strides, padding=padding, dilation=dilations)
     if max(out_hw) > max_output:
         raise KernelscopeError(f"the output would be {out_hw[0]}x{out_hw[1]}; at most {max_output}x{max_output} "
@@ -177,8 +174,9 @@ def explain_all(x: np.ndarray, kernel: np.ndarray, *, bias: float | None = None,
     from kernelscope.ops import explain
 
     b = None if bias is None else np.asarray([_scalar(bias)])
-    return explain(x, kernel, b, stride=_pair(stride), padding=_padding(padding), padding_mode=padding_mode,
-                   pad_value=pad_value, dilation=_pair(dilation), mode=mode).to_dict()
+    return explain(x, kernel, b, stride=as_pair(stride, "stride"), padding=_padding(padding),
+                   padding_mode=padding_mode, pad_value=pad_value, dilation=as_pair(dilation, "dilation"),
+                   mode=mode).to_dict()
 
 
 def backward(x: np.ndarray, kernel: np.ndarray, grad_output: np.ndarray | None = None, *, stride: Any = 1,
@@ -189,13 +187,11 @@ def backward(x: np.ndarray, kernel: np.ndarray, grad_output: np.ndarray | None =
     Raises
     ------
     KernelscopeError
-        When the gradient explainer is not installed, or the call is too large to explain.
+        When the call is too large to explain.
     """
-    try:
-        from kernelscope.ops.explain_backward import explain_backward
-    except ImportError:  # pragma: no cover - present in this tree
-        raise KernelscopeError("the backward view needs kernelscope.ops.explain_backward, "
-                               "which is missing from this installation") from None
-    trace = explain_backward(x, kernel, grad_output, stride=_pair(stride), padding=_padding(padding),
-                             padding_mode=padding_mode, pad_value=pad_value, dilation=_pair(dilation), mode=mode)
+    from kernelscope.ops.explain_backward import explain_backward
+
+    trace = explain_backward(x, kernel, grad_output, stride=as_pair(stride, "stride"),
+                             padding=_padding(padding), padding_mode=padding_mode, pad_value=pad_value,
+                             dilation=as_pair(dilation, "dilation"), mode=mode)
     return trace.to_dict()
