@@ -190,25 +190,11 @@ def _atlas_numbers(result: Any) -> dict[str, Any]:
 def _dissect(run_dir: Path, out: Path, *, quick: bool, seed: int) -> dict[str, Any]:
     """Dissect every conv layer of the faces run; write dissect.json."""
     from kernelscope._io import write_json
+    from kernelscope.analysis.runs import dissect_of_run
 
     results = dissect_of_run(run_dir, quick=quick, seed=seed)
     write_json(out / "dissect.json", {layer: r.to_dict() for layer, r in results.items()})
     return results
-
-
-def dissect_of_run(run_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0) -> dict[str, Any]:
-    """``{layer: DissectResult}``: every conv layer of a faces run, eye and mouth masks, init control."""
-    from kernelscope.analysis.dissect import dissect
-    from kernelscope.cli._channels import load_images, open_source
-    from kernelscope.data.face_masks import face_part_masks
-
-    src = open_source(str(run_dir))
-    x, raw, _ = load_images(src, "faces")  # the 100 lfw_subset faces, normalised as in training
-    found = face_part_masks(raw)
-    init = src.init_model(seed)
-    return {layer: dissect(src.model, layer, x, found.masks, init_model=init, n_permutations=5 if quick else 20,
-                           seed=seed, mask_counts=found.counts)
-            for layer in src.run.conv_layers}
 
 
 def _dissect_numbers(results: dict[str, Any]) -> dict[str, Any]:
@@ -232,27 +218,9 @@ def _dissect_numbers(results: dict[str, Any]) -> dict[str, Any]:
     return numbers
 
 
-def shift_of_run(run_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0) -> Any:
-    """Faces in, held-out non-face patches ("objects") out, at the deepest conv layer of a run, with the init control.
-
-    The objects are the net's own negative class, held out (see :func:`kernelscope.data.faces.held_out_patches`),
-    not a novel domain.
-    """
-    from kernelscope.analysis.shift import shift
-    from kernelscope.cli._channels import load_images, open_source, pick_layer
-
-    src = open_source(str(run_dir))
-    layer = pick_layer(src, None)
-    in_x, _, _ = load_images(src, "faces")
-    out_x, _, _ = load_images(src, "objects", limit=200 if quick else None)
-    data = src.run.dataset()
-    return shift(src.model, layer, in_x, out_x, train_images=src.normalise(data.x_train),
-                 train_labels=data.y_train, init_model=src.init_model(seed), n_boot=200 if quick else 1000,
-                 seed=seed, names=("faces", "objects"))
-
-
 def _shift(run_dir: Path, out: Path, *, quick: bool, seed: int) -> Any:
     from kernelscope._io import write_json
+    from kernelscope.analysis.runs import shift_of_run
 
     result = shift_of_run(run_dir, quick=quick, seed=seed)
     write_json(out / "shift.json", result.to_dict())

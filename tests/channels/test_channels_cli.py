@@ -23,7 +23,7 @@ def test_maps(cli_runner, face_run, tmp_path):
 def test_patches(cli_runner, face_run, tmp_path):
     result = cli_runner("patches", face_run, "--layer", "features.5", "-k", "3", "--out", tmp_path)
     assert result.exit_code == 0, result.output
-    assert "top-3 patches of 8 channels of features.5 over 172 images (faces test)" in result.output
+    assert "top-3 patches of 8 channels of features.6 (ReLU after conv features.5) over 172 images (faces test)" in result.output
     data = json.loads((tmp_path / "patches.json").read_text())
     assert data["receptive_field"]["size"] == [10, 10]
     values = np.array([c["values"] for c in data["channels"]])
@@ -91,7 +91,8 @@ def test_errors_are_one_line_exit_2(cli_runner, face_run, tmp_path):
 
     result = cli_runner("maps", tmp_path / "nothing", "--out", tmp_path)
     assert result.exit_code == 2
-    assert result.output == f"Error: source '{tmp_path / 'nothing'}' is neither a run directory nor a model file\n"
+    assert result.output == (f"Error: source '{tmp_path / 'nothing'}' does not exist (give a run directory or a "
+                             "model file)\n")
 
     result = cli_runner("shift", face_run, "--ood", "bikes", "--out", tmp_path)
     assert result.exit_code == 2

@@ -18,12 +18,16 @@ def test_maps_of_a_hand_set_edge_detector():
         net[2].weight.fill_(1.0)
     image = np.zeros((1, 3, 4), dtype=np.float32)
     image[:, :, 2:] = 1.0  # a step edge between columns 1 and 2
-    maps = feature_maps(net, image)
+    maps = feature_maps(net, image, at="conv")
     assert list(maps) == ["0", "2"]
     np.testing.assert_array_equal(maps["0"][0], [[0, 1, 0]] * 3)
     np.testing.assert_array_equal(maps["0"][1], [[0, -1, 0]] * 3)  # signed: before the ReLU
     np.testing.assert_array_equal(maps["2"][0], [[0, 1, 0]] * 3)
     assert is_signed(maps["0"]) and not is_signed(maps["2"])
+    after = feature_maps(net, image)  # the default: after the ReLU that follows conv 0 (conv 2 has none)
+    np.testing.assert_array_equal(after["0"][0], [[0, 1, 0]] * 3)
+    np.testing.assert_array_equal(after["0"][1], [[0, 0, 0]] * 3)
+    np.testing.assert_array_equal(after["2"], maps["2"])
 
 
 def test_chosen_layers_and_errors():
@@ -44,7 +48,7 @@ def test_run_maps_across_epochs_equal_a_fresh_forward_pass(face_run):
     epochs, stack = run_feature_maps(run, "features.0", index=1)
     assert epochs == list(range(9)) and stack.shape == (9, 8, 25, 25)
     images, _, _ = run.probe()
-    fresh = feature_maps(run.model(8), images[1], ["features.0"])["features.0"]
+    fresh = feature_maps(run.model(8), images[1], ["features.0"], at="conv")["features.0"]  # recorded: conv output
     np.testing.assert_allclose(stack[-1], fresh, rtol=1e-5, atol=1e-6)
     assert not np.allclose(stack[0], stack[-1])  # training changed the maps
     with pytest.raises(KernelscopeError, match=r"^unknown recorded layer 'features.1'"):

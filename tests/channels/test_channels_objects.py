@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from kernelscope.cli._channels import Source, load_images
+from kernelscope.sources import InputSpec, Source
 from kernelscope.data.bundled import faces
 from kernelscope.data.faces import HELD_OUT_SEED, held_out_patches, object_patches
 
@@ -17,8 +17,8 @@ def _keys(images: np.ndarray) -> set[bytes]:
 
 def test_objects_are_disjoint_from_the_training_patches_of_faces():
     training, _, _ = faces()  # what a faces run (split_seed 0) trains and tests on
-    src = Source(model=None, run=None, input_shape=(1, 25, 25), mean=None, std=None, label="test")
-    _, raw, description = load_images(src, "objects")
+    src = Source(loader=lambda: None, label="test", kind="module", spec=InputSpec(shape=(1, 25, 25)))
+    _, raw, description = src.images("objects")
     assert raw.shape == (660, 1, 25, 25) and raw.dtype == np.float32
     assert len(_keys(raw)) == 660  # no patch twice
     assert _keys(raw).isdisjoint(_keys(training))
@@ -29,8 +29,8 @@ def test_objects_are_disjoint_from_the_training_patches_of_faces():
 
 def test_objects_follow_the_split_seed_of_a_faces_run():
     run = SimpleNamespace(manifest={"dataset": {"name": "faces", "split_seed": HELD_OUT_SEED}})
-    src = Source(model=None, run=run, input_shape=(1, 25, 25), mean=None, std=None, label="run")
-    _, raw, _ = load_images(src, "objects", limit=50)
+    src = Source(loader=lambda: None, label="run", kind="run", spec=InputSpec(shape=(1, 25, 25)), run=run)
+    _, raw, _ = src.images("objects", limit=50)
     # a run cut its training patches with the held-out seed itself: the set moves to another seed
     assert _keys(raw).isdisjoint(_keys(object_patches(660, seed=HELD_OUT_SEED)))
     np.testing.assert_array_equal(raw, held_out_patches(50, training_seed=HELD_OUT_SEED))

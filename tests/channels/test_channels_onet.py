@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from kernelscope.cli._channels import load_images, open_source
+from kernelscope.sources import open_source
 from kernelscope.errors import KernelscopeError
 
 
@@ -18,7 +18,7 @@ def test_onet_source_gives_the_logits_of_onet_and_its_input():
     from kernelscope.models.onet import load_onet, preprocess_faces
 
     src = open_source("onet")
-    inputs, raw, description = load_images(src, "faces", limit=8)
+    inputs, raw, description = src.images("faces", limit=8)
     assert inputs.shape == raw.shape == (8, 3, 48, 48) and description == "lfw_subset faces"
     assert 0.0 <= raw.min() and raw.max() <= 1.0
     np.testing.assert_allclose(inputs, preprocess_faces(lfw_faces()[:8]), atol=1e-5)
@@ -29,7 +29,7 @@ def test_onet_source_gives_the_logits_of_onet_and_its_input():
 
 
 def test_onet_rejects_epoch_and_normalisation():
-    with pytest.raises(KernelscopeError, match=r"^--epoch needs a run directory as SOURCE$"):
+    with pytest.raises(KernelscopeError, match=r"^--epoch/epoch=3 applies to run directories only, not to onet$"):
         open_source("onet", epoch=3)
     with pytest.raises(KernelscopeError, match=r"^onet brings its own normalisation, \(x \* 255 - 127.5\) / 128; "):
         open_source("onet", mean=(0.5,), std=(0.5,))
@@ -46,7 +46,7 @@ def test_rf_and_patches_on_onet(cli_runner, tmp_path):
     result = cli_runner("patches", "onet", "--layer", "conv3", "-k", "2", "--images", "nonfaces",
                         "--out", tmp_path / "patches")
     assert result.exit_code == 0, result.output
-    assert "top-2 patches of 64 channels of conv3 over 100 images (lfw_subset non-faces)" in result.output
+    assert "top-2 patches of 64 channels of prelu3 (PReLU after conv conv3) over 100 images (lfw_subset non-faces)" in result.output
     with np.load(tmp_path / "patches" / "patches.npz") as patches:
         assert patches["crops"].shape == (64, 2, 3, 21, 21)
 

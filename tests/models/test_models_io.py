@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from kernelscope.errors import KernelscopeError
-from kernelscope.models import build_model, load_model
+from kernelscope.models import build_model
 from kernelscope.models.io import infer_build_kwargs
 from kernelscope.models.layers import conv_layer_names
+from kernelscope.sources import load_model
 
 
 def _same(a, b, x, atol=1e-5):
@@ -69,7 +70,7 @@ def test_corrupt_and_missing_files(tmp_path):
     (tmp_path / "x.pt").write_bytes(b"garbage")
     with pytest.raises(KernelscopeError, match="cannot read .*x.pt"):
         load_model(tmp_path / "x.pt", arch="lenet5")
-    with pytest.raises(KernelscopeError, match="model file .*nope.pt' does not exist"):
+    with pytest.raises(KernelscopeError, match=r"source '.*nope.pt' does not exist \(give a run directory or a model file\)"):
         load_model(tmp_path / "nope.pt")
 
 
@@ -89,19 +90,31 @@ def test_torchscript_of_a_zoo_model_becomes_the_eager_model(tmp_path):
     _same(model, loaded, x)
 
 
-def test_torchscript_of_a_foreign_model_stays_scripted(tmp_path):
-    class Foreign(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = torch.nn.Conv2d(1, 2, 3)
+class _Foreign(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 3)
 
-        def forward(self, x):
-            return self.conv(x).abs().sum(dim=(2, 3))
+    def forward(self, x):
+        return self.conv(x).abs().sum(dim=(2, 3))
 
-    model = Foreign().eval()
+
+def test_torchscript_of_a_foreign_model_is_read_as_weights_only(tmp_path):
+    model = _Foreign().eval()
+    _trace(model, torch.randn(2, 1, 9, 9), tmp_path / "f.pt")
+    loaded = load_model(tmp_path / "f.pt")
+    assert not isinstance(loaded, torch.jit.ScriptModule)
+    assert conv_layer_names(loaded) == ["conv"]
+    assert torch.equal(loaded.conv.weight, model.conv.weight) and torch.equal(loaded.conv.bias, model.conv.bias)
+    with pytest.raises(KernelscopeError, match=r"TorchScript 'f.pt' cannot be run: .*pass --trust-code"):
+        loaded(torch.randn(2, 1, 9, 9))
+
+
+def test_torchscript_of_a_foreign_model_runs_only_with_trust_code(tmp_path):
+    model = _Foreign().eval()
     x = torch.randn(2, 1, 9, 9)
     _trace(model, x, tmp_path / "f.pt")
-    loaded = load_model(tmp_path / "f.pt")
+    loaded = load_model(tmp_path / "f.pt", trust_code=True)
     assert isinstance(loaded, torch.jit.ScriptModule)
     _same(model, loaded, x)
 

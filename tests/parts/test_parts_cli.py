@@ -89,7 +89,7 @@ def test_parts_rejects_masks_of_the_wrong_size(cli_runner, tmp_path):
 def test_parts_unknown_source(cli_runner, tmp_path):
     result = cli_runner("parts", "no-such-model", "--out", tmp_path)
     assert result.exit_code == 2
-    assert result.output.startswith("Error: source 'no-such-model' is neither a run directory nor a model file")
+    assert result.output.startswith("Error: source 'no-such-model' does not exist (give a run directory or a model")
 
 
 @pytest.fixture(scope="module")

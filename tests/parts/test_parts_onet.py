@@ -85,8 +85,9 @@ def test_load_onet_errors(tmp_path):
 
 
 def test_load_model_knows_onet_by_name(onet):
-    from kernelscope.models import load_model
+    from kernelscope.models.onet import ONet
+    from kernelscope.sources import load_model
 
     model = load_model("onet")
-    assert type(model).__name__ == "ONet" and not model.training
+    assert isinstance(model, ONet) and not model.training
     assert torch.equal(model.conv3.weight, onet.conv3.weight)

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["capture", "forward_until", "layer_outputs", "iter_batches", "count_hooks", "reinitialised",
-           "model_device", "AT_CHOICES", "read_point"]
+__all__ = ["capture", "forward_until", "layer_outputs", "iter_batches", "count_hooks", "model_device",
+           "AT_CHOICES", "read_point"]
 
 #: Where an activation analysis reads a conv layer: its own output ("conv", before any
 #: nonlinearity) or the output of the nonlinearity that follows it ("activation").
@@ -227,31 +227,6 @@ def count_hooks(model: nn.Module) -> int:
                           "_backward_pre_hooks"):
             total += len(getattr(module, attribute, {}))
     return total
-
-
-def reinitialised(model: nn.Module, *, seed: int = 0) -> nn.Module:
-    """A deep copy of ``model`` with every parameterised layer re-initialised (a random-init control).
-
-    Each sub-module with a ``reset_parameters`` method is reset with PyTorch's
-    default initialisation under ``torch.manual_seed(seed)``; the original model
-    is untouched. Used as the "network at initialisation" control when no
-    recorded initial weights exist (runs use their recorded epoch 0 instead).
-    """
-    import copy
-
-    import torch
-
-    clone = copy.deepcopy(model)
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        for module in clone.modules():
-            reset = getattr(module, "reset_parameters", None)
-            if callable(reset):
-                reset()
-    finally:
-        torch.random.set_rng_state(state)
-    return clone.eval()
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -1,14 +1,15 @@
-"""Models: the small zoo (:func:`build_model`) and loading of users' models (:func:`load_model`).
+"""Models: the small zoo (:func:`build_model`), pretrained ONet, model-file readers and the init control.
 
-Imported lazily, so that ``kernelscope.models.layers`` can be used without importing torch
-until a model is actually touched.
+Users' models are opened by :func:`kernelscope.sources.open_source` (one place for every
+format). Imported lazily, so that ``kernelscope.models.layers`` can be used without
+importing torch until a model is actually touched.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["build_model", "model_names", "load_model"]
+__all__ = ["build_model", "model_names"]
 
 
 def __getattr__(name: str) -> Any:
@@ -16,8 +17,4 @@ def __getattr__(name: str) -> Any:
         from kernelscope.models import zoo
 
         return getattr(zoo, name)
-    if name == "load_model":
-        from kernelscope.models.io import load_model
-
-        return load_model
     raise AttributeError(f"module 'kernelscope.models' has no attribute {name!r}")

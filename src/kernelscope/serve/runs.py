@@ -265,12 +265,13 @@ class RunStore:
 
     def _compute_patches(self, run_id: int, layer: str, epoch: int, k: int, max_images: int) -> dict[str, Any]:
         from kernelscope.analysis.toppatches import top_patches
+        from kernelscope.sources import open_source
 
         start = time.perf_counter()
         run = self.runs[run_id]
         data = self._datasets.get(run_id, run.dataset)
         raw = data.x_test[:max_images]  # (N, C, H, W) in [0, 1]
-        result = top_patches(run.model(epoch), layer, data.normalise(raw), display=raw, k=k)
+        result = top_patches(open_source(run, epoch=epoch).model, layer, data.normalise(raw), display=raw, k=k)
         crops = np.where(np.isfinite(result.crops), result.crops, -1.0)  # (C, k, C_in, rh, rw); -1: outside
         return {"run_id": run_id, "layer": layer, "epoch": epoch, "k": int(result.k), "n_images": int(result.n_images),
                 "split": "test", "values": np.round(result.values, 5).tolist(),
