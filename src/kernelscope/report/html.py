@@ -81,7 +81,11 @@ def format_number(value: Any, digits: int = 3) -> str:
     --------
     >>> format_number(0.123456), format_number(12), format_number(1234.5), format_number(float("nan"))
     ('0.123', '12', '1234', 'n/a')
+    >>> format_number(None)  # how strict JSON stores NaN
+    'n/a'
     """
+    if value is None:
+        return "n/a"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, numbers.Integral):
