@@ -48,7 +48,7 @@ def test_rf(cli_runner, face_run, tmp_path):
 def test_dissect_with_builtin_face_masks(cli_runner, face_run, tmp_path):
     result = cli_runner("dissect", face_run, "--layer", "features.5", "--permutations", "3", "--out", tmp_path)
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("eyes: best channel ")
+    assert result.output.startswith("read at features.6 (ReLU after conv features.5)\neyes: best channel ")
     assert "masks: eyes " in result.output and " cascade + " in result.output
     data = json.loads((tmp_path / "dissect.json").read_text())
     assert data["n_images"] == 100 and data["summary"]["init"] is not None

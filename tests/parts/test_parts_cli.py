@@ -14,7 +14,7 @@ def test_parts_on_onet_writes_table_figure_and_summary(cli_runner, tmp_path):
     result = cli_runner("parts", "onet", "--parts", "eyes,mouth", *FAST, "--out", tmp_path)
     assert result.exit_code == 0, result.output
     assert result.output.startswith("eyes: ")
-    assert "detector(s) of 64 channels in conv3" in result.output
+    assert "detector(s) of 64 channels in prelu3 (PReLU after conv conv3)" in result.output
     data = json.loads((tmp_path / "parts.json").read_text())
     assert data["layer"] == "conv3" and data["n_images"] == 12 and data["parts"] == ["eyes", "mouth"]
     assert len(data["table"]) == 2 * 64

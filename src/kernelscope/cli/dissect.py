@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from kernelscope.cli._channels import open_from_options, out_option, source_options, write_csv
+from kernelscope.cli._channels import at_option, open_from_options, out_option, source_options, write_csv
 
 
 @click.command("dissect")
@@ -20,9 +20,10 @@ from kernelscope.cli._channels import open_from_options, out_option, source_opti
               help="Mask shuffles for the permutation null.")
 @click.option("--no-init", is_flag=True, help="Skip the initialisation control.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@at_option
 @out_option
 def command(source, arch, epoch, mean, std, trust_code, layer, image_set, masks_path, permutations, no_init, seed,
-            out_dir):
+            at, out_dir):
     """Which channels of SOURCE's layer detect a concept? IoU per channel (top 0.5% threshold,
     IoU > 0.04 = detector) with chance IoU, a permutation null and the network at initialisation.
 
@@ -49,11 +50,12 @@ def command(source, arch, epoch, mean, std, trust_code, layer, image_set, masks_
     masks = check_masks(masks, inputs.shape[0], tuple(inputs.shape[2:]))
     init = None if no_init else src.init_model(seed)
     result = dissect(src.model, layer, inputs, masks, init_model=init, n_permutations=permutations, seed=seed,
-                     mask_counts=counts)
+                     mask_counts=counts, at=at)
     out = Path(out_dir)
     save_figure(dissect_figure(result), out / "dissect.png")
     write_csv(out / "dissect.csv", result.rows())
     write_json(out / "dissect.json", {"source": src.label, "images": description, **result.to_dict()})
+    click.echo(f"read at {result.read}")
     for concept, info in result.to_dict()["summary"]["trained"].items():
         init_info = result.to_dict()["summary"]["init"]
         init_text = f"; at init best {init_info[concept]['best_iou']:.3f}" if init_info else ""

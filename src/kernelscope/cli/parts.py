@@ -8,7 +8,7 @@ from typing import Any
 import click
 import numpy as np
 
-from kernelscope.cli._channels import open_from_options, source_options
+from kernelscope.cli._channels import at_option, open_from_options, source_options
 from kernelscope.errors import KernelscopeError
 from kernelscope.sources import resize_images, resize_masks
 
@@ -131,11 +131,11 @@ def _masks(spec: str, raw: np.ndarray, size: tuple[int, int], parts: list[str], 
                    "model has it, else none).")
 @click.option("--no-init", is_flag=True, help="Skip the control: the same protocol on the network at initialisation.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@at_option
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Folder for parts.json, parts.csv and parts.png (created).")
 def command(source, arch, epoch, mean, std, trust_code, parts_spec, layer, image_spec, mask_spec, limit, fill_spec,
-            controls,
-            margin, radius, boot, top, target, no_init, seed, out_dir):
+            controls, margin, radius, boot, top, target, no_init, seed, at, out_dir):
     """Part detectors in SOURCE (a run directory, a model file with --arch, or 'onet'), by occlusion.
 
     For every channel of the layer: the relative drop of its spatial maximum when
@@ -166,11 +166,11 @@ def command(source, arch, epoch, mean, std, trust_code, parts_spec, layer, image
     size = tuple(inputs.shape[2:])
     masks, mask_description = _masks(mask_spec, raw, size, parts, radius, n_all)
     result = part_selectivity(model, inputs, masks, layer=layer, parts=parts, fill=fill, n_controls=controls,
-                              margin=margin, n_boot=boot, seed=seed, target=target_index)
+                              margin=margin, n_boot=boot, seed=seed, target=target_index, at=at)
     init = None
     if not no_init:  # the control: the same layer, images, masks and occluders at initialisation
         init = part_selectivity(src.init_model(seed), inputs, masks, layer=layer, parts=parts, fill=fill,
-                                n_controls=controls, margin=margin, n_boot=boot, seed=seed, target=None)
+                                n_controls=controls, margin=margin, n_boot=boot, seed=seed, target=None, at=at)
     display = resize_images(raw, (raw.shape[1], *size))
     panels = detector_panels(model, result, inputs, masks, top=top)
     out = Path(out_dir)
@@ -186,7 +186,7 @@ def command(source, arch, epoch, mean, std, trust_code, parts_spec, layer, image
     write_json(out / "parts.json", record)
     for part, info in result.summary().items():
         best = info["best"]
-        line = f"{part}: {info['n_detectors']} detector(s) of {result.channels} channels in {layer}"
+        line = f"{part}: {info['n_detectors']} detector(s) of {result.channels} channels in {result.read}"
         if best["channel"] is not None:
             line += (f"; best channel {best['channel']}: drop {best['part_drop']:.0%} vs {best['control_drop']:.0%} "
                      f"for controls (difference {best['selectivity']:.2f}, 95% CI {best['ci'][0]:.2f}.."
