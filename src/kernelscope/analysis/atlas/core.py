@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
+from kernelscope._io import dumps_json, json_safe
+from kernelscope._io import finite_or_none as _f
 from kernelscope.analysis.atlas.classify import CLASSES, classify, thresholds_from_nulls
 from kernelscope.analysis.atlas.controls import NULL_KINDS, null_kernels
 from kernelscope.analysis.atlas.evolution import Evolution
@@ -30,11 +30,6 @@ __all__ = ["AtlasResult", "atlas", "MIN_THRESHOLD_NULL"]
 MIN_THRESHOLD_NULL = 100
 
 _NULL_CACHE: dict[tuple, Measures] = {}
-
-
-def _f(value: Any) -> float | None:
-    value = float(value)
-    return value if np.isfinite(value) else None
 
 
 @dataclass
@@ -105,7 +100,7 @@ class AtlasResult:
 
     def to_dict(self) -> dict:
         """Everything but the raw arrays, JSON-ready (NaN and infinities as None)."""
-        return _finite_json({
+        return json_safe({
             "format": "kernelscope-atlas",
             "format_version": 1,
             "source": self.source,
@@ -130,7 +125,7 @@ class AtlasResult:
 
     def to_json(self) -> str:
         """The atlas as strict JSON text (see :meth:`to_dict`; NaN and infinities become null)."""
-        return json.dumps(_finite_json(self.to_dict()), indent=2, default=_json_default, allow_nan=False) + "\n"
+        return dumps_json(self.to_dict()) + "\n"
 
     def to_csv(self) -> str:
         """One row per kernel: class, best match and every score, as CSV text."""
@@ -185,31 +180,6 @@ class AtlasResult:
                          f"{int(np.median(ev.settle_epoch))}")
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
-
-
-def _finite_json(obj: Any) -> Any:
-    """``obj`` with every non-finite float (also inside lists, dicts, NumPy values) replaced by None."""
-    if isinstance(obj, dict):
-        return {k: _finite_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_json(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _finite_json(obj.tolist())
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"cannot write {type(obj).__name__} as JSON")
 
 
 def _null_measures(kind, shape, n, seed, smooth_sigma, bank, kernels, cacheable):
