@@ -145,3 +145,33 @@ def test_cli_divergence_is_exit_2_with_the_step(cli_runner, tmp_path):
     assert result.exit_code == 2
     assert result.output.startswith("Error: training diverged at step ")
     assert result.output.rstrip().endswith("epoch_000.pt") and result.output.count("\n") == 1
+
+
+def test_cli_resume_of_an_interrupted_numpy_run_equals_an_uninterrupted_run(cli_runner, tmp_path, monkeypatch):
+    """`kernelscope train --backend numpy` interrupted in epoch 2, then `--resume`: the same final kernels."""
+    from pathlib import Path
+
+    from kernelscope.train import rundir
+
+    args = ("train", "--backend", "numpy", "--model", "lenet5", "--optimizer", "sgd", "--lr", "0.05",
+            "--epochs", "2", "--train-limit", "64", "--batch-size", "32", "--shift", "1")
+    assert cli_runner(*args, "--out", tmp_path / "whole").exit_code == 0
+
+    def interrupt(path):  # Ctrl-C after epoch 2's kernels, before its commit
+        if Path(path).name == "epoch_002.npz" and Path(path).parent.name == "kernels":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(rundir, "_wrote", interrupt)
+    cut = cli_runner(*args, "--out", tmp_path / "cut")
+    assert (cut.exit_code, cut.output) == (1, "\nAborted!\n")  # click's answer to Ctrl-C
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "cut" / "manifest.json").read_text())["status"] == "failed"
+    result = cli_runner("train", "--out", tmp_path / "cut", "--resume")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("lenet5 on mnist: test accuracy ") and "after epoch 2" in result.output
+    resumed, whole = load_run(tmp_path / "cut"), load_run(tmp_path / "whole")
+    assert resumed.manifest["status"] == "complete" and resumed.manifest["backend"] == "numpy"
+    for epoch in whole.epochs:
+        for layer, value in whole.kernels(epoch).items():
+            assert resumed.kernels(epoch, layer).tobytes() == value.tobytes()
+    assert [m["test_loss"] for m in resumed.metrics] == [m["test_loss"] for m in whole.metrics]

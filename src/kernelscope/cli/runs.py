@@ -8,15 +8,18 @@ __all__ = ["runs_group", "format_run"]
 
 
 def format_run(run) -> str:
-    """A plain-text summary of a :class:`~kernelscope.train.rundir.Run`."""
+    """A plain-text summary of a :class:`~kernelscope.train.rundir.Run` (an inconsistent manifest says so)."""
     m = run.manifest
-    data, model, config = m["dataset"], m["model"], m.get("config", {})
+    data, model, config = m.get("dataset") or {}, m.get("model") or {}, run.config
+    said = f"{m.get('status')}  ({m.get('epochs_completed', 0)} of {config.get('epochs', '?')} epochs)"
+    inconsistent = run.inconsistencies()
+    status = f"inconsistent manifest: {'; '.join(inconsistent)} (it says {said})" if inconsistent else said
     lines = [
         f"run        {run.path}",
-        f"status     {m.get('status')}  ({m.get('epochs_completed', 0)} of {config.get('epochs', '?')} epochs)",
-        f"model      {model['name']}  {model.get('kwargs', {})}",
-        f"data       {data['name']}  train {data.get('n_train')}  test {data.get('n_test')}  "
-        f"image {data.get('image_shape')}  classes {len(data.get('classes', []))}",
+        f"status     {status}",
+        f"model      {model.get('name', '?')}  {model.get('kwargs', {})}",
+        f"data       {data.get('name', '?')}  train {data.get('n_train')}  test {data.get('n_test')}  "
+        f"image {data.get('image_shape')}  classes {len(data.get('classes') or [])}",
         f"recipe     preset {config.get('preset')}  optimizer {config.get('optimizer')}  lr {config.get('lr')}  "
         f"weight decay {config.get('weight_decay')}  init scale {config.get('init_scale')}  seed {m.get('seed')}",
         f"recorded   kernel epochs {run.epochs}" + (f"  steps {len(run.steps)}" if run.steps else ""),
@@ -29,9 +32,17 @@ def format_run(run) -> str:
         lines.append("")
         lines.append(f"{'epoch':>5} {'train_loss':>10} {'train_acc':>9} {'test_loss':>9} {'test_acc':>8} {'seconds':>8}")
         for row in run.metrics:
-            lines.append(f"{row['epoch']:>5} {row['train_loss']:>10.4f} {row['train_acc']:>9.4f} "
-                         f"{row['test_loss']:>9.4f} {row['test_acc']:>8.4f} {row['seconds']:>8.2f}")
+            cells = [_cell(row.get(k), w) for k, w in (("train_loss", 10), ("train_acc", 9), ("test_loss", 9),
+                                                       ("test_acc", 8))]
+            lines.append(f"{_cell(row.get('epoch'), 5, '')} {' '.join(cells)} {_cell(row.get('seconds'), 8, '.2f')}")
     return "\n".join(lines)
+
+
+def _cell(value, width: int, spec: str = ".4f") -> str:
+    """``value`` formatted in ``width`` columns; anything that is not a number shows as is."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format(value, f">{width}{spec}")
+    return format(str(value), f">{width}")
 
 
 @click.group("runs")

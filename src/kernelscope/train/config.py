@@ -17,16 +17,21 @@ The atlas shows both regimes: ``plain`` and ``structure`` are kept side by side 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from kernelscope.errors import KernelscopeError, suggest
 
-__all__ = ["TrainConfig", "PRESETS", "preset", "preset_names", "RESUME_MAY_CHANGE"]
+__all__ = ["TrainConfig", "PRESETS", "preset", "preset_names", "RESUME_MAY_CHANGE", "LIMITS"]
 
 #: Fields a resumed run may change: they do not alter what the finished epochs computed
 #: (``epochs`` only with a constant learning rate: a cosine schedule spans the whole run).
 RESUME_MAY_CHANGE = frozenset({"epochs", "device", "progress", "channels_last"})
+
+#: Largest accepted values: beyond them a run would never end (epochs), allocate absurd padding
+#: (shift) or overflow a generator's seed (torch takes seeds below 2**64).
+LIMITS = {"epochs": 10_000, "shift": 64, "seed": 2**63 - 1, "split_seed": 2**63 - 1}
 
 
 @dataclass
@@ -90,6 +95,8 @@ class TrainConfig:
             low = 0 if allow_zero else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise KernelscopeError(f"{name} must be an integer >= {low}, got {value!r}")
+            if name in LIMITS and value > LIMITS[name]:
+                raise KernelscopeError(f"{name} must be at most {LIMITS[name]}, got {value!r}")
 
         for name in ("epochs", "batch_size", "n_probe"):
             positive_int(name)
@@ -103,8 +110,13 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0:
                 raise KernelscopeError(f"{name} must be a number > 0, got {value!r}")
-        if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
-            raise KernelscopeError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
+        for name in ("weight_decay", "momentum"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not value >= 0:
+                raise KernelscopeError(f"{name} must be a number >= 0, got {value!r}")
+        for name in ("lr", "init_scale", "weight_decay", "momentum"):
+            if not math.isfinite(getattr(self, name)):
+                raise KernelscopeError(f"{name} must be a finite number, got {getattr(self, name)!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise KernelscopeError(f"device must be auto, cpu or cuda, got {self.device!r}")
         from kernelscope.data import _BUNDLED, _PREFIXES

@@ -138,6 +138,7 @@ def _point_last_at(path: Path) -> None:
         tmp.unlink(missing_ok=True)
         os.link(path, tmp)
         os.replace(tmp, last)
+        tmp.unlink(missing_ok=True)  # rename() does nothing when last.pt already is this file
     except OSError:
         tmp.unlink(missing_ok=True)
         write_bytes(last, path.read_bytes())
