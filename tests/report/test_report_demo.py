@@ -131,6 +131,21 @@ def test_stage_without_its_input_is_unavailable(tmp_path):
     assert np.isfinite(result.seconds)
 
 
+def test_an_import_error_of_kernelscope_fails_the_stage_loudly(tmp_path, monkeypatch):
+    """A broken import of the project's own modules is a bug: 'failed' (and raised when strict), never 'unavailable'."""
+    import kernelscope.analysis.part_contrast as part_contrast
+
+    def broken(**kwargs):
+        raise ImportError("No module named 'kernelscope.analysis.gone'", name="kernelscope.analysis.gone")
+
+    monkeypatch.setattr(part_contrast, "part_contrast", broken)
+    result = run_demo(tmp_path, stages=("parts",), progress=False, log=lambda line: None)
+    assert result.stages["parts"].status == "failed"
+    assert "kernelscope.analysis.gone" in result.stages["parts"].reason
+    with pytest.raises(ImportError, match="kernelscope.analysis.gone"):
+        run_demo(tmp_path, stages=("parts",), progress=False, strict=True, log=lambda line: None)
+
+
 def test_report_of_the_real_mnist_run(quick_demo, tmp_path):
     """kernelscope report on a run that training wrote: model sections work, face-only ones say why not."""
     from kernelscope.report.build import build_report
