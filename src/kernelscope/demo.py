@@ -102,13 +102,14 @@ def _summary_lines(n: dict[str, Any]) -> list[str]:
         key = f"dissect_{concept}"
         if key in n:
             d = n[key]
-            lines.append(f"  strongest {concept} detector: layer {d['layer']} channel {d['channel']}, IoU "
+            lines.append(f"  strongest {concept} detector (conv outputs): layer {d['layer']} channel {d['channel']}, IoU "
                          f"{_num(d['iou'])} (chance {_num(d['chance'])}, permutation p95 {_num(d['null_p95'])}, "
                          f"init best {_num(d.get('init_iou'))}); detectors (IoU > {d['threshold']}): "
                          f"{d['n_detectors']}")
     if "shift" in n:
         s = n["shift"]
-        lines.append(f"  faces in, objects out (held-out non-faces, the net's own negative class; layer {s['layer']}): "
+        lines.append(f"  faces in, objects out (held-out non-faces, the net's own negative class; layer {s['layer']}, "
+                     f"conv output): "
                      f"{s['n_quiet']} of {s['channels']} channels go "
                      f"quiet, {s['n_louder']} fire more (at initialisation: {s.get('init_quiet', 'n/a')} quiet, "
                      f"{s.get('init_louder', 'n/a')} more); best channel AUROC {_num(s['best_auroc'])}; network "
