@@ -11,7 +11,7 @@ from report_helpers import HOSTILE, write_fake_run
 
 from kernelscope.errors import KernelscopeError
 from kernelscope.report.build import ANALYSES, build_report
-from kernelscope.report.inventory import inspect_run
+from kernelscope.train.rundir import inspect_run
 
 RUN_SECTIONS = ["training", "kernels", "featuremaps"]
 
@@ -83,8 +83,10 @@ def test_run_without_initial_snapshot_is_partial(tmp_path):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda d: (d / "manifest.json").unlink(), "is not a kernelscope run: it has no manifest.json"),
+    (lambda d: (d / "manifest.json").unlink(), "is not a run directory: it has no manifest.json"),
     (lambda d: (d / "manifest.json").write_text("{not json"), "manifest.json is unreadable (JSONDecodeError"),
+    (lambda d: _patch_manifest(d, format_version=None), "has format_version None, which this kernelscope 0.1.0 "
+                                                        "cannot read (supported: 1)"),
     (lambda d: _patch_manifest(d, format_version=7), "has format_version 7, which this kernelscope 0.1.0 "
                                                         "cannot read (supported: 1)"),
     (lambda d: _patch_manifest(d, format="something-else"), "has format 'something-else'; expected "

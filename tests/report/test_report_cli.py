@@ -38,7 +38,7 @@ def test_report_command_notes_missing_sections(tmp_path, cli_runner):
 def test_report_command_on_a_directory_that_is_not_a_run(tmp_path, cli_runner):
     result = cli_runner("report", tmp_path, "--out", tmp_path / "r.html")
     assert result.exit_code == 2
-    assert result.output == (f"Error: run directory {str(tmp_path)!r} is not a kernelscope run: it has no "
+    assert result.output == (f"Error: {str(tmp_path)!r} is not a run directory: it has no "
                              "manifest.json (write one with `kernelscope train --out DIR`)\n")
     assert not (tmp_path / "r.html").exists()
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from kernelscope.errors import KernelscopeError, suggest
 from kernelscope.report import html as H
-from kernelscope.report.inventory import RunInventory, inspect_run
+from kernelscope.train.rundir import Run, inspect_run
 
 __all__ = ["ANALYSES", "ReportResult", "build_report", "run_sections", "operation_section",
            "write_report", "export_figures", "guarded"]
@@ -210,7 +210,7 @@ def _conventions_rows() -> tuple[list[str], list[list[Any]]]:
 # --------------------------------------------------------------------------------------------
 
 
-def _run_summary(inv: RunInventory, *, level: int, prefix: str) -> H.Section:
+def _run_summary(inv: Run, *, level: int, prefix: str) -> H.Section:
     body: list[H.Html] = [H.table(["field", "value"], inv.summary_rows())]
     if inv.problems:
         body.append(H.Html("<p><b>Missing or incomplete in this run:</b></p><ul>"
@@ -221,7 +221,7 @@ def _run_summary(inv: RunInventory, *, level: int, prefix: str) -> H.Section:
                              if inv.problems else ""), level=level)
 
 
-def _training_section(inv: RunInventory, *, level: int, prefix: str) -> H.Section:
+def _training_section(inv: Run, *, level: int, prefix: str) -> H.Section:
     from kernelscope.report.figures.run import training_curves
 
     metrics = inv.metrics
@@ -246,7 +246,7 @@ def _training_section(inv: RunInventory, *, level: int, prefix: str) -> H.Sectio
     return H.Section(id=f"{prefix}training", title="Training", body=body, level=level)
 
 
-def _first_layer(inv: RunInventory) -> str:
+def _first_layer(inv: Run) -> str:
     layers = inv.conv_layers
     if not layers:
         raise KernelscopeError("the run records no conv layers (manifest conv_layers is empty and "
@@ -254,7 +254,7 @@ def _first_layer(inv: RunInventory) -> str:
     return layers[0]
 
 
-def _kernels_section(inv: RunInventory, *, level: int, prefix: str) -> H.Section:
+def _kernels_section(inv: Run, *, level: int, prefix: str) -> H.Section:
     from kernelscope.report.figures.common import symmetric_limit
     from kernelscope.report.figures.run import kernel_drift, kernel_evolution, kernel_grid
 
@@ -306,16 +306,16 @@ def _channels_note(channels: int) -> str:
     return f"{channels} input channels, shown as their mean"
 
 
-def _featuremaps_section(inv: RunInventory, *, level: int, prefix: str, n_images: int = 2) -> H.Section:
+def _featuremaps_section(inv: Run, *, level: int, prefix: str, n_images: int = 2) -> H.Section:
     from kernelscope.report.figures.run import feature_map_grid
 
-    if not inv.featuremap_epochs:
+    if not inv.feature_map_epochs:
         raise KernelscopeError("no feature-map snapshots in this run (featuremaps/epoch_*.npz is missing)")
     if not inv.has_probe:
         raise KernelscopeError("no probe images in this run (probe.npz is missing or unreadable)")
     _, raw, labels = inv.probe()
     classes = inv.classes
-    last = inv.featuremap_epochs[-1]
+    last = inv.feature_map_epochs[-1]
     maps_last = inv.feature_maps(last)
     body: list[H.Html] = []
     for index in range(min(n_images, len(raw))):
@@ -326,7 +326,7 @@ def _featuremaps_section(inv: RunInventory, *, level: int, prefix: str, n_images
             alt=f"feature maps of probe image {index}",
             caption=f"Probe image {index} (class {name}) and its maps at every recorded conv layer after "
                     f"epoch {last} (first 16 channels per layer; one symmetric colour limit per row)."))
-    if 0 in inv.featuremap_epochs and last != 0:
+    if 0 in inv.feature_map_epochs and last != 0:
         maps_init = inv.feature_maps(0)
         body.append(H.figure(
             feature_map_grid(raw[0], {k: v[0] for k, v in maps_init.items()}),
@@ -343,7 +343,7 @@ def _featuremaps_section(inv: RunInventory, *, level: int, prefix: str, n_images
 # --------------------------------------------------------------------------------------------
 
 
-def _analysis_section(name: str, inv: RunInventory, result: Any, *, level: int, prefix: str) -> H.Section:
+def _analysis_section(name: str, inv: Run, result: Any, *, level: int, prefix: str) -> H.Section:
     from kernelscope.report import sections
 
     return getattr(sections, f"{name}_section")(inv, result, level=level, prefix=prefix)
@@ -378,7 +378,7 @@ def _check_analyses(analyses: Iterable[str] | None) -> list[str]:
 
 def run_sections(run_dir: str | os.PathLike, *, analyses: Iterable[str] | None = None,
                  results: Mapping[str, Any] | None = None, strict: bool = False, level: int = 2,
-                 prefix: str = "", progress: bool = True) -> tuple[RunInventory, list[H.Section]]:
+                 prefix: str = "", progress: bool = True) -> tuple[Run, list[H.Section]]:
     """The sections of one run (all except "operation"), each guarded; see :func:`build_report`."""
     from kernelscope._progress import progress as _progress
 
@@ -474,7 +474,7 @@ def build_report(run_dir: str | os.PathLike, out_path: str | os.PathLike, *,
     Raises
     ------
     KernelscopeError
-        When ``run_dir`` is not a readable run (see :func:`~kernelscope.report.inventory.inspect_run`)
+        When ``run_dir`` is not a readable run (see :func:`~kernelscope.train.rundir.inspect_run`)
         or an analysis name is unknown.
 
     Examples

@@ -2,7 +2,7 @@
 dissection, distribution shift and part detectors.
 
 Each ``<name>_section(inv, result, *, level, prefix)`` takes the run's
-:class:`~kernelscope.report.inventory.RunInventory` and, optionally, a
+:class:`~kernelscope.train.rundir.Run` (from ``inspect_run``) and, optionally, a
 precomputed result of that analysis; without one it computes the analysis from the
 run when the run makes that possible, and raises
 :class:`~kernelscope.errors.KernelscopeError` (shown as a one-line note) when not.
@@ -18,13 +18,13 @@ import numpy as np
 
 from kernelscope.errors import KernelscopeError
 from kernelscope.report import html as H
-from kernelscope.report.inventory import RunInventory
+from kernelscope.train.rundir import Run
 
 __all__ = ["atlas_section", "patches_section", "receptive_section", "dissect_section", "shift_section",
            "parts_section", "parts_contrast_section"]
 
 
-def _source(inv: RunInventory):
+def _source(inv: Run):
     """The run opened as CHANNELS' analysis source (model at the last checkpoint, normalisation, data)."""
     if not inv.checkpoint_epochs:
         raise KernelscopeError("no checkpoint in this run (checkpoints/epoch_*.pt is missing): the model-based "
@@ -34,7 +34,7 @@ def _source(inv: RunInventory):
     return open_source(inv.path)
 
 
-def atlas_section(inv: RunInventory, result: Any = None, *, level: int = 2, prefix: str = "") -> H.Section:
+def atlas_section(inv: Run, result: Any = None, *, level: int = 2, prefix: str = "") -> H.Section:
     """Each first-layer kernel beside its best classical match; class fractions against the controls."""
     from kernelscope.analysis.atlas import CLASSES, atlas_of
 
@@ -105,7 +105,7 @@ def atlas_section(inv: RunInventory, result: Any = None, *, level: int = 2, pref
                      body=body, level=level)
 
 
-def patches_section(inv: RunInventory, result: Any = None, *, level: int = 2, prefix: str = "",
+def patches_section(inv: Run, result: Any = None, *, level: int = 2, prefix: str = "",
                     k: int = 6, limit: int = 1000) -> H.Section:
     """Top-k dataset patches per channel (first and last conv layer), cropped by the receptive field."""
     from kernelscope.analysis.toppatches import top_patches
@@ -130,7 +130,7 @@ def patches_section(inv: RunInventory, result: Any = None, *, level: int = 2, pr
     return H.Section(id=f"{prefix}patches", title="Top patches per channel", body=body, level=level)
 
 
-def receptive_section(inv: RunInventory, result: Any = None, *, level: int = 2, prefix: str = "") -> H.Section:
+def receptive_section(inv: Run, result: Any = None, *, level: int = 2, prefix: str = "") -> H.Section:
     """Theoretical receptive field per layer (with the formula) and the effective field of the deepest conv."""
     from kernelscope.analysis.receptive import FORMULA, effective_receptive_field, receptive_fields
     from kernelscope.report.figures.channels import erf_figure
@@ -159,7 +159,7 @@ def receptive_section(inv: RunInventory, result: Any = None, *, level: int = 2, 
     return H.Section(id=f"{prefix}receptive", title="Receptive fields", body=body, level=level)
 
 
-def dissect_section(inv: RunInventory, result: Any = None, *, level: int = 2, prefix: str = "") -> H.Section:
+def dissect_section(inv: Run, result: Any = None, *, level: int = 2, prefix: str = "") -> H.Section:
     """Network Dissection IoU of every channel with the eye and mouth masks, against chance.
 
     ``result`` is ``{layer: DissectResult}`` (what the demo computes); without it the
@@ -209,7 +209,7 @@ def dissect_section(inv: RunInventory, result: Any = None, *, level: int = 2, pr
                      level=level)
 
 
-def _dissect_faces_run(inv: RunInventory) -> dict[str, Any]:
+def _dissect_faces_run(inv: Run) -> dict[str, Any]:
     data = (inv.manifest.get("dataset") or {}).get("name")
     if data != "faces":
         raise KernelscopeError(f"dissection needs concept masks; this run's dataset is {data!r} (the bundled "
@@ -290,7 +290,7 @@ def _objects_text(network: dict[str, Any]) -> str:
     return text
 
 
-def shift_section(inv: RunInventory, result: Any = None, *, level: int = 2, prefix: str = "") -> H.Section:
+def shift_section(inv: Run, result: Any = None, *, level: int = 2, prefix: str = "") -> H.Section:
     """Channels that go quiet (or fire more) out of distribution; AUROC per channel and network-level."""
     from kernelscope.report.figures.channels import shift_figure
 
@@ -335,7 +335,7 @@ def shift_section(inv: RunInventory, result: Any = None, *, level: int = 2, pref
                      level=level)
 
 
-def parts_section(inv: RunInventory, result: Any = None, *, level: int = 2, prefix: str = "") -> H.Section:
+def parts_section(inv: Run, result: Any = None, *, level: int = 2, prefix: str = "") -> H.Section:
     """Occlusion part selectivity: the contrast of face networks (``result`` from ``part_contrast``)."""
     if result is None:
         raise KernelscopeError("part detectors need part landmarks or masks: run `kernelscope parts RUN --out DIR` "
