@@ -47,3 +47,20 @@ def test_bad_files(tmp_path):
     (tmp_path / "r.csv").write_text("1,2\n3\n")
     with pytest.raises(KernelscopeError, match=r"^--kernel \(r.csv\): row 2 has 1 number"):
         parse_matrix(str(tmp_path / "r.csv"), "--kernel")
+
+
+@pytest.mark.parametrize("content,reason", [
+    (b"", r"No data left in file"),  # 0 bytes: numpy raises EOFError
+    (None, r"Failed to read all data for array"),  # a .npy cut in its data
+])
+def test_empty_and_truncated_npy_name_the_file(tmp_path, content, reason):
+    import io
+
+    path = tmp_path / "cut.npy"
+    if content is None:
+        buffer = io.BytesIO()
+        np.save(buffer, np.arange(100.0))
+        content = buffer.getvalue()[:-40]
+    path.write_bytes(content)
+    with pytest.raises(KernelscopeError, match=rf"^--input: cannot read '.*cut.npy' as a .npy array \(.*({reason})"):
+        parse_matrix(str(path), "--input")

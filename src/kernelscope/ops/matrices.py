@@ -102,7 +102,7 @@ def _load_file(path: Path, name: str) -> np.ndarray:
     if suffix == ".npy":
         try:
             array = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as error:
+        except (ValueError, OSError, EOFError) as error:  # EOFError: an empty (0-byte) file
             raise KernelscopeError(f"{name}: cannot read {str(path)!r} as a .npy array ({error})"
                                    ) from None
         if array.dtype.kind not in "biuf":
