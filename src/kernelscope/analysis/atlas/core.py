@@ -15,6 +15,7 @@ import numpy as np
 from kernelscope._io import dumps_json, json_safe
 from kernelscope._io import finite_or_none as _f
 from kernelscope.analysis.atlas.classify import CLASSES, classify, thresholds_from_nulls
+from kernelscope.analysis.atlas.colour import ColourCensus, colour_census
 from kernelscope.analysis.atlas.controls import NULL_KINDS, null_kernels
 from kernelscope.analysis.atlas.evolution import Evolution
 from kernelscope.analysis.atlas.gabor import MIN_GABOR_SIZE
@@ -69,6 +70,11 @@ class AtlasResult:
         Each kernel's best classical match, signed, unit norm.
     profiles : ndarray of shape (O, kh, kw)
         Spatial profiles that were matched.
+    colour : ColourCensus or None
+        RGB layers (C == 3): each kernel's colour class (luminance, colour-opponent,
+        colour-blob, mixed/unexplained) beside the colour controls (see
+        :mod:`~kernelscope.analysis.atlas.colour`); also in each record as ``colour_class``.
+        None for other layers, whose results carry no colour census.
     """
 
     records: list[dict]
@@ -92,15 +98,21 @@ class AtlasResult:
     null_best: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     best_templates: np.ndarray = field(default=None, repr=False)
     profiles: np.ndarray = field(default=None, repr=False)
+    colour: ColourCensus | None = field(default=None, repr=False)
 
     @property
     def classes(self) -> list[str]:
         """The class of every kernel, in order."""
         return [r["class"] for r in self.records]
 
+    @property
+    def colour_classes(self) -> list[str] | None:
+        """The colour class of every kernel, in order (None unless the layer is RGB)."""
+        return None if self.colour is None else [str(c) for c in self.colour.classes]
+
     def to_dict(self) -> dict:
         """Everything but the raw arrays, JSON-ready (NaN and infinities as None)."""
-        return json_safe({
+        data = {
             "format": "kernelscope-atlas",
             "format_version": 1,
             "source": self.source,
@@ -121,7 +133,10 @@ class AtlasResult:
             "notes": list(self.notes),
             "kernels": self.records,
             "evolution": self.evolution.to_dict() if self.evolution is not None else None,
-        })
+        }
+        if self.colour is not None:  # RGB layers only: other layers' JSON is unchanged
+            data["colour"] = self.colour.to_dict()
+        return json_safe(data)
 
     def to_json(self) -> str:
         """The atlas as strict JSON text (see :meth:`to_dict`; NaN and infinities become null)."""
@@ -137,6 +152,8 @@ class AtlasResult:
                    "flat", "distance_from_init"]
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
+        if self.colour is not None:  # RGB layers only: other layers' CSV is unchanged
+            columns += _COLOUR_CSV_COLUMNS
         writer.writerow(columns)
         for r in self.records:
             b, s, g, sp, q = r["best_match"], r["scores"], r["gabor_fit"] or {}, r["spectral"], r["quality"]
@@ -147,6 +164,8 @@ class AtlasResult:
                    sp["osi"], sp["orientation_deg"], sp["peak_frequency"], sp["bandpass"],
                    r["colour"]["off_luminance"], r["colour"]["rank1_fraction"], q["norm"], q["sparsity"],
                    q["entropy"], q["dead"], q["flat"], (r["init"] or {}).get("distance")]
+            if self.colour is not None:
+                row += _colour_csv_row(r)
             writer.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in row])
         return buffer.getvalue()
 
@@ -172,6 +191,8 @@ class AtlasResult:
         median = nanmedian([r["best_match"]["score"] for r in self.records])
         ctrl = ", ".join(f"{n} {nanmedian(v):.2f}" for n, v in self.null_best.items())
         lines.append(f"median best match {median:.2f} (controls: {ctrl})")
+        if self.colour is not None:
+            lines.extend(self.colour.summary_lines())
         if self.evolution is not None and len(self.evolution.epochs) > 1:
             ev = self.evolution
             lines.append(f"over training ({ev.unit}s {ev.epochs[0]}..{ev.epochs[-1]}): median best match "
@@ -180,6 +201,31 @@ class AtlasResult:
                          f"{int(np.median(ev.settle_epoch))}")
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
+
+
+_COLOUR_CSV_COLUMNS = ["colour_class", "colour_margin", "grey_angle_deg", "colour_balance", "colour_r", "colour_g",
+                       "colour_b", "luminance_score", "opponent_score", "colour_blob_score", "colour_lowpass"]
+
+
+def _colour_csv_row(record: dict) -> list:
+    c = record["colour"]
+    return [record["colour_class"], c["margin"], c["grey_angle_deg"], c["balance"], *c["colour_vector"],
+            c["scores"]["luminance"], c["scores"]["colour-opponent"], c["scores"]["colour-blob"], c["lowpass"]]
+
+
+def _add_colour(records: list[dict], census: ColourCensus) -> list[dict]:
+    """Each record with ``colour_class`` beside ``class`` and the colour statistics under ``colour``."""
+    out = []
+    for i, record in enumerate(records):
+        colour = census.record(i)
+        new = {}
+        for key, value in record.items():
+            new[key] = value
+            if key == "class":
+                new["colour_class"] = colour["class"]
+        new["colour"] = {**record["colour"], **json_safe({k: v for k, v in colour.items() if k != "class"})}
+        out.append(new)
+    return out
 
 
 def _null_measures(kind, shape, n, seed, smooth_sigma, bank, kernels, cacheable):
@@ -247,7 +293,8 @@ def atlas(kernels: np.ndarray, *, init_kernels: np.ndarray | None = None, init_n
           nulls: tuple[str, ...] = ("random", "smooth", "shuffled", "spectral"),
           threshold_nulls: tuple[str, ...] = ("random", "shuffled", "init"), seed: int = 0,
           smooth_sigma: float = 1.0, min_cycles: float = 0.25, bank: TemplateBank | None = None,
-          layer: str | None = None, source: str | None = None, epoch: int | None = None) -> AtlasResult:
+          layer: str | None = None, source: str | None = None, epoch: int | None = None, colour: bool = True,
+          colour_threshold_nulls: dict[str, tuple[str, ...]] | None = None) -> AtlasResult:
     """How close each kernel is to a classical filter, judged against null kernels of the same shape.
 
     Parameters
@@ -283,6 +330,13 @@ def atlas(kernels: np.ndarray, *, init_kernels: np.ndarray | None = None, init_n
         Where the kernels came from (reported).
     epoch : int, optional
         Which snapshot (reported).
+    colour : bool
+        RGB layers (C == 3): also take the colour census (see
+        :func:`~kernelscope.analysis.atlas.colour.colour_census`; its nulls are drawn from
+        their own seeds, so the spatial results are the same with or without it).
+    colour_threshold_nulls : dict of str to tuple of str, optional
+        Colour class -> nulls that set its threshold (default
+        :data:`~kernelscope.analysis.atlas.colour.COLOUR_THRESHOLD_NULLS`).
 
     Returns
     -------
@@ -362,15 +416,22 @@ def atlas(kernels: np.ndarray, *, init_kernels: np.ndarray | None = None, init_n
         notes.append(f"{shape[1]}-channel kernels are matched by their leading spatial profile (SVD); see "
                      f"rank1_fraction for how much of each kernel that profile carries")
 
+    census = None
+    records = _records(learned, labels, margins, init_stack)
+    if colour and shape[1] == 3:
+        census = colour_census(stack, init_null=init_source, percentile=percentile, n_null=int(n_null), seed=seed,
+                               threshold_nulls=colour_threshold_nulls, min_calibration=MIN_THRESHOLD_NULL)
+        records = _add_colour(records, census)
+
     best = np.stack([(bank.raw[int(j)].reshape(bank.shape) if bank.family[int(j)] == "blob"
                       else bank.template(int(j))) * s
                      for j, s in zip(learned.match.best_index, learned.match.best_sign, strict=True)])
     return AtlasResult(
-        records=_records(learned, labels, margins, init_stack), counts=counts, fractions=fractions,
+        records=records, counts=counts, fractions=fractions,
         control_fractions=control_fractions, control_sizes={n: len(m) for n, m in null_measures.items()},
         thresholds=thresholds, null_percentiles=per_null, threshold_nulls=used, percentile=float(percentile),
         notes=notes, shape=shape, layer=layer, source=source, epoch=epoch, kernels=stack,
         scores=learned.scores(), null_scores=null_scores,
         null_best={n: m.match.best_score for n, m in null_measures.items()}, best_templates=best,
-        profiles=learned.profiles,
+        profiles=learned.profiles, colour=census,
     )
