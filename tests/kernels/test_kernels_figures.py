@@ -95,3 +95,29 @@ def test_grid_draws_at_most_max_kernels_and_says_so(rng):
     assert sum(1 for ax in fig.axes if ax.images) == 12
     assert fig._suptitle.get_text() == "conv1: first 12 of 40 kernels"
     assert len(draw_kernel_grid(bank[:3], max_kernels=12).axes) == 4  # 3 panels + colour bar, no note
+
+
+def test_a_large_grey_layer_is_one_mosaic_with_the_same_colours(rng):
+    bank = rng.standard_normal((40, 5, 5))
+    fig = draw_kernel_grid(bank, suptitle="conv1")
+    assert len(fig.axes) == 2  # the mosaic and its colour bar
+    (image,) = _images(fig)
+    limit = float(np.abs(bank).max())
+    assert image.get_clim() == (-limit, limit)
+    tiles = image.get_array()  # 8 columns of 5x5 tiles with one NaN pixel between them
+    np.testing.assert_array_equal(tiles[:5, :5], bank[0])
+    np.testing.assert_array_equal(tiles[6:11, 12:17], bank[10])
+    assert [t.get_text() for t in fig.axes[0].texts][:3] == ["0", "1", "2"]
+    assert len(draw_kernel_grid(bank, mosaic_image=False).axes) == 41  # forced panels: 40 and a colour bar
+
+
+def test_a_mosaic_can_be_asked_for_and_is_refused_where_it_cannot_show_everything(rng):
+    bank = rng.standard_normal((3, 3, 3))
+    fig = draw_kernel_grid(bank, ["a", "b", "c"], mosaic_image=True)  # numbers off by default then
+    assert [t.get_text() for t in fig.axes[0].texts] == ["a", "b", "c"]
+    for kwargs, what in [({"limit": "each"}, "limit=each"), ({"annotate": True}, "annotate=True")]:
+        with pytest.raises(KernelscopeError, match=rf"^mosaic_image=True draws grey kernels with one limit and no "
+                                                   rf"numbers; got {what}$"):
+            draw_kernel_grid(bank, mosaic_image=True, **kwargs)
+    with pytest.raises(KernelscopeError, match="got RGB kernels$"):
+        draw_kernel_grid(rng.standard_normal((2, 3, 3, 3)), mosaic_image=True)

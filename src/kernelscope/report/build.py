@@ -256,7 +256,13 @@ def _first_layer(inv: Run) -> str:
 
 def _kernels_section(inv: Run, *, level: int, prefix: str) -> H.Section:
     from kernelscope.report.figures.common import symmetric_limit
-    from kernelscope.report.figures.run import kernel_drift, kernel_evolution, kernel_grid
+    from kernelscope.report.figures.kernels import draw_kernel_grid
+    from kernelscope.report.figures.run import kernel_drift, kernel_evolution
+
+    def grid(kernels: np.ndarray, title: str):  # (O, C, kh, kw): C other than 1 or 3 drawn as the mean
+        shown = kernels if kernels.shape[1] in (1, 3) else kernels.mean(axis=1)
+        return draw_kernel_grid(shown, annotate=False, suptitle=title, panel_size=0.8, max_kernels=64,
+                                mosaic_image=shown.ndim == 3 or shown.shape[1] == 1)
 
     if not inv.kernel_epochs:
         raise KernelscopeError("no kernel snapshots in this run (kernels/epoch_*.npz is missing)")
@@ -276,12 +282,12 @@ def _kernels_section(inv: Run, *, level: int, prefix: str) -> H.Section:
     lim_first = symmetric_limit([by_epoch[first]])
     lim_last = symmetric_limit([by_epoch[last]])
     label_first = "initialisation" if first == 0 else f"epoch {first}"
-    body.append(H.figure(kernel_grid(by_epoch[first], title=f"{layer} at {label_first}"),
+    body.append(H.figure(grid(by_epoch[first], f"{layer} at {label_first}"),
                          alt=f"first-layer kernels at {label_first}",
                          caption=f"Layer {layer}, {shape[0]} kernels of {shape[2]}x{shape[3]} "
                                  f"({_channels_note(shape[1])}), at {label_first}; "
                                  f"colour limit +-{H.format_number(lim_first)}."))
-    body.append(H.figure(kernel_grid(by_epoch[last], title=f"{layer} after epoch {last}"),
+    body.append(H.figure(grid(by_epoch[last], f"{layer} after epoch {last}"),
                          alt=f"first-layer kernels after epoch {last}",
                          caption=f"The same kernels after epoch {last}; colour limit +-{H.format_number(lim_last)}"
                                  " (each grid has its own symmetric limit, diverging around 0)."))
@@ -307,7 +313,7 @@ def _channels_note(channels: int) -> str:
 
 
 def _featuremaps_section(inv: Run, *, level: int, prefix: str, n_images: int = 2) -> H.Section:
-    from kernelscope.report.figures.run import feature_map_grid
+    from kernelscope.report.figures.channels import feature_maps_figure
 
     if not inv.feature_map_epochs:
         raise KernelscopeError("no feature-map snapshots in this run (featuremaps/epoch_*.npz is missing)")
@@ -322,14 +328,16 @@ def _featuremaps_section(inv: Run, *, level: int, prefix: str, n_images: int = 2
         label = int(labels[index]) if index < len(labels) else -1
         name = classes[label] if 0 <= label < len(classes) else str(label)
         body.append(H.figure(
-            feature_map_grid(raw[index], {k: v[index] for k, v in maps_last.items()}),
+            feature_maps_figure({k: v[index] for k, v in maps_last.items()}, raw[index], max_channels=16,
+                                title=""),
             alt=f"feature maps of probe image {index}",
             caption=f"Probe image {index} (class {name}) and its maps at every recorded conv layer after "
-                    f"epoch {last} (first 16 channels per layer; one symmetric colour limit per row)."))
+                    f"epoch {last} (first 16 channels per layer; one colour scale per layer, diverging around 0 "
+                    "and symmetric when the layer has negative values)."))
     if 0 in inv.feature_map_epochs and last != 0:
         maps_init = inv.feature_maps(0)
         body.append(H.figure(
-            feature_map_grid(raw[0], {k: v[0] for k, v in maps_init.items()}),
+            feature_maps_figure({k: v[0] for k, v in maps_init.items()}, raw[0], max_channels=16, title=""),
             alt="feature maps of probe image 0 at initialisation",
             caption="Control: the same image through the network at initialisation (epoch 0)."))
     body.append(H.how("maps recorded by the training recorder on the run's fixed probe images (probe.npz), "

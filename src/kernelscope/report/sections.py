@@ -66,32 +66,22 @@ def atlas_section(inv: Run, result: Any = None, *, level: int = 2, prefix: str =
         f"(thresholds: {thresholds}); median best match {H.format_number(data.get('median_best_match'))}",
         control="median best match of the controls: " + ", ".join(
             f"{n} {H.format_number(v)}" for n, v in controls.items() if v is not None)))
-    try:
-        from kernelscope.report.figures.atlas import (
-            evolution_figure,
-            match_grid_figure,
-            null_distributions_figure,
-        )
-    except ImportError:  # ATLAS's figures missing: draw the pairs here
-        from kernelscope.report.figures.run import match_pairs
+    from kernelscope.report.figures.atlas import (
+        evolution_figure,
+        match_grid_figure,
+        null_distributions_figure,
+    )
 
-        body.append(H.figure(match_pairs(result.kernels, result.best_templates, result.classes,
-                                         [r["best_match"]["score"] for r in result.records],
-                                         [r["best_match"]["name"] for r in result.records]),
-                             alt="each kernel beside its best classical match",
-                             caption="Each learned kernel (left) beside its best classical match (right), with "
-                                     "the class and |cos|."))
-    else:
-        body.append(H.figure(match_grid_figure(result), alt="each kernel beside its best classical match",
-                             caption="Each learned kernel (left) beside its best classical match (right), titled "
-                                     "with its class and score."))
-        body.append(H.figure(null_distributions_figure(result), alt="scores against the null distributions",
-                             caption="Each score's distribution in every null (lines), the learned kernels' "
-                                     "scores, and the class threshold."))
-        if result.evolution is not None and len(result.evolution.epochs) > 1:
-            body.append(H.figure(evolution_figure(result.evolution), alt="the atlas over training",
-                                 caption="Class fractions, median scores and drift from initialisation at every "
-                                         "recorded epoch (epoch 0 = the initialisation control)."))
+    body.append(H.figure(match_grid_figure(result), alt="each kernel beside its best classical match",
+                         caption="Each learned kernel (left) beside its best classical match (right), titled "
+                                 "with its class and score."))
+    body.append(H.figure(null_distributions_figure(result), alt="scores against the null distributions",
+                         caption="Each score's distribution in every null (lines), the learned kernels' "
+                                 "scores, and the class threshold."))
+    if result.evolution is not None and len(result.evolution.epochs) > 1:
+        body.append(H.figure(evolution_figure(result.evolution), alt="the atlas over training",
+                             caption="Class fractions, median scores and drift from initialisation at every "
+                                     "recorded epoch (epoch 0 = the initialisation control)."))
     ev = result.evolution
     if ev is not None and len(ev.epochs) > 1:
         body.append(H.table(["epoch", *[f"{cls} fraction" for cls in ev.fractions], "median best match"],

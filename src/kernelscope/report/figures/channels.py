@@ -14,6 +14,8 @@ import numpy as np
 from kernelscope.report.figures.common import (
     imshow_signed,
     imshow_unsigned,
+    label_tiles,
+    mosaic,
     new_figure,
     symmetric_limit,
 )
@@ -22,58 +24,71 @@ __all__ = ["feature_maps_figure", "feature_epochs_figure", "top_patches_figure",
            "dissect_figure", "shift_figure"]
 
 
-def _grid(n: int, max_cols: int) -> tuple[int, int]:
-    cols = max(1, min(n, max_cols))
-    return int(np.ceil(n / cols)), cols
+def feature_maps_figure(maps: dict[str, np.ndarray], image: np.ndarray | None = None, *, max_channels: int = 64,
+                        columns: int = 16, title: str = "Feature maps (one colour scale per layer)"):
+    """One image's maps at every layer: one block per layer, one colour scale per layer.
 
+    A layer whose maps go below zero is drawn diverging around zero with one
+    symmetric limit; a non-negative one (after a ReLU) from 0 to its maximum. The
+    scale covers all the layer's channels, also those beyond ``max_channels``. Each
+    layer's channels are tiled into one image (fast for wide layers), ``columns``
+    per row, labelled with their index.
 
-def _show_maps(fig, spec, maps: np.ndarray, signed: bool | None = None, limit: float | None = None,
-               title: str = "", max_cols: int = 16):
-    """Draw maps (O, H, W) into a sub-grid; one shared scale. Returns the last image (for a colour bar)."""
-    n = maps.shape[0]
-    rows, cols = _grid(n, max_cols)
-    sub = spec.subgridspec(rows, cols, wspace=0.05, hspace=0.05)
-    signed = bool(np.nanmin(maps) < 0) if signed is None else signed
-    image = None
-    limit = symmetric_limit([maps]) if limit is None else limit
-    vmax = float(np.nanmax(maps)) if np.isfinite(np.nanmax(maps)) and np.nanmax(maps) > 0 else 1.0
-    for i in range(rows * cols):
-        ax = fig.add_subplot(sub[i // cols, i % cols])
-        ax.set_axis_off()
-        if i >= n:
-            continue
-        if signed:
-            image = imshow_signed(ax, maps[i], limit)
-        else:
-            image = imshow_unsigned(ax, maps[i], vmin=0.0, vmax=vmax, cmap="magma")
-        ax.set_title(str(i), fontsize=6, pad=1)
-    return image
+    Parameters
+    ----------
+    maps : dict of str to ndarray of shape (O, H', W')
+        The image's feature maps per layer.
+    image : ndarray of shape (C, H, W) or (H, W), optional
+        The input, values in [0, 1], drawn first.
+    max_channels : int
+        The first channels drawn per layer.
+    columns : int
+        Channels per row.
 
-
-def feature_maps_figure(maps: dict[str, np.ndarray], image: np.ndarray | None = None, *, max_channels: int = 64):
-    """One block per layer: every channel's map (O, H', W') for one image, one colour scale per layer."""
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> fig = feature_maps_figure({"conv1": rng.normal(size=(4, 6, 6))}, rng.random((1, 8, 8)))
+    >>> len(fig.axes)  # the input, the layer's maps, its colour bar
+    3
+    """
     names = list(maps)
-    heights = [max(1, _grid(min(maps[n].shape[0], max_channels), 16)[0]) for n in names]
-    extra = 1 if image is not None else 0
-    fig = new_figure(figsize=(12, 1.2 + 0.8 * (sum(heights) + 2 * extra)), layout=None)  # many axes: fixed layout
-    fig.subplots_adjust(left=0.02, right=0.93, bottom=0.02, top=0.92, hspace=0.35)
-    spec = fig.add_gridspec(len(names) + extra, 1, height_ratios=([2] if extra else []) + heights)
+    shown = {name: np.asarray(maps[name], dtype=np.float64)[:max_channels] for name in names}
+    cols = max(1, min(columns, max(len(m) for m in shown.values())))
+    # inches per layer block: its rows of tiles (0.55 inch wide each, the maps' aspect) and their labels
+    heights = [int(np.ceil(len(m) / cols)) * (0.55 * (m.shape[1] + 1) / (m.shape[2] + 1) + 0.15)
+               for m in shown.values()]
+    extra = [1.6] if image is not None else []
+    fig = new_figure(figsize=(0.55 * cols + 2.2, sum(heights) + sum(extra) + 0.6))
+    spec = fig.add_gridspec(len(names) + len(extra), 2, width_ratios=[40, 1], height_ratios=extra + heights)
     if image is not None:
-        ax = fig.add_subplot(spec[0])
-        img = np.asarray(image)
-        img = img[0] if img.ndim == 3 and img.shape[0] == 1 else np.moveaxis(img, 0, -1) if img.ndim == 3 else img
-        imshow_unsigned(ax, img)
+        ax = fig.add_subplot(spec[0, 0])
+        img = np.asarray(image, dtype=np.float64)
+        img = img[0] if img.ndim == 3 and img.shape[0] == 1 else np.moveaxis(img[:3], 0, -1) if img.ndim == 3 else img
+        imshow_unsigned(ax, img, vmin=0, vmax=1)
         ax.set_title("input", fontsize=8)
+        ax.set_frame_on(False)
     for row, name in enumerate(names):
-        layer_maps = maps[name][:max_channels]
-        signed = bool(np.nanmin(maps[name]) < 0)
-        sub = spec[row + extra].subgridspec(1, 2, width_ratios=[40, 1])
-        img = _show_maps(fig, sub[0], layer_maps, signed=signed, limit=symmetric_limit([maps[name]]))
-        cax = fig.add_subplot(sub[1])
-        if img is not None:
-            fig.colorbar(img, cax=cax)
-        cax.set_title(f"{name}\n{'signed' if signed else '>= 0'}", fontsize=7)
-    fig.suptitle("Feature maps (one colour scale per layer)", fontsize=10)
+        all_maps = np.asarray(maps[name], dtype=np.float64)
+        layer_maps = shown[name]
+        n, h, w = layer_maps.shape
+        signed = bool(np.nanmin(all_maps) < 0)
+        ax = fig.add_subplot(spec[row + len(extra), 0])
+        tiles = mosaic(layer_maps, min(cols, n))
+        if signed:
+            image_ = imshow_signed(ax, tiles, limit=symmetric_limit([all_maps]))
+        else:
+            top = float(np.nanmax(all_maps))
+            image_ = imshow_unsigned(ax, tiles, vmin=0.0, vmax=top if np.isfinite(top) and top > 0 else 1.0,
+                                     cmap="magma")
+        label_tiles(ax, n, min(cols, n), h, w)
+        ax.set_frame_on(False)
+        cax = fig.add_subplot(spec[row + len(extra), 1])
+        fig.colorbar(image_, cax=cax)
+        more = f", first {n} of {len(all_maps)}" if n < len(all_maps) else ""
+        cax.set_title(f"{name}\n{'signed' if signed else '>= 0'}{more}", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig
 
 

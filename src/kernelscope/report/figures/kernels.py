@@ -24,6 +24,8 @@ from kernelscope.errors import KernelscopeError
 from kernelscope.report.figures.common import (
     imshow_signed,
     imshow_unsigned,
+    label_tiles,
+    mosaic,
     new_figure,
     symmetric_limit,
 )
@@ -31,6 +33,7 @@ from kernelscope.report.figures.common import (
 __all__ = ["draw_kernel", "draw_kernel_grid", "draw_kernel_card", "draw_filter_responses", "rgb_kernel_image"]
 
 _ANNOTATE_MAX_SIDE = 7  # write the numbers into cells of kernels up to 7x7
+_MOSAIC_FROM = 33  # from this many grey kernels (never annotated), one image instead of one axes each
 
 
 def _cell_text(value: float, integers: bool, decimals: int, tiny: float) -> str:
@@ -114,7 +117,8 @@ def _as_bank(kernels: np.ndarray) -> np.ndarray:
 
 def draw_kernel_grid(kernels: np.ndarray, titles: Sequence[str] | None = None, *, ncols: int | None = None,
                      limit: float | str = "shared", annotate: bool | None = None, suptitle: str | None = None,
-                     colorbar: bool = True, panel_size: float = 1.25, max_kernels: int | None = 256):
+                     colorbar: bool = True, panel_size: float = 1.25, max_kernels: int | None = 256,
+                     mosaic_image: bool | None = None):
     """A grid of kernels with an honest colour scale.
 
     Parameters
@@ -143,6 +147,11 @@ def draw_kernel_grid(kernels: np.ndarray, titles: Sequence[str] | None = None, *
         Draw at most this many (the first ones; the title says so), so that a 512-channel
         layer does not make an 80-inch figure. ``None``: all. The shared limit is computed
         over the drawn kernels.
+    mosaic_image : bool, optional
+        Draw the grey kernels as one image (tiles on one axes, titles above them)
+        instead of one axes each: the same colours, about ten times faster for a
+        large layer. Needs a single limit and no numbers in the cells. Default: for
+        more than 32 grey kernels without numbers.
 
     Returns
     -------
@@ -155,6 +164,8 @@ def draw_kernel_grid(kernels: np.ndarray, titles: Sequence[str] | None = None, *
     >>> fig = draw_kernel_grid(bank, ["sobel_x", "sobel_y", "laplacian"])
     >>> len(fig.axes)  # three panels and the colour bar
     4
+    >>> len(draw_kernel_grid(np.ones((64, 5, 5)), suptitle="conv1").axes)  # one mosaic and its colour bar
+    2
     """
     bank = _as_bank(kernels)
     total = bank.shape[0]
@@ -177,8 +188,16 @@ def draw_kernel_grid(kernels: np.ndarray, titles: Sequence[str] | None = None, *
     nrows = int(np.ceil(count / ncols))
     shared = symmetric_limit([bank]) if limit == "shared" else (None if limit == "each" else float(limit))
     if annotate is None:
-        # numbers only where they fit: about 4 cells per inch of panel
-        annotate = not rgb and max(bank.shape[-2:]) <= min(_ANNOTATE_MAX_SIDE, int(4 * panel_size)) and count <= 32
+        # numbers only where they fit: about 4 cells per inch of panel (never in a mosaic asked for)
+        annotate = (not rgb and not mosaic_image and count <= 32
+                    and max(bank.shape[-2:]) <= min(_ANNOTATE_MAX_SIDE, int(4 * panel_size)))
+    if mosaic_image is None:
+        mosaic_image = not rgb and not annotate and shared is not None and count >= _MOSAIC_FROM
+    elif mosaic_image and (rgb or annotate or shared is None):
+        raise KernelscopeError("mosaic_image=True draws grey kernels with one limit and no numbers; got "
+                               f"{'RGB kernels' if rgb else 'limit=each' if shared is None else 'annotate=True'}")
+    if mosaic_image:
+        return _kernel_mosaic(bank, titles, ncols, shared, suptitle, colorbar, panel_size)
     fig = new_figure(figsize=(panel_size * ncols + (0.9 if colorbar and not rgb else 0.2),
                               panel_size * nrows * 1.15 + (0.4 if suptitle else 0.1)))
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False).ravel())
@@ -203,6 +222,24 @@ def draw_kernel_grid(kernels: np.ndarray, titles: Sequence[str] | None = None, *
     if suptitle:
         note = " (RGB, zero = grey)" if rgb else ""
         fig.suptitle(suptitle + note, fontsize=10)
+    return fig
+
+
+def _kernel_mosaic(bank: np.ndarray, titles: Sequence[str] | None, ncols: int, limit: float,
+                   suptitle: str | None, colorbar: bool, panel_size: float):
+    """:func:`draw_kernel_grid`'s grey kernels ``(O, kh, kw)`` as one image on one axes."""
+    count, kh, kw = bank.shape
+    nrows = int(np.ceil(count / ncols))
+    fig = new_figure(figsize=(panel_size * ncols + (0.9 if colorbar else 0.2),
+                              panel_size * nrows * 1.05 + (0.4 if suptitle else 0.1)))
+    ax = fig.add_subplot()
+    image = imshow_signed(ax, mosaic(bank, ncols), limit=limit)
+    label_tiles(ax, count, ncols, kh, kw, labels=None if titles is None else list(titles))
+    ax.set_frame_on(False)
+    if colorbar:
+        fig.colorbar(image, ax=ax, shrink=0.8, pad=0.02, label="weight")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
     return fig
 
 
