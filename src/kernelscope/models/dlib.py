@@ -107,7 +107,7 @@ MMOD = DlibSpec(
     input_size=None,
     mean=(122.782 / 255, 117.001 / 255, 104.298 / 255),
     std=(256 / 255, 256 / 255, 256 / 255),
-    output="(N, 1, H', W') face score map, stride 8; > 0 means an ~80x80 face centred at 8*r + 3, 8*c + 3",
+    output="(N, 1, H', W') face score map, stride 8; > 0 at (r, c) means an 80x80 face centred near (8r + 3.5, 8c + 3.5)",
 )
 
 
@@ -142,11 +142,15 @@ class _Reader:
         self.data, self.pos, self.path = data, 0, path
 
     def fail(self, what: str) -> KernelscopeError:
-        return KernelscopeError(f"{self.path}: not a readable dlib network file: {what} (at byte {self.pos})")
+        return KernelscopeError(
+            f"{self.path}: not a readable dlib network file: {what} (at byte {self.pos})"
+        )
 
     def take(self, n: int, what: str) -> bytes:
         if n < 0 or self.pos + n > len(self.data):
-            raise self.fail(f"truncated while reading {what}: needed {n} bytes, {len(self.data) - self.pos} left")
+            raise self.fail(
+                f"truncated while reading {what}: needed {n} bytes, {len(self.data) - self.pos} left"
+            )
         out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
@@ -185,7 +189,9 @@ class _Reader:
         if any(s < 0 for s in shape):
             raise self.fail(f"negative tensor shape {shape} for {what}")
         count = int(np.prod(shape))
-        return np.frombuffer(self.take(4 * count, what), dtype="<f4").astype(np.float32).reshape(shape)
+        return (
+            np.frombuffer(self.take(4 * count, what), dtype="<f4").astype(np.float32).reshape(shape)
+        )
 
     def alias(self, what: str) -> tuple[int, int, int, int]:
         version = self.int(what)
@@ -209,7 +215,9 @@ def _split(params: np.ndarray, *shapes: tuple[int, ...]) -> list[np.ndarray]:
         out.append(flat[at : at + n].reshape(shape))
         at += n
     if at != flat.size:
-        raise KernelscopeError(f"dlib layer parameters hold {flat.size} numbers, its shapes need {at}")
+        raise KernelscopeError(
+            f"dlib layer parameters hold {flat.size} numbers, its shapes need {at}"
+        )
     return out
 
 
@@ -241,7 +249,9 @@ def _details(r: _Reader) -> _Layer:
         r.int("mode")
         disabled = r.bool("disabled") if tag == "affine_2" else False
         g, b = _split(params, gamma, beta) if not disabled else (np.ones(0), np.zeros(0))
-        return _Layer("affine", tag, at, {"gamma": g.reshape(-1), "beta": b.reshape(-1), "disabled": disabled})
+        return _Layer(
+            "affine", tag, at, {"gamma": g.reshape(-1), "beta": b.reshape(-1), "disabled": disabled}
+        )
     if tag == "bn_con2":  # dlib turns it into an affine layer with the running statistics
         params = r.tensor("bn params")
         gamma, beta = r.alias("gamma"), r.alias("beta")
@@ -253,7 +263,9 @@ def _details(r: _Reader) -> _Layer:
         eps = r.float("eps")
         g, b = (p.reshape(-1) for p in _split(params, gamma, beta))
         scale = g / np.sqrt(var + eps)
-        return _Layer("affine", tag, at, {"gamma": scale, "beta": b - scale * mean, "disabled": False})
+        return _Layer(
+            "affine", tag, at, {"gamma": scale, "beta": b - scale * mean, "disabled": False}
+        )
     if tag in ("relu_", "relu_2"):
         disabled = r.bool("disabled") if tag == "relu_2" else False
         return _Layer("relu", tag, at, {"disabled": disabled})
@@ -330,7 +342,11 @@ def _loss(r: _Reader) -> _Layer:
 
 def _state(r: _Reader, version: int, innermost: bool) -> None:
     """A layer's training state after its details: flags and (here empty) cached tensors."""
-    for name in ("this_layer_setup_called", "gradient_input_is_stale", "get_output_and_gradient_input_disabled"):
+    for name in (
+        "this_layer_setup_called",
+        "gradient_input_is_stale",
+        "get_output_and_gradient_input_disabled",
+    ):
         r.bool(name)
     r.tensor("x_grad"), r.tensor("cached_output")
     if innermost:
@@ -351,7 +367,9 @@ def read_dlib_layers(path: str | Path) -> list[_Layer]:
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise KernelscopeError(f"cannot read dlib network file {str(path)!r}: {e.strerror or e}") from None
+        raise KernelscopeError(
+            f"cannot read dlib network file {str(path)!r}: {e.strerror or e}"
+        ) from None
     r = _Reader(data, str(path))
     if r.int("the loss layer's version") != 1:
         raise r.fail("the loss layer's version is not 1")
@@ -362,7 +380,9 @@ def read_dlib_layers(path: str | Path) -> list[_Layer]:
         if len(versions) > 10_000:
             raise r.fail("no input layer found")
     if not versions or versions[-1] not in (2, 3) or any(v not in (1, 2) for v in versions[:-1]):
-        raise r.fail(f"unexpected layer versions {sorted(set(versions))} (expected 1 for markers, 2 for layers)")
+        raise r.fail(
+            f"unexpected layer versions {sorted(set(versions))} (expected 1 for markers, 2 for layers)"
+        )
     layers.append(_details(r))
     if layers[-1].kind != "input":
         raise r.fail(f"the innermost layer is {layers[-1].tag!r}, not an input layer")
@@ -397,7 +417,7 @@ class Affine(nn.Module):
 
 def _add_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """dlib's ``add_prev``: both tensors zero-padded at the end of C, H and W to the larger size, then added."""
-    shape = [max(s, t) for s, t in zip(a.shape[1:], b.shape[1:])]
+    shape = [max(s, t) for s, t in zip(a.shape[1:], b.shape[1:], strict=True)]
 
     def pad(x: torch.Tensor) -> torch.Tensor:
         c, h, w = x.shape[1:]
@@ -415,7 +435,9 @@ class _Normalize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
-            raise KernelscopeError(f"dlib networks take RGB images (N, 3, H, W) in [0, 1]; got shape {tuple(x.shape)}")
+            raise KernelscopeError(
+                f"dlib networks take RGB images (N, 3, H, W) in [0, 1]; got shape {tuple(x.shape)}"
+            )
         return (x * 255.0 - self.mean) / 256.0  # (N, 3, H, W)
 
 
@@ -425,7 +447,9 @@ class DlibBlock(nn.Module):
     def __init__(self, in_channels: int, channels: int, down: bool) -> None:
         super().__init__()
         self.down = down
-        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=2 if down else 1, padding=0 if down else 1)
+        self.conv1 = nn.Conv2d(
+            in_channels, channels, 3, stride=2 if down else 1, padding=0 if down else 1
+        )
         self.affine1 = Affine(channels)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
         self.affine2 = Affine(channels)
@@ -451,7 +475,9 @@ class DlibFaceResNet(nn.Module):
         stages, channels = [], 32
         for i, (blocks, width) in enumerate(self.STAGES):
             down = i > 0
-            stage = [DlibBlock(channels, width, down)] + [DlibBlock(width, width, False) for _ in range(blocks - 1)]
+            stage = [DlibBlock(channels, width, down)] + [
+                DlibBlock(width, width, False) for _ in range(blocks - 1)
+            ]
             stages.append(nn.Sequential(*stage))
             channels = width
         self.layer1, self.layer2, self.layer3, self.layer4, self.layer5 = stages
@@ -477,15 +503,32 @@ class DlibMMOD(nn.Module):
         channels = 3
         for i, width in enumerate(self.WIDTHS, start=1):
             down = i <= 3
-            setattr(self, f"conv{i}", nn.Conv2d(channels, width, 5, stride=2 if down else 1, padding=0 if down else 2))
+            setattr(
+                self,
+                f"conv{i}",
+                nn.Conv2d(channels, width, 5, stride=2 if down else 1, padding=0 if down else 2),
+            )
             setattr(self, f"affine{i}", Affine(width))
             channels = width
         self.score = nn.Conv2d(channels, 1, 9, padding=4)
 
+    def canvas(self, x: torch.Tensor, border: int = 11) -> torch.Tensor:
+        """Place ``(N, 3, H, W)`` images at ``(border, border)`` of a mean-coloured canvas, as dlib's pyramid does.
+
+        Scores whose 189-pixel receptive field stays inside this canvas equal dlib's for the first
+        pyramid level (dlib puts the next, smaller level 10 pixels below the image).
+        """
+        mean = (self.input.mean / 255.0).to(x.dtype)  # (1, 3, 1, 1)
+        n, c, h, w = x.shape
+        out = mean.expand(n, c, h + 2 * border, w + 2 * border).clone()  # (N, 3, H + 2b, W + 2b)
+        out[:, :, border : border + h, border : border + w] = x
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input(x)  # (N, 3, H, W)
         for i in range(1, len(self.WIDTHS) + 1):
-            x = F.relu(getattr(self, f"affine{i}")(getattr(self, f"conv{i}")(x)))  # (N, 16..45, ~H/8, ~W/8)
+            conv, affine = getattr(self, f"conv{i}"), getattr(self, f"affine{i}")
+            x = F.relu(affine(conv(x)))  # (N, 16..45, ~H/8, ~W/8)
         return self.score(x)  # (N, 1, H', W')
 
 
@@ -499,7 +542,9 @@ class _Layers:
 
     def next(self, kind: str, **expect: Any) -> _Layer:
         if self.i >= len(self.layers):
-            raise KernelscopeError(f"{self.path}: the file ends where dlib layer {kind!r} was expected")
+            raise KernelscopeError(
+                f"{self.path}: the file ends where dlib layer {kind!r} was expected"
+            )
         layer = self.layers[self.i]
         self.i += 1
         if layer.kind != kind:
@@ -526,7 +571,9 @@ class _Layers:
             )
         with torch.no_grad():
             conv.weight.copy_(torch.from_numpy(weight))
-            conv.bias.copy_(torch.from_numpy(layer.fields["bias"]) if layer.fields["bias"] is not None else 0)
+            conv.bias.copy_(
+                torch.from_numpy(layer.fields["bias"]) if layer.fields["bias"] is not None else 0
+            )
 
     def affine(self, affine: Affine) -> None:
         layer = self.next("affine")
@@ -548,7 +595,9 @@ class _Layers:
     def done(self) -> None:
         if self.i != len(self.layers):
             extra = self.layers[self.i]
-            raise KernelscopeError(f"{self.path}: unexpected dlib layer {extra.tag!r} at byte {extra.offset}")
+            raise KernelscopeError(
+                f"{self.path}: unexpected dlib layer {extra.tag!r} at byte {extra.offset}"
+            )
 
 
 def _resolve(path: str | Path | None, spec: DlibSpec) -> Path:
@@ -573,12 +622,16 @@ def dlib_face_resnet(path: str | Path | None = None) -> DlibFaceResNet:
     path = _resolve(path, FACE_RESNET)
     layers = read_dlib_layers(path)
     if layers[0].tag not in ("loss_metric_", "loss_metric_2"):
-        raise KernelscopeError(f"{path}: expected dlib's face-recognition network (loss_metric), found {layers[0].tag!r}")
+        raise KernelscopeError(
+            f"{path}: expected dlib's face-recognition network (loss_metric), found {layers[0].tag!r}"
+        )
     net = DlibFaceResNet()
     it = _Layers(layers[1:], path)
     first = it.next("input")
     if first.tag != "input_rgb_image_sized" or first.fields["size"] != (150, 150):
-        raise KernelscopeError(f"{path}: expected a 150x150 input_rgb_image_sized, found {first.tag!r} {first.fields}")
+        raise KernelscopeError(
+            f"{path}: expected a 150x150 input_rgb_image_sized, found {first.tag!r} {first.fields}"
+        )
     net.input = _Normalize(first.fields["mean"])
     it.con(net.conv1), it.affine(net.affine1), it.relu()
     it.next("max_pool", kernel=(3, 3), stride=(2, 2), padding=(0, 0))
@@ -595,7 +648,9 @@ def dlib_face_resnet(path: str | Path | None = None) -> DlibFaceResNet:
     it.next("avg_pool", kernel=(0, 0), stride=(1, 1), padding=(0, 0))  # avg_pool_everything
     fc = it.next("fc")
     if fc.fields["weight"].shape != (128, 256) or fc.fields["bias"] is not None:
-        raise KernelscopeError(f"{path}: expected fc_no_bias 256->128, found weights {fc.fields['weight'].shape}")
+        raise KernelscopeError(
+            f"{path}: expected fc_no_bias 256->128, found weights {fc.fields['weight'].shape}"
+        )
     with torch.no_grad():
         net.fc.weight.copy_(torch.from_numpy(fc.fields["weight"]))
     it.done()
@@ -613,17 +668,21 @@ def dlib_mmod(path: str | Path | None = None) -> DlibMMOD:
     Returns
     -------
     DlibMMOD
-        Takes ``(N, 3, H, W)`` RGB in [0, 1] and returns dlib's score map ``(N, 1, H', W')``,
-        ``H' = (((H - 5) // 2 - 1) // 2 - 1) // 2 - 1``... i.e. three unpadded 5x5/2 convolutions.
-        dlib runs it on a tiled image pyramid whose first level sits at (11, 11) of a canvas that is
-        zero after normalisation (the mean colour); the map's cell ``(r, c)`` then looks at the
-        canvas position ``(8 r + 14, 8 c + 14)``. Attributes ``windows`` and ``overlaps_nms`` keep the
+        Takes ``(N, 3, H, W)`` RGB in [0, 1] and returns dlib's score map ``(N, 1, H', W')`` after
+        three unpadded 5x5/2 convolutions (``H' = ((((H - 5) // 2 + 1) - 5) // 2 + 1 - 5) // 2 + 1``).
+        dlib itself runs the network on a tiled image pyramid whose first level sits at (11, 11) of a
+        canvas that is zero after normalisation; :meth:`DlibMMOD.canvas` places images the same way,
+        and then a score at cell ``(r, c)`` is dlib's confidence for an 80x80 box centred near pixel
+        ``(8 r + 3.5, 8 c + 3.5)`` of the image (the box's top-left is ``(8 r - 36, 8 c - 36)``). Attributes
+        ``windows`` and ``overlaps_nms`` keep the
         loss layer's detector windows and non-maximum suppression thresholds.
     """
     path = _resolve(path, MMOD)
     layers = read_dlib_layers(path)
     if layers[0].tag != "loss_mmod_":
-        raise KernelscopeError(f"{path}: expected dlib's MMOD detector (loss_mmod_), found {layers[0].tag!r}")
+        raise KernelscopeError(
+            f"{path}: expected dlib's MMOD detector (loss_mmod_), found {layers[0].tag!r}"
+        )
     net = DlibMMOD()
     it = _Layers(layers[1:], path)
     first = it.next("input")
