@@ -112,8 +112,9 @@ class Source:
             self._model = self.loader()
         return self._model
 
-    def architecture(self) -> nn.Module:
-        """The model's architecture: for a run rebuilt from its manifest (no checkpoint needed), else the model.
+    def architecture(self) -> nn.Module | None:
+        """The model's architecture: for a run rebuilt from its manifest (no checkpoint needed; None when
+        the manifest names no architecture kernelscope can build), else the model.
 
         Weights are not what matters here (layer names, shapes, ``reset_parameters``); the
         caller's random stream is left untouched.
@@ -124,13 +125,15 @@ class Source:
 
         from kernelscope.models.zoo import build_model
 
-        spec = self.run.manifest["model"]
+        spec = self.run.manifest.get("model") or {}
         kwargs = dict(spec.get("kwargs", {}))
         if isinstance(kwargs.get("input_size"), list):
             kwargs["input_size"] = tuple(kwargs["input_size"])
         state = torch.random.get_rng_state()
         try:
-            return build_model(spec["name"], **kwargs).eval()
+            return build_model(spec.get("name"), **kwargs).eval()
+        except (KernelscopeError, TypeError):
+            return None
         finally:
             torch.random.set_rng_state(state)
 
@@ -194,7 +197,8 @@ class Source:
         from kernelscope.models.init import init_kernels
         from kernelscope.models.layers import get_layer
 
-        return init_kernels(get_layer(self.architecture(), layer), n, seed=seed)
+        architecture = self.architecture()
+        return None if architecture is None else init_kernels(get_layer(architecture, layer), n, seed=seed)
 
     # ------------------------------------------------------------------ its images
     def normalise(self, raw: np.ndarray) -> np.ndarray:

@@ -63,5 +63,5 @@ def test_shift_and_dissect_on_onet(cli_runner, tmp_path):
     result = cli_runner("dissect", "onet", "--layer", "conv2", "--permutations", "2", "--no-init",
                         "--out", tmp_path / "dissect")
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("eyes: best channel ")
+    assert result.output.startswith("read at prelu2 (PReLU after conv conv2)\neyes: best channel ")
     assert "masks: eyes " in result.output  # the default Haar masks, on the grey faces

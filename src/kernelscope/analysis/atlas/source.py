@@ -124,7 +124,8 @@ def _atlas_of_run(src: Any, *, layer, epoch, with_evolution, over, seed, n_null,
             raise KernelscopeError(f"run {str(path)!r} records no conv layer")
         layer = conv[0]
     if layer not in conv:
-        layer_kernels(src.architecture(), layer)  # raises the helpful error: unknown, not a conv, Conv1d/3d
+        if src.architecture() is not None:
+            layer_kernels(src.architecture(), layer)  # raises the helpful error: unknown, not a conv, Conv1d/3d
         from kernelscope.errors import suggest
 
         raise KernelscopeError(suggest(layer, conv, what="conv layer"))
