@@ -24,9 +24,10 @@ scores, each a share of the kernel's energy (:data:`COLOUR_SCORES`):
     weights of opposite sign both carry energy. A red-minus-green Gabor, and a
     red-minus-green or red-minus-blue blob, score 1.
 ``colour-blob``
-    ``rank1_fraction * sin^2(grey angle)``: the off-grey energy of the leading component,
-    for a kernel whose leading profile is low-pass (a blob) and which is not opponent:
-    a pure red Gaussian scores 2/3; a red-minus-blue Gaussian is colour-opponent.
+    ``rank1_fraction * sin^2(grey angle) * (1 - balance)``: the off-grey energy of the
+    leading component less its opponent part (at most about 0.74), for a kernel whose
+    leading profile is low-pass (a blob) and which is not opponent: a pure red Gaussian
+    scores 2/3; a red-minus-blue Gaussian is colour-opponent.
 
 A kernel earns a class only when its score exceeds the class's threshold: the
 ``percentile`` (99) of the same score over the class's nulls (:data:`COLOUR_THRESHOLD_NULLS`),
@@ -92,19 +93,24 @@ COLOUR_SCORES = {
     "colour-opponent": "rank1_fraction x balance: share of the energy in the leading rank-1 component, times "
                        "2 x the share of its colour vector's energy carried by its weaker sign (1 for "
                        "red-minus-green, 2/3 for blue-minus-yellow, 0 when all channel weights share a sign)",
-    "colour-blob": "rank1_fraction x sin^2(grey angle): share of the energy in the off-grey part of the leading "
-                   "rank-1 component (2/3 for a pure red kernel); the class also needs a low-pass profile",
+    "colour-blob": "rank1_fraction x sin^2(grey angle) x (1 - balance): share of the energy in the off-grey part "
+                   "of the leading rank-1 component, less its opponent part (2/3 for a pure red kernel, 0 for "
+                   "grey and for red-minus-green); the class also needs a low-pass profile",
 }
 
 COLOUR_NULL_KINDS = ("random", "channel-mixed", "colour-shuffled", "recoloured", "init")
 
-# Which nulls set each class's threshold (the strictest percentile of them wins). ``colour-shuffled``
-# leaves a grey kernel unchanged (its three values at a pixel are equal), so it is no null for greyness;
-# ``recoloured`` makes genuinely grey or opponent kernels by chance and is only reported.
+# Which nulls set each class's threshold (the strictest percentile of them wins). Each class has its
+# own: ``channel-mixed`` for luminance (are the channels more alike than planes of different kernels?),
+# ``colour-shuffled`` for the colour classes (is one colour vector held across the kernel?). The
+# others are reported only: ``colour-shuffled`` leaves a grey kernel unchanged (its three values at a
+# pixel are equal), so it is no null for greyness; ``channel-mixed`` assembles genuinely single-channel
+# and opponent kernels wherever the layer has weak planes (a red-minus-green kernel has no blue), and
+# ``recoloured`` makes genuinely grey or opponent kernels by chance (a quarter of sign patterns agree).
 COLOUR_THRESHOLD_NULLS = {
     "luminance": ("random", "channel-mixed", "init"),
-    "colour-opponent": ("random", "channel-mixed", "colour-shuffled", "init"),
-    "colour-blob": ("random", "channel-mixed", "colour-shuffled", "init"),
+    "colour-opponent": ("random", "colour-shuffled", "init"),
+    "colour-blob": ("random", "colour-shuffled", "init"),
 }
 
 _GREY = np.ones(3) / np.sqrt(3.0)
@@ -145,7 +151,7 @@ class ColourStats:
         """The score of each colour class (see :data:`COLOUR_SCORES`), each ``(N,)``."""
         sin2 = np.sin(np.radians(self.grey_angle)) ** 2
         return {"luminance": 1.0 - self.off_luminance, "colour-opponent": self.rank1_fraction * self.balance,
-                "colour-blob": self.rank1_fraction * sin2}
+                "colour-blob": self.rank1_fraction * sin2 * (1.0 - self.balance)}
 
 
 def colour_stats(kernels: np.ndarray) -> ColourStats:
@@ -167,7 +173,7 @@ def colour_stats(kernels: np.ndarray) -> ColourStats:
     >>> s.grey_angle.round(1).tolist(), s.balance.round(3).tolist(), s.rank1_fraction.round(3).tolist()
     ([0.0, 90.0, 54.7], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0])
     >>> {name: v.round(3).tolist() for name, v in s.scores().items()}
-    {'luminance': [1.0, 0.0, 0.333], 'colour-opponent': [0.0, 1.0, 0.0], 'colour-blob': [0.0, 1.0, 0.667]}
+    {'luminance': [1.0, 0.0, 0.333], 'colour-opponent': [0.0, 1.0, 0.0], 'colour-blob': [0.0, 0.0, 0.667]}
     """
     from kernelscope.analysis.atlas.spectral import spectral_shape
 
@@ -500,6 +506,10 @@ def colour_census(kernels: np.ndarray, *, init_null: np.ndarray | None = None, p
     null_scores = {name: s.scores() for name, s in calibration.items()}
     thresholds, per_null = colour_thresholds(null_scores, percentile=percentile, use=use)
     used = {cls: [n for n in nulls if n in calibration] for cls, nulls in use.items()}
+    for cls, t in thresholds.items():
+        if not t < 0.999:
+            notes.append(f"the {cls} threshold is {t:.3f}: its nulls ({', '.join(used[cls])}) reach the top of the "
+                         f"scale, so no kernel of this layer can earn '{cls}'")
     stats = colour_stats(kernels)
     classes, margins = classify_colour(stats, thresholds)
     counts = {c: int(np.sum(classes == c)) for c in COLOUR_CLASSES}

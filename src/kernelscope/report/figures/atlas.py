@@ -5,6 +5,9 @@
   symmetric limits (shapes are compared, not amplitudes); RGB kernels in colour.
 * :func:`null_distributions_figure` — per score, the distribution of each null and
   the learned kernels' scores, with the threshold drawn: a class means "beyond this line".
+* :func:`colour_census_figure` — RGB layers: every kernel drawn in colour, one row per
+  colour class (luminance, colour-opponent, colour-blob, mixed/unexplained), beside the
+  fraction of the layer and of each colour control in each class.
 * :func:`atlas_figures` — all of them for one result, by file stem (for the report and the CLI).
 * :func:`evolution_figure` — over the recorded epochs: class fractions, median match
   and Gabor R^2 (epoch 0 is the init control), and each kernel's distance from its
@@ -26,10 +29,13 @@ from kernelscope.report.figures.kernels import rgb_kernel_image
 if TYPE_CHECKING:
     from kernelscope.analysis.atlas import AtlasResult, Evolution
 
-__all__ = ["atlas_figures", "match_grid_figure", "null_distributions_figure", "evolution_figure", "CLASS_COLOURS"]
+__all__ = ["atlas_figures", "match_grid_figure", "null_distributions_figure", "evolution_figure", "CLASS_COLOURS",
+           "colour_census_figure", "COLOUR_CLASS_COLOURS"]
 
 CLASS_COLOURS = {"edge-like": "tab:blue", "gabor-like": "tab:red", "centre-surround": "tab:green",
                  "blob/low-pass": "tab:orange", "unexplained": "0.5", "degenerate": "black"}
+COLOUR_CLASS_COLOURS = {"luminance": "0.3", "colour-opponent": "tab:red", "colour-blob": "tab:orange",
+                        "mixed/unexplained": "0.65"}
 _SHORT = {"edge-like": "edge", "gabor-like": "gabor", "centre-surround": "c-s", "blob/low-pass": "blob",
           "unexplained": "unexpl.", "degenerate": "dead"}
 
@@ -168,10 +174,81 @@ def evolution_figure(evolution: Evolution):
     return fig
 
 
+def colour_census_figure(result: AtlasResult, *, per_row: int = 16):
+    """RGB kernels grouped by colour class (one row each), beside the class fractions of the layer and controls.
+
+    Parameters
+    ----------
+    result : AtlasResult
+        Of an RGB layer (``result.colour`` set).
+    per_row : int
+        Kernels drawn per class (the first ones; the row title gives the count).
+
+    Returns
+    -------
+    matplotlib Figure
+    """
+    from kernelscope.analysis.atlas.colour import COLOUR_CLASSES
+
+    census = result.colour
+    if census is None:
+        from kernelscope.errors import KernelscopeError
+
+        raise KernelscopeError(f"the colour census needs an RGB layer (C = 3); this one has shape {result.shape}")
+    per_row = max(1, int(per_row))
+    fig = new_figure(figsize=(0.55 * per_row + 5.0, 0.75 * len(COLOUR_CLASSES) + 1.0))
+    grid = fig.add_gridspec(len(COLOUR_CLASSES), per_row + 7, wspace=0.08, hspace=0.55)
+    for row, cls in enumerate(COLOUR_CLASSES):
+        members = [i for i, c in enumerate(census.classes) if c == cls]
+        for col, i in enumerate(members[:per_row]):
+            ax = fig.add_subplot(grid[row, col])
+            kernel = result.kernels[i]
+            ax.imshow(rgb_kernel_image(kernel, max(symmetric_limit([kernel]), 1e-12)), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"#{i}", fontsize=6)
+            for spine in ax.spines.values():
+                spine.set_edgecolor(COLOUR_CLASS_COLOURS[cls])
+            if col == 0:
+                ax.set_ylabel(cls, fontsize=7, rotation=0, ha="right", va="center", color=COLOUR_CLASS_COLOURS[cls])
+        shown = min(len(members), per_row)
+        label = fig.add_subplot(grid[row, shown:per_row]) if shown < per_row else None
+        if label is not None:
+            label.axis("off")
+            if not members:
+                label.text(0.0, 0.5, f"{cls}: none", fontsize=7, va="center", color=COLOUR_CLASS_COLOURS[cls])
+    bars = fig.add_subplot(grid[:, per_row + 2:])
+    groups = ["layer", *census.control_fractions]
+    values = {"layer": census.fractions, **census.control_fractions}
+    width = 0.8 / len(COLOUR_CLASSES)
+    y = np.arange(len(groups))
+    for k, cls in enumerate(COLOUR_CLASSES):
+        bars.barh(y + (k - (len(COLOUR_CLASSES) - 1) / 2) * width, [values[g][cls] for g in groups], height=width,
+                  color=COLOUR_CLASS_COLOURS[cls], label=cls)
+    bars.set_yticks(y, [g if g == "layer" else f"{g} (n={census.control_sizes[g]})" for g in groups], fontsize=7)
+    bars.invert_yaxis()
+    bars.set_xlim(0, 1)
+    bars.set_xlabel("fraction in each colour class", fontsize=8)
+    bars.tick_params(labelsize=7)
+    bars.legend(fontsize=6, loc="lower right")
+    thr = ", ".join(f"{c} {t:.2f}" for c, t in census.thresholds.items() if np.isfinite(t))
+    bars.set_title(f"thresholds (p{census.percentile:g}): {thr}", fontsize=7)
+    title = f"colour census of {len(census.classes)} RGB kernels"
+    if result.layer:
+        title += f": layer {result.layer}"
+    if result.epoch is not None:
+        title += f", epoch {result.epoch}"
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
 def atlas_figures(result: AtlasResult) -> dict:
     """Every atlas figure of ``result``: ``{"atlas_matches": Figure, "atlas_nulls": Figure,
-    "atlas_evolution": Figure}`` (the last only when the result has an evolution)."""
+    "atlas_colour": Figure, "atlas_evolution": Figure}`` (colour only for an RGB layer,
+    evolution only when the result has one)."""
     figures = {"atlas_matches": match_grid_figure(result), "atlas_nulls": null_distributions_figure(result)}
+    if getattr(result, "colour", None) is not None:
+        figures["atlas_colour"] = colour_census_figure(result)
     if result.evolution is not None:
         figures["atlas_evolution"] = evolution_figure(result.evolution)
     return figures
