@@ -92,3 +92,15 @@ def test_cli_table_and_json(cli_runner):
 def test_commands_are_registered(cli_runner, name):
     result = cli_runner("--help")
     assert name in result.output
+
+
+def test_cli_json_is_strict_even_for_a_library_that_returns_nan(cli_runner, monkeypatch):
+    def nan_out(x, k):
+        return np.full_like(x, np.nan, dtype=float)
+
+    monkeypatch.setattr(conventions, "_PROBES", [("nan", "numpy", "nan.conv(x, k)", nan_out, False)])
+    text = cli_runner("conventions", "--json").output
+    assert "NaN" not in text
+    (result,) = json.loads(text)["results"]
+    assert result["verdict"] == "neither"
+    assert result["output"][0] == [None] * 6

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
+
+from kernelscope._io import dumps_json
 
 __all__ = ["conventions_command"]
 
@@ -21,4 +21,4 @@ def conventions_command(as_json: bool) -> None:
     from kernelscope.analysis.conventions import format_conventions, probe_conventions
 
     report = probe_conventions()
-    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_conventions(report))
+    click.echo(dumps_json(report.to_dict()) if as_json else format_conventions(report))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
+from kernelscope._io import dumps_json
 from kernelscope.errors import KernelscopeError
 
 __all__ = ["explain_command", "parse_ints", "parse_padding"]
@@ -92,7 +91,7 @@ def explain_command(input_: str, kernel: str, bias: str | None, stride: str, pad
     from kernelscope.ops.explain import explain, format_explanation
 
     trace = explain(x, k, b, pad_value=pad_value, groups=groups, **options)
-    click.echo(json.dumps(trace.to_dict(), indent=2) if as_json else format_explanation(trace))
+    click.echo(dumps_json(trace.to_dict()) if as_json else format_explanation(trace))
 
 
 def _explain_backward(x, k, grad_output, options, as_json) -> None:
@@ -101,4 +100,4 @@ def _explain_backward(x, k, grad_output, options, as_json) -> None:
 
     grad = None if grad_output is None else parse_matrix(grad_output, "--grad-output")
     trace = explain_backward(x, k, grad, **options)
-    click.echo(json.dumps(trace.to_dict(), indent=2) if as_json else format_backward(trace))
+    click.echo(dumps_json(trace.to_dict()) if as_json else format_backward(trace))

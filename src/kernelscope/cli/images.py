@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
+
+from kernelscope._io import dumps_json
 
 __all__ = ["images_command"]
 
@@ -21,7 +21,7 @@ def images_command(shapes: bool, as_json: bool) -> None:
         for row in rows:
             row["shape"] = list(load_image(f"sample:{row['name']}").shape)
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(dumps_json(rows))
         return
     width = max(len(row["name"]) for row in rows) + len("sample:")
     for row in rows:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
+from kernelscope._io import dumps_json
 from kernelscope.errors import KernelscopeError
 
 __all__ = ["kernels_group", "check_figure_path", "params_from_options"]
@@ -64,7 +64,7 @@ def list_command(family: str | None, as_json: bool) -> None:
 
     infos = [kernel_info(name) for name in kernel_names(family)]
     if as_json:
-        click.echo(json.dumps([info.to_dict() for info in infos], indent=2))
+        click.echo(dumps_json([info.to_dict() for info in infos]))
         return
     width = max(len(info.name) for info in infos)
     click.echo(f"{'name':<{width}}  {'family':<15}  {'shape':<7}  description")
@@ -94,8 +94,8 @@ def show_command(name: str, params: tuple[str, ...], out: str | None, as_json: b
     kernel = get_kernel(bank_name, **spec_params)
     info = kernel_info(bank_name)
     if as_json:
-        click.echo(json.dumps({**info.to_dict(), "params": {**info.params, **spec_params},
-                               "kernel": kernel.tolist(), "sum": float(kernel.sum())}, indent=2))
+        click.echo(dumps_json({**info.to_dict(), "params": {**info.params, **spec_params},
+                               "kernel": kernel.tolist(), "sum": float(kernel.sum())}))
     else:
         shown = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in spec_params.items())
         click.echo(f"{bank_name}{f' ({shown})' if shown else ''}: {info.description}")
