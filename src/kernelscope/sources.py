@@ -8,8 +8,10 @@ SOURCE                         becomes
 a run directory                the run's zoo model at an epoch (default: the last); its input
                                spec, classes, image sets (``test``, ``train``, ``probe``) and its
                                recorded epoch 0 as the initialisation control
-``.pt``/``.pth`` state dict    a zoo architecture (``arch``; a kernelscope checkpoint names its
-or kernelscope checkpoint      own) loaded strictly, read with ``torch.load(weights_only=True)``
+``.pt``/``.pth`` state dict    an architecture (``arch``; a kernelscope checkpoint names its
+or kernelscope checkpoint      own) loaded strictly, read with ``torch.load(weights_only=True)``;
+                               without one, every 4-D weight as a conv layer (weight analyses
+                               only: running it asks for ``arch``)
 ``.safetensors``               the same, with ``arch``
 TorchScript                    read as data, never run: the zoo model it is a copy of (same
                                module tree and tensors), else its conv weights only (weight
@@ -494,6 +496,17 @@ def _model_file(path: Path, arch: str | None, trust_code: bool, build_kwargs: di
                 build_kwargs[key] = config[key]
     if not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise KernelscopeError(f"{str(path)!r} is a dict but not a state dict of tensors")
-    if arch is None:
-        raise KernelscopeError(f"a state dict needs an architecture: arch / --arch one of {', '.join(model_names())}")
+    if arch is None:  # the weights without the computation: enough for the atlas and kernel figures
+        modules = {"": "StateDict"}
+        for key, value in state.items():
+            parts = key.split(".")[:-1]
+            for depth in range(1, len(parts)):
+                modules.setdefault(".".join(parts[:depth]), "Module")
+            if key.endswith(".weight") and value.ndim == 4:
+                modules[key[: -len(".weight")]] = "Conv2d"
+            elif parts:
+                modules.setdefault(".".join(parts), "Module")
+        reason = (f"a state dict holds weights, not the computation; give --arch (arch=) to run it: a zoo "
+                  f"architecture ({', '.join(model_names())}) or package.module:callable")
+        return io.weights_only_module(modules, state, label=f"state dict {path.name!r}", reason=reason), False
     return io.model_from_state_dict(state, arch, **build_kwargs), True

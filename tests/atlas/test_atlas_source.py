@@ -240,3 +240,19 @@ def test_evolution_over_recorded_steps(run_dir, run_with_steps, tmp_path, cli_ru
         atlas_of(run_dir, over="steps", n_null=N_NULL)
     with pytest.raises(KernelscopeError, match=r"over must be 'epochs' or 'steps', got 'step'"):
         atlas_of(run_dir, over="step", n_null=N_NULL)
+
+
+def test_atlas_of_a_bare_state_dict_by_key(tmp_path):
+    """No architecture needed for the weights: every 4-D weight is a conv layer, named by its key."""
+    import torch
+
+    from kernelscope.models.zoo import build_model
+
+    net = build_model("lenet5", in_channels=1, num_classes=10, input_size=28)
+    torch.save({f"backbone.{k}": v for k, v in net.state_dict().items()}, tmp_path / "weights.pt")
+    by_key = atlas_of(tmp_path / "weights.pt", layer="backbone.features.0.weight", n_null=50)
+    by_layer = atlas_of(tmp_path / "weights.pt", layer="backbone.features.0", n_null=50)
+    assert by_key.layer == by_layer.layer == "backbone.features.0" and by_key.shape == (6, 1, 5, 5)
+    np.testing.assert_array_equal(by_key.kernels, net.features[0].weight.detach().double().numpy())
+    with pytest.raises(KernelscopeError, match=r"unknown conv layer 'backbone.feature.0'.*backbone.features.0"):
+        atlas_of(tmp_path / "weights.pt", layer="backbone.feature.0", n_null=50)

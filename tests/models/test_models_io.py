@@ -39,10 +39,19 @@ def test_state_dict_with_arch_infers_shapes(net, tmp_path):
     assert not loaded.training
 
 
-def test_state_dict_needs_arch_and_must_fit(net, tmp_path):
+def test_state_dict_without_arch_is_its_conv_weights(net, tmp_path):
     torch.save(net.state_dict(), tmp_path / "w.pt")
-    with pytest.raises(KernelscopeError, match="a state dict needs an architecture: arch / --arch one of"):
-        load_model(tmp_path / "w.pt")
+    weights = load_model(tmp_path / "w.pt")
+    assert conv_layer_names(weights) == conv_layer_names(net)
+    for name in conv_layer_names(net):
+        assert torch.equal(weights.get_submodule(name).weight, net.get_submodule(name).weight)
+    with pytest.raises(KernelscopeError, match=r"^state dict 'w.pt' cannot be run: a state dict holds weights, not "
+                                               r"the computation; give --arch \(arch=\) to run it"):
+        weights(torch.zeros(1, 3, 32, 32))
+
+
+def test_state_dict_must_fit_its_arch(net, tmp_path):
+    torch.save(net.state_dict(), tmp_path / "w.pt")
     with pytest.raises(KernelscopeError, match="no 'tinyvgg' configuration matches the state dict's shapes"):
         load_model(tmp_path / "w.pt", arch="tinyvgg")
     with pytest.raises(KernelscopeError, match="unknown model 'lenet'; did you mean 'lenet5'"):

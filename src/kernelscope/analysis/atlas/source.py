@@ -103,6 +103,8 @@ def atlas_of(source: Any, *, layer: str | None = None, epoch: int | None = None,
                              seed=seed, n_null=n_null, **options)
     model = src.model
     label = type(source).__name__ if isinstance(source, nn.Module) else str(source)
+    if layer is not None and layer.endswith(".weight") and layer not in dict(model.named_modules()):
+        layer = layer[: -len(".weight")]  # a state dict's key names the layer too
     name, kernels, _ = layer_kernels(model, layer)
     init_null = src.init_kernels(name, n_null, seed=seed)
     result = atlas(kernels, init_null=init_null, seed=seed, n_null=n_null, layer=name, source=label, **options)
