@@ -53,7 +53,7 @@ def _alexnet():
 
 def _vgg(conv_indices, channels, batch_norm):
     keys, c_in = [], 3
-    for i, c in zip(conv_indices, channels):
+    for i, c in zip(conv_indices, channels, strict=True):
         keys += _conv(f"features.{i}", (c, c_in, 3, 3))
         keys += _bn(f"features.{i + 1}", c) if batch_norm else []
         c_in = c
@@ -71,7 +71,7 @@ VGG16_CHANNELS = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
 def _resnet(blocks, bottleneck):
     keys = _conv("conv1", (64, 3, 7, 7), bias=False) + _bn("bn1", 64)
     c_in, expansion = 64, 4 if bottleneck else 1
-    for stage, (planes, n) in enumerate(zip((64, 128, 256, 512), blocks), start=1):
+    for stage, (planes, n) in enumerate(zip((64, 128, 256, 512), blocks, strict=True), start=1):
         for j in range(n):
             p = f"layer{stage}.{j}"
             if bottleneck:

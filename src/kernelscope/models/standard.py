@@ -186,7 +186,7 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         channels = 64
-        for index, (planes, n, stride) in enumerate(zip((64, 128, 256, 512), blocks, (1, 2, 2, 2)), start=1):
+        for index, (planes, n, stride) in enumerate(zip((64, 128, 256, 512), blocks, (1, 2, 2, 2), strict=True), start=1):
             stage, channels = self._stage(block, channels, planes, n, stride)
             self.add_module(f"layer{index}", stage)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
