@@ -379,9 +379,11 @@ def open_source(source: Any, *, arch: str | None = None, epoch: int | None = Non
     if not isinstance(source, (str, os.PathLike)):
         raise KernelscopeError(f"SOURCE must be a run directory, a model file, an nn.Module or 'onet', got "
                                f"{type(source).__name__}")
+    from kernelscope.models.pretrained import is_pretrained_name
+
     path = Path(source)
-    if str(source).lower() == "onet" and not path.exists():
-        return _onet(epoch, mean, std)
+    if is_pretrained_name(str(source)) and not path.exists():
+        return _pretrained(str(source), epoch, mean, std)
     if path.is_dir():
         if not (path / "manifest.json").is_file():
             raise KernelscopeError(f"directory {str(path)!r} is not a run directory (no manifest.json)")
@@ -437,20 +439,40 @@ def _run(path: Path, epoch: int | None, mean: Any, std: Any) -> Source:
     return Source(lambda: run.model(epoch).eval(), f"run {path.name}", "run", spec, run=run, classes=classes)
 
 
-def _onet(epoch: int | None, mean: Any, std: Any) -> Source:
-    """MTCNN's ONet as a face/non-face classifier (logits out) on 48x48 RGB images."""
-    from kernelscope.models.onet import ONET_INPUT_SHAPE, ONET_MEAN, ONET_STD, onet_logits, preprocess_faces
+def _pretrained(name: str, epoch: int | None, mean: Any, std: Any) -> Source:
+    """A network an installed package ships (:mod:`kernelscope.models.pretrained`), with its input spec."""
+    from kernelscope.models.pretrained import get_pretrained
 
-    _no_epoch(epoch, "onet")
+    entry = get_pretrained(name)
+    _no_epoch(epoch, entry.name)
     if mean or std:
-        raise KernelscopeError("onet brings its own normalisation, (x * 255 - 127.5) / 128; drop --mean and --std")
+        own = ("(x * 255 - 127.5) / 128" if entry.name == "onet" else
+               "its own" if entry.mean is None else f"mean {entry.mean}, std {entry.std}")
+        raise KernelscopeError(f"{entry.name} brings its own normalisation, {own}; drop --mean and --std")
+    prepare = None
+    if entry.name == "onet":  # ONet's own resize of face crops (kernelscope.models.onet.preprocess_faces)
+        from kernelscope.models.onet import ONET_MEAN, ONET_STD, preprocess_faces
 
-    def prepare(raw: np.ndarray) -> np.ndarray:  # (N, 1|3, H, W) in [0, 1] -> (N, 3, 48, 48) in [0, 1]
-        x = preprocess_faces(raw) * np.float32(ONET_STD[0]) + np.float32(ONET_MEAN[0])
-        return np.clip(x, 0.0, 1.0)
+        def prepare(raw: np.ndarray) -> np.ndarray:  # (N, 1|3, H, W) in [0, 1] -> (N, 3, 48, 48) in [0, 1]
+            x = preprocess_faces(raw) * np.float32(ONET_STD[0]) + np.float32(ONET_MEAN[0])
+            return np.clip(x, 0.0, 1.0)
+    elif entry.shape is not None:
+        shape = entry.shape
 
-    spec = InputSpec(ONET_INPUT_SHAPE, list(ONET_MEAN), list(ONET_STD), prepare)
-    return Source(onet_logits, "MTCNN ONet (pretrained)", "pretrained", spec, classes=["nonface", "face"])
+        def prepare(raw: np.ndarray) -> np.ndarray:  # bilinear resize to the network's input, grey -> RGB
+            return resize_images(raw, shape)
+
+    def build() -> Any:
+        try:
+            return entry.build()
+        except ImportError as error:
+            raise KernelscopeError(f"{entry.name} needs a package that is not installed ({error}); "
+                                   f"{entry.install}, or install kernelscope[pretrained]") from None
+
+    spec = InputSpec(entry.shape, None if entry.mean is None else list(entry.mean),
+                     None if entry.std is None else list(entry.std), prepare)
+    label = "MTCNN ONet (pretrained)" if entry.name == "onet" else f"{entry.name} (pretrained)"
+    return Source(build, label, "pretrained", spec, classes=None if entry.classes is None else list(entry.classes))
 
 
 def _model_file(path: Path, arch: str | None, trust_code: bool, build_kwargs: dict[str, Any]) -> tuple[Any, bool]:

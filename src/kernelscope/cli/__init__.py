@@ -56,6 +56,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "filter": ("kernelscope.cli.filter", "filter_command", "Filter an image with classical kernels: each kernel beside its feature map."),
     "images": ("kernelscope.cli.images", "images_command", "List the real sample images bundled with the installed packages."),
     "parts": ("kernelscope.cli.parts", "command", "Part detectors by occlusion: channels that respond to eyes, nose, mouth."),
+    "models": ("kernelscope.cli.models", "models_command", "The pretrained networks installed packages ship, and the architectures --arch accepts."),
     "atlas": ("kernelscope.cli.atlas", "atlas_command", "How close a layer's kernels are to classical filters, against null controls."),
     "serve": ("kernelscope.cli.serve", "serve_command", "The interactive explorer: the operation explained cell by cell, and runs, in a local web page."),
 }
