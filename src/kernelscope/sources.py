@@ -340,8 +340,9 @@ def open_source(source: Any, *, arch: str | None = None, epoch: int | None = Non
     ----------
     source : str, PathLike, Run or nn.Module
     arch : str, optional
-        Zoo architecture of a state-dict or safetensors file (a kernelscope checkpoint
-        names its own).
+        Architecture of a state-dict or safetensors file: a zoo name, a standard one with
+        torchvision's keys (``resnet18``, ...), or ``package.module:callable`` (imports and runs
+        your code); a kernelscope checkpoint names its own.
     epoch : int, optional
         Run directories only: which epoch's weights (default: the last).
     mean, std : sequence of float
@@ -480,8 +481,11 @@ def _model_file(path: Path, arch: str | None, trust_code: bool, build_kwargs: di
     import torch
 
     from kernelscope.models import io
+    from kernelscope.models.standard import standard_names
     from kernelscope.models.torchscript import is_torchscript, load_torchscript_code, read_torchscript
     from kernelscope.models.zoo import model_names
+
+    architectures = ", ".join([*model_names(), *standard_names(), "package.module:callable"])
 
     suffix = path.suffix.lower()
     if suffix == ".onnx":
@@ -490,8 +494,7 @@ def _model_file(path: Path, arch: str | None, trust_code: bool, build_kwargs: di
         return load_onnx(path).eval(), True
     if suffix == ".safetensors":
         if arch is None:
-            raise KernelscopeError(f"a safetensors file needs an architecture: arch / --arch one of "
-                                   f"{', '.join(model_names())}")
+            raise KernelscopeError(f"a safetensors file needs an architecture: arch / --arch one of {architectures}")
         return io.model_from_state_dict(io.read_safetensors(path), arch, **build_kwargs), True
     if is_torchscript(path):
         tree = read_torchscript(path)
@@ -528,7 +531,6 @@ def _model_file(path: Path, arch: str | None, trust_code: bool, build_kwargs: di
                 modules[key[: -len(".weight")]] = "Conv2d"
             elif parts:
                 modules.setdefault(".".join(parts), "Module")
-        reason = (f"a state dict holds weights, not the computation; give --arch (arch=) to run it: a zoo "
-                  f"architecture ({', '.join(model_names())}) or package.module:callable")
+        reason = f"a state dict holds weights, not the computation; give --arch (arch=) to run it: {architectures}"
         return io.weights_only_module(modules, state, label=f"state dict {path.name!r}", reason=reason), False
     return io.model_from_state_dict(state, arch, **build_kwargs), True

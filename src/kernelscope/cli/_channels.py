@@ -23,7 +23,9 @@ def source_options(function):
                             help="Per-channel mean to normalise images (model files).")(function)
     function = click.option("--epoch", type=int, default=None,
                             help="Epoch of a run to analyse (default: the last).")(function)
-    function = click.option("--arch", default=None, help="Architecture of a state-dict model file.")(function)
+    function = click.option("--arch", default=None,
+                            help="Architecture of a state-dict model file: a zoo or standard name (resnet18, ...; "
+                                 "see `kernelscope models`) or package.module:callable (runs your code).")(function)
     function = click.argument("source")(function)
     return function
 

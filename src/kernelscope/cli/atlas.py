@@ -11,7 +11,10 @@ import click
 @click.argument("source", metavar="RUN_OR_MODEL")
 @click.option("--layer", default=None, help="Conv layer by dotted name (default: the first).")
 @click.option("--epoch", type=int, default=None, help="Run directories: which epoch (default: the last).")
-@click.option("--arch", default=None, help="Architecture of a bare state-dict file (e.g. lenet5).")
+@click.option("--arch", default=None,
+              help="Architecture of a state-dict file (lenet5, resnet18, ...; see `kernelscope models`) or "
+                   "package.module:callable (runs your code). Without it a state dict gives its conv weights.")
+@click.option("--trust-code", is_flag=True, help="TorchScript outside the zoo: allow running the file's code.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Directory for atlas.json, atlas.csv and the figures.")
 @click.option("--percentile", type=click.FloatRange(50, 100, min_open=True, max_open=True), default=99.0,
@@ -26,7 +29,7 @@ import click
               help="Run directories: evolution over the recorded optimiser steps (record_every_steps) "
                    "instead of epochs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the null draws.")
-def atlas_command(source, layer, epoch, arch, out_dir, percentile, n_null, strict, no_evolution, steps, seed):
+def atlas_command(source, layer, epoch, arch, trust_code, out_dir, percentile, n_null, strict, no_evolution, steps, seed):
     """The kernel atlas of RUN_OR_MODEL's conv layer: per class (edge-like, Gabor-like,
     centre-surround, blob/low-pass, unexplained) the count and fraction beside the
     fraction of every null (random, smoothed random, pixel-shuffled, spectrum-matched
@@ -41,7 +44,8 @@ def atlas_command(source, layer, epoch, arch, out_dir, percentile, n_null, stric
     from kernelscope.report.figures.common import save_figure
 
     threshold_nulls = ("random", "shuffled", "init") + (("smooth", "spectral") if strict else ())
-    result = atlas_of(source, layer=layer, epoch=epoch, arch=arch, with_evolution=not no_evolution,
+    result = atlas_of(source, layer=layer, epoch=epoch, arch=arch, trust_code=trust_code,
+                      with_evolution=not no_evolution,
                       over="steps" if steps else "epochs", seed=seed,
                       n_null=n_null, percentile=percentile, threshold_nulls=threshold_nulls)
     out = Path(out_dir)
