@@ -105,13 +105,14 @@ class Source:
     run: Run | None = None
     classes: list[str] | None = None
     runnable: bool = True
+    device: str = "cpu"
     _model: Any = field(default=None, repr=False)
 
     @property
     def model(self) -> nn.Module:
-        """The module, in eval mode (a run's checkpoint is read on first use)."""
+        """The module, in eval mode, on :attr:`device` (read on first use)."""
         if self._model is None:
-            self._model = self.loader()
+            self._model = self.loader().to(self.device)
         return self._model
 
     def architecture(self) -> nn.Module | None:
@@ -186,7 +187,7 @@ class Source:
         if self.run is None:
             return reinitialised(self.model, seed=seed)
         if 0 in self.run.checkpoint_epochs:
-            return self.run.model(0)
+            return self.run.model(0).to(self.device)
         model = reinitialised(self.model, seed=int(self.run.manifest.get("seed", seed)))
         if 0 in self.run.epochs:
             with torch.no_grad():
@@ -332,7 +333,7 @@ def resize_masks(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def open_source(source: Any, *, arch: str | None = None, epoch: int | None = None,
                 mean: tuple[float, ...] | list[float] = (), std: tuple[float, ...] | list[float] = (),
-                trust_code: bool = False, **build_kwargs: Any) -> Source:
+                trust_code: bool = False, device: str = "cpu", **build_kwargs: Any) -> Source:
     """Open SOURCE: a run directory (or its :class:`~kernelscope.train.rundir.Run`), a model file,
     an ``nn.Module`` or a pretrained name (``onet``).
 
@@ -351,6 +352,9 @@ def open_source(source: Any, *, arch: str | None = None, epoch: int | None = Non
     trust_code : bool
         TorchScript only: allow running the file's own code (``torch.jit.load``) when it
         is not a copy of a zoo model. The code runs with your permissions.
+    device : {"cpu", "cuda", "auto"} or "cuda:N"
+        Where the model runs (``auto``: CUDA when torch sees a GPU); ``cuda`` without one
+        is a one-line error. Analyses move their inputs to the model's device.
     **build_kwargs
         Zoo builder options for state dicts; those not given are inferred from the shapes.
 
@@ -365,6 +369,16 @@ def open_source(source: Any, *, arch: str | None = None, epoch: int | None = Non
     ...
     kernelscope.errors.KernelscopeError: source '/nonexistent.pt' does not exist (give a run directory or a model file)
     """
+    from kernelscope.train.distributed import resolve_device
+
+    where = str(resolve_device(device))  # a GPU asked for and absent fails before anything is read
+    opened = _open(source, arch, epoch, mean, std, trust_code, build_kwargs)
+    opened.device = where
+    return opened
+
+
+def _open(source: Any, arch: str | None, epoch: int | None, mean: Any, std: Any, trust_code: bool,
+          build_kwargs: dict[str, Any]) -> Source:
     from torch import nn
 
     from kernelscope.train.rundir import Run
@@ -482,7 +496,11 @@ def _model_file(path: Path, arch: str | None, trust_code: bool, build_kwargs: di
 
     from kernelscope.models import io
     from kernelscope.models.standard import standard_names
-    from kernelscope.models.torchscript import is_torchscript, load_torchscript_code, read_torchscript
+    from kernelscope.models.torchscript import (
+        is_torchscript,
+        load_torchscript_code,
+        read_torchscript,
+    )
     from kernelscope.models.zoo import model_names
 
     architectures = ", ".join([*model_names(), *standard_names(), "package.module:callable"])

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from kernelscope.sources import InputSpec, Source
 from kernelscope.data.bundled import faces
 from kernelscope.data.faces import HELD_OUT_SEED, held_out_patches, object_patches
+from kernelscope.sources import InputSpec, Source
 
 
 def _keys(images: np.ndarray) -> set[bytes]:

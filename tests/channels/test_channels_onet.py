@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from kernelscope.sources import open_source
 from kernelscope.errors import KernelscopeError
+from kernelscope.sources import open_source
 
 
 def test_onet_source_gives_the_logits_of_onet_and_its_input():

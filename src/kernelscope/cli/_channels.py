@@ -14,6 +14,10 @@ import click
 
 def source_options(function):
     """``SOURCE`` argument with ``--arch``, ``--epoch``, ``--mean``, ``--std``, ``--trust-code``."""
+    function = click.option("--batch-size", type=click.IntRange(1, 65536), default=64, show_default=True,
+                            help="Images per forward pass.")(function)
+    function = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                            show_default=True, help="Where the model runs (auto: CUDA when torch sees a GPU).")(function)
     function = click.option("--trust-code", is_flag=True,
                             help="TorchScript outside the zoo: allow running the file's own code (it runs with "
                                  "your permissions). Without it a TorchScript file is read as data only.")(function)
@@ -58,8 +62,9 @@ def at_option(function):
                              "follows it (activation; the conv output where none follows).")(function)
 
 
-def open_from_options(source: str, arch: str | None, epoch: int | None, mean, std, trust_code: bool):
+def open_from_options(source: str, arch: str | None, epoch: int | None, mean, std, trust_code: bool,
+                      device: str = "auto"):
     """:func:`kernelscope.sources.open_source` with the values of :func:`source_options`."""
     from kernelscope.sources import open_source
 
-    return open_source(source, arch=arch, epoch=epoch, mean=mean, std=std, trust_code=trust_code)
+    return open_source(source, arch=arch, epoch=epoch, mean=mean, std=std, trust_code=trust_code, device=device)

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from kernelscope.cli._channels import at_option, open_from_options, out_option, source_options, write_csv
+from kernelscope.cli._channels import (
+    at_option,
+    open_from_options,
+    out_option,
+    source_options,
+    write_csv,
+)
 
 
 @click.command("dissect")
@@ -22,7 +28,8 @@ from kernelscope.cli._channels import at_option, open_from_options, out_option, 
 @click.option("--seed", type=int, default=0, show_default=True)
 @at_option
 @out_option
-def command(source, arch, epoch, mean, std, trust_code, layer, image_set, masks_path, permutations, no_init, seed,
+def command(source, arch, epoch, mean, std, trust_code, device, batch_size,
+            layer, image_set, masks_path, permutations, no_init, seed,
             at, out_dir):
     """Which channels of SOURCE's layer detect a concept? IoU per channel (top 0.5% threshold,
     IoU > 0.04 = detector) with chance IoU, a permutation null and the network at initialisation.
@@ -36,7 +43,7 @@ def command(source, arch, epoch, mean, std, trust_code, layer, image_set, masks_
     from kernelscope.report.figures.channels import dissect_figure
     from kernelscope.report.figures.common import save_figure
 
-    src = open_from_options(source, arch, epoch, mean, std, trust_code)
+    src = open_from_options(source, arch, epoch, mean, std, trust_code, device)
     layer = src.pick_layer(layer)
     inputs, raw, description = src.images(image_set)
     counts = None
@@ -50,7 +57,7 @@ def command(source, arch, epoch, mean, std, trust_code, layer, image_set, masks_
     masks = check_masks(masks, inputs.shape[0], tuple(inputs.shape[2:]))
     init = None if no_init else src.init_model(seed)
     result = dissect(src.model, layer, inputs, masks, init_model=init, n_permutations=permutations, seed=seed,
-                     mask_counts=counts, at=at)
+                     mask_counts=counts, at=at, batch_size=batch_size)
     out = Path(out_dir)
     save_figure(dissect_figure(result), out / "dissect.png")
     write_csv(out / "dissect.csv", result.rows())

@@ -18,7 +18,7 @@ from kernelscope.cli._channels import at_option, open_from_options, out_option, 
 @click.option("--index", type=int, default=0, show_default=True, help="Which image of the set.")
 @at_option
 @out_option
-def command(source, arch, epoch, mean, std, trust_code, layers, image_set, index, at, out_dir):
+def command(source, arch, epoch, mean, std, trust_code, device, batch_size, layers, image_set, index, at, out_dir):
     """Feature maps of SOURCE (a run directory or a model file with --arch) for one image.
 
     Writes feature_maps.png (one colour scale per layer, diverging when signed),
@@ -31,7 +31,7 @@ def command(source, arch, epoch, mean, std, trust_code, layers, image_set, index
     from kernelscope.report.figures.channels import feature_epochs_figure, feature_maps_figure
     from kernelscope.report.figures.common import save_figure
 
-    src = open_from_options(source, arch, epoch, mean, std, trust_code)
+    src = open_from_options(source, arch, epoch, mean, std, trust_code, device)
     image_set = image_set or ("probe" if src.run is not None else "faces")
     inputs, raw, description = src.images(image_set)
     if not 0 <= index < inputs.shape[0]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 import numpy as np
@@ -134,7 +133,8 @@ def _masks(spec: str, raw: np.ndarray, size: tuple[int, int], parts: list[str], 
 @at_option
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Folder for parts.json, parts.csv and parts.png (created).")
-def command(source, arch, epoch, mean, std, trust_code, parts_spec, layer, image_spec, mask_spec, limit, fill_spec,
+def command(source, arch, epoch, mean, std, trust_code, device, batch_size,
+            parts_spec, layer, image_spec, mask_spec, limit, fill_spec,
             controls, margin, radius, boot, top, target, no_init, seed, at, out_dir):
     """Part detectors in SOURCE (a run directory, a model file with --arch, or 'onet'), by occlusion.
 
@@ -153,7 +153,7 @@ def command(source, arch, epoch, mean, std, trust_code, parts_spec, layer, image
     if not parts:
         raise KernelscopeError(f"--parts: expected comma-separated part names, got {parts_spec!r}")
     fill = _fill(fill_spec)
-    src = open_from_options(source, arch, epoch, mean, std, trust_code)
+    src = open_from_options(source, arch, epoch, mean, std, trust_code, device)
     model, label, classes = src.model, src.label, src.classes
     target_index = _target(target, classes)
     if layer is None:  # ONet's eye channels are in conv3 (docs/parts.md); else the deepest conv layer
@@ -166,11 +166,13 @@ def command(source, arch, epoch, mean, std, trust_code, parts_spec, layer, image
     size = tuple(inputs.shape[2:])
     masks, mask_description = _masks(mask_spec, raw, size, parts, radius, n_all)
     result = part_selectivity(model, inputs, masks, layer=layer, parts=parts, fill=fill, n_controls=controls,
-                              margin=margin, n_boot=boot, seed=seed, target=target_index, at=at)
+                              margin=margin, n_boot=boot, seed=seed, target=target_index, at=at,
+                              batch_size=batch_size)
     init = None
     if not no_init:  # the control: the same layer, images, masks and occluders at initialisation
         init = part_selectivity(src.init_model(seed), inputs, masks, layer=layer, parts=parts, fill=fill,
-                                n_controls=controls, margin=margin, n_boot=boot, seed=seed, target=None, at=at)
+                                n_controls=controls, margin=margin, n_boot=boot, seed=seed, target=None, at=at,
+                                batch_size=batch_size)
     display = resize_images(raw, (raw.shape[1], *size))
     panels = detector_panels(model, result, inputs, masks, top=top)
     out = Path(out_dir)

@@ -14,10 +14,9 @@ from kernelscope.cli._channels import at_option, open_from_options, out_option, 
 @click.option("--layer", default=None, help="Layer (default: the deepest Conv2d).")
 @click.option("--images", "image_set", default=None, help="Image set (default: 'test' for a run, else 'faces').")
 @click.option("-k", "k", type=click.IntRange(1, 100), default=9, show_default=True, help="Patches per channel.")
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True)
 @at_option
 @out_option
-def command(source, arch, epoch, mean, std, trust_code, layer, image_set, k, batch_size, at, out_dir):
+def command(source, arch, epoch, mean, std, trust_code, device, batch_size, layer, image_set, k, at, out_dir):
     """Top-k patches per channel of SOURCE's layer, cropped by the receptive field (one streaming pass).
 
     Writes patches_<layer>.png, patches.json (values, images, positions) and patches.npz (crops).
@@ -27,7 +26,7 @@ def command(source, arch, epoch, mean, std, trust_code, layer, image_set, k, bat
     from kernelscope.report.figures.channels import top_patches_figure
     from kernelscope.report.figures.common import save_figure
 
-    src = open_from_options(source, arch, epoch, mean, std, trust_code)
+    src = open_from_options(source, arch, epoch, mean, std, trust_code, device)
     layer = src.pick_layer(layer)
     inputs, raw, description = src.images(image_set or ("test" if src.run is not None else "faces"))
     result = top_patches(src.model, layer, inputs, k=k, display=raw, batch_size=batch_size, at=at)

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from kernelscope.cli._channels import at_option, open_from_options, out_option, source_options, write_csv
+from kernelscope.cli._channels import (
+    at_option,
+    open_from_options,
+    out_option,
+    source_options,
+    write_csv,
+)
 
 
 @click.command("rf")
@@ -20,7 +26,7 @@ from kernelscope.cli._channels import at_option, open_from_options, out_option, 
 @click.option("--limit", type=click.IntRange(1), default=64, show_default=True, help="At most this many images.")
 @at_option
 @out_option
-def command(source, arch, epoch, mean, std, trust_code, layer, input_size, image_set, limit, at, out_dir):
+def command(source, arch, epoch, mean, std, trust_code, device, batch_size, layer, input_size, image_set, limit, at, out_dir):
     """Receptive fields of SOURCE: size, jump and start per layer (with the formula), the effective
     field of the centre unit of --layer (Luo et al. 2016) and a locality check.
 
@@ -37,7 +43,7 @@ def command(source, arch, epoch, mean, std, trust_code, layer, input_size, image
     from kernelscope.report.figures.channels import erf_figure
     from kernelscope.report.figures.common import save_figure
 
-    src = open_from_options(source, arch, epoch, mean, std, trust_code)
+    src = open_from_options(source, arch, epoch, mean, std, trust_code, device)
     layer = src.pick_layer(layer)
     shape = tuple(input_size) if input_size else src.input_shape
     if shape is None:
@@ -48,7 +54,7 @@ def command(source, arch, epoch, mean, std, trust_code, layer, input_size, image
         images, _, description = src.images(image_set or "test", limit=limit)
         shape = tuple(images.shape[1:])
     table = receptive_fields(src.model, shape)
-    erf = effective_receptive_field(src.model, layer, images, input_shape=shape, at=at)
+    erf = effective_receptive_field(src.model, layer, images, input_shape=shape, at=at, batch_size=batch_size)
     local = locality_check(src.model, layer, shape, images=images)
     out = Path(out_dir)
     save_figure(erf_figure(erf), out / f"erf_{layer}.png")

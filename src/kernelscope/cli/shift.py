@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from kernelscope.cli._channels import at_option, open_from_options, out_option, source_options, write_csv
+from kernelscope.cli._channels import (
+    at_option,
+    open_from_options,
+    out_option,
+    source_options,
+    write_csv,
+)
 
 
 @click.command("shift")
@@ -21,7 +27,8 @@ from kernelscope.cli._channels import at_option, open_from_options, out_option, 
 @click.option("--seed", type=int, default=0, show_default=True)
 @at_option
 @out_option
-def command(source, arch, epoch, mean, std, trust_code, layer, id_set, ood_set, mahalanobis, bootstrap, no_init, seed,
+def command(source, arch, epoch, mean, std, trust_code, device, batch_size,
+            layer, id_set, ood_set, mahalanobis, bootstrap, no_init, seed,
             at, out_dir):
     """Distribution shift at SOURCE's layer between --id and --ood images: per-channel AUROC with a
     bootstrap 95% interval and firing rates above the ID 95th percentile; MSP, max logit, energy and
@@ -34,7 +41,7 @@ def command(source, arch, epoch, mean, std, trust_code, layer, id_set, ood_set, 
     from kernelscope.report.figures.channels import shift_figure
     from kernelscope.report.figures.common import save_figure
 
-    src = open_from_options(source, arch, epoch, mean, std, trust_code)
+    src = open_from_options(source, arch, epoch, mean, std, trust_code, device)
     layer = src.pick_layer(layer)
     in_x, _, in_desc = src.images(id_set)
     out_x, _, out_desc = src.images(ood_set)
@@ -44,7 +51,7 @@ def command(source, arch, epoch, mean, std, trust_code, layer, id_set, ood_set, 
         train_x, train_y = src.normalise(data.x_train), data.y_train
     init = None if no_init else src.init_model(seed)
     result = shift(src.model, layer, in_x, out_x, train_images=train_x, train_labels=train_y, init_model=init,
-                   n_boot=bootstrap, seed=seed, names=(id_set, ood_set), at=at)
+                   n_boot=bootstrap, seed=seed, names=(id_set, ood_set), at=at, batch_size=batch_size)
     out = Path(out_dir)
     save_figure(shift_figure(result), out / "shift.png")
     write_csv(out / "shift.csv", result.rows())
