@@ -175,7 +175,7 @@ def check_masks(masks: dict[str, np.ndarray], n_images: int, size: tuple[int, in
         raise KernelscopeError("masks: no concept given; give at least one (N, H, W) mask array")
     checked = {}
     for concept, mask in masks.items():
-        array = np.asarray(mask)
+        array = _numeric(mask, concept)
         if array.ndim == 4 and array.shape[1] == 1:
             array = array[:, 0]
         if array.ndim != 3:
@@ -200,31 +200,57 @@ def load_masks(source: str | os.PathLike | dict[str, Any]) -> dict[str, np.ndarr
     (sorted by file name); a pixel is inside the mask when it is nonzero.
     """
     if isinstance(source, dict):
-        return {str(k): np.asarray(v) for k, v in source.items()}
+        return {str(k): _numeric(v, str(k)) for k, v in source.items()}
     path = Path(source)
     if not path.exists():
         raise KernelscopeError(f"masks: {str(path)!r} does not exist; give an .npz, .npy or a folder")
     if path.is_dir():
-        from PIL import Image
+        from PIL import UnidentifiedImageError
+
+        from kernelscope.data.images import open_image
 
         masks = {}
         for concept_dir in sorted(p for p in path.iterdir() if p.is_dir()):
             files = sorted(p for p in concept_dir.iterdir() if p.suffix.lower() in (".png", ".bmp", ".tif", ".tiff"))
-            if files:
-                masks[concept_dir.name] = np.stack(
-                    [np.asarray(Image.open(f).convert("L")) > 0 for f in files]
-                )
+            planes = []
+            for f in files:
+                try:
+                    with open_image(f, f"masks: image file {str(f)!r}") as image:  # size checked before decoding
+                        planes.append(np.asarray(image.convert("L")) > 0)
+                except (UnidentifiedImageError, OSError, SyntaxError, EOFError) as error:
+                    raise KernelscopeError(f"masks: cannot read image file {str(f)!r} ({error})") from None
+            if planes:
+                if len({plane.shape for plane in planes}) > 1:
+                    raise KernelscopeError(f"masks: the images in {str(concept_dir)!r} differ in size; "
+                                           f"give one size")
+                masks[concept_dir.name] = np.stack(planes)
         if not masks:
             raise KernelscopeError(
                 f"masks: folder {str(path)!r} has no DIR/<concept>/*.png masks"
             )
         return masks
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
-    if path.suffix == ".npy":
-        return {path.stem: np.load(path, allow_pickle=False)}
-    raise KernelscopeError(f"masks: {str(path)!r} is not an .npz, .npy or a folder of PNG masks")
+    from kernelscope.ops.npyfiles import load_npy, load_npz
+
+    if path.suffix == ".npz":  # headers checked first: numbers only, at most MAX_ARRAY_BYTES, no lying sizes
+        arrays = load_npz(path, f"masks file {str(path)!r}")
+    elif path.suffix == ".npy":
+        arrays = {path.stem: load_npy(path, f"masks file {str(path)!r}")}
+    else:
+        raise KernelscopeError(f"masks: {str(path)!r} is not an .npz, .npy or a folder of PNG masks")
+    return {key: _numeric(array, key) for key, array in arrays.items()}
+
+
+def _numeric(value: Any, concept: str) -> np.ndarray:
+    """``value`` as an array when it holds numbers or booleans; else one line (object, ragged, text arrays)."""
+    try:
+        array = np.asarray(value)
+    except ValueError:  # a ragged sequence: NumPy refuses to make it an array
+        raise KernelscopeError(f"masks: {concept!r} is ragged (masks of different sizes); give numeric or "
+                               f"boolean (N, H, W) masks") from None
+    if array.dtype.kind not in "biuf":
+        raise KernelscopeError(f"masks: {concept!r} holds {array.dtype} values (an object, ragged or text "
+                               f"array); give numeric or boolean (N, H, W) masks")
+    return array
 
 
 # ----------------------------------------------------------------------------- moving a mask

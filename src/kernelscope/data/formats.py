@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import io
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +292,8 @@ def load_image_folder(directory: str | Path, *, size: tuple[int, int] | None = N
     """
     from PIL import Image, UnidentifiedImageError
 
+    from kernelscope.data.images import open_image
+
     directory = Path(directory)
     if not directory.is_dir():
         raise KernelscopeError(f"image folder {str(directory)!r} does not exist")
@@ -310,7 +311,7 @@ def load_image_folder(directory: str | Path, *, size: tuple[int, int] | None = N
     images = []
     for path, _ in files:
         try:
-            with Image.open(path) as image:
+            with open_image(path) as image:  # refused over MAX_IMAGE_PIXELS before decoding
                 image.load()
                 images.append(image.copy())
         except (UnidentifiedImageError, OSError) as error:
@@ -337,6 +338,9 @@ def load_image_folder(directory: str | Path, *, size: tuple[int, int] | None = N
 def read_image_array(path: str | Path) -> np.ndarray:
     """Images from an ``.npy`` file or an ``.npz`` file (key ``images``, else the first array); no pickles.
 
+    The header is checked before loading (:mod:`kernelscope.ops.npyfiles`: at most
+    ``MAX_ARRAY_BYTES``, 1 GiB, numbers only, no lying sizes); float images must be finite.
+
     Examples
     --------
     >>> read_image_array("/nonexistent.txt")
@@ -344,16 +348,22 @@ def read_image_array(path: str | Path) -> np.ndarray:
     ...
     kernelscope.errors.KernelscopeError: images file '/nonexistent.txt' must be .npy or .npz
     """
+    from kernelscope.ops.npyfiles import load_npy, load_npz, npz_names
+
     path = Path(path)
-    try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                if not data.files:
-                    raise KernelscopeError(f"images file {str(path)!r} holds no array")
-                key = "images" if "images" in data.files else data.files[0]
-                return data[key]
-        if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise KernelscopeError(f"cannot read images from {str(path)!r}: {error or type(error).__name__}") from None
-    raise KernelscopeError(f"images file {str(path)!r} must be .npy or .npz")
+    what = f"images file {str(path)!r}"
+    if path.suffix == ".npz":
+        files = npz_names(path, what)
+        if not files:
+            raise KernelscopeError(f"{what} holds no array")
+        key = "images" if "images" in files else files[0]
+        array = load_npz(path, what, names=[key])[key]
+    elif path.suffix == ".npy":
+        array = load_npy(path, what)
+    else:
+        raise KernelscopeError(f"{what} must be .npy or .npz")
+    if array.dtype.kind not in "biuf":
+        raise KernelscopeError(f"{what} holds {array.dtype} values; images must be numbers")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise KernelscopeError(f"{what} holds NaN or infinite values; images must be finite")
+    return array

@@ -5,6 +5,10 @@ Inline text: rows separated by ``;`` or new lines, numbers by spaces or commas;
 as shape ``(1, 2, 2, 2)``). Files: ``.npy`` (any numeric array, no pickles),
 ``.csv`` (commas) and ``.txt`` (whitespace). Integers stay integers, so the
 engine computes with them exactly.
+
+Files are matrices a person reads: a file over :data:`MAX_MATRIX_BYTES` (16 MiB of
+``.npy`` array data, or of ``.csv``/``.txt`` text) is refused before it is read, the
+``.npy`` size from its header (:mod:`kernelscope.ops.npyfiles`).
 """
 
 from __future__ import annotations
@@ -16,10 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from kernelscope.errors import KernelscopeError
+from kernelscope.ops.npyfiles import load_npy
 
-__all__ = ["parse_matrix", "MATRIX_SUFFIXES"]
+__all__ = ["parse_matrix", "MATRIX_SUFFIXES", "MAX_MATRIX_BYTES"]
 
 MATRIX_SUFFIXES = (".npy", ".csv", ".txt")
+#: The largest matrix file read (16 MiB): far above what explain shows (20,000 products), far below memory.
+MAX_MATRIX_BYTES = 1 << 24
 _INT = re.compile(r"^[+-]?\d+$")
 
 
@@ -101,16 +108,19 @@ def _load_file(path: Path, name: str) -> np.ndarray:
     suffix = path.suffix.lower()
     if suffix == ".npy":
         try:
-            array = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as error:  # EOFError: an empty (0-byte) file
-            raise KernelscopeError(f"{name}: cannot read {str(path)!r} as a .npy array ({error})"
-                                   ) from None
+            array = load_npy(path, repr(str(path)), max_bytes=MAX_MATRIX_BYTES)
+        except KernelscopeError as error:
+            raise KernelscopeError(f"{name}: {error}") from None
         if array.dtype.kind not in "biuf":
             raise KernelscopeError(f"{name}: {str(path)!r} holds {array.dtype} values; numbers "
                                    f"are needed")
         return array
     if suffix not in (".csv", ".txt"):
         raise KernelscopeError(f"{name}: cannot read {str(path)!r}; use a .npy, .csv or .txt file")
+    size = path.stat().st_size
+    if size > MAX_MATRIX_BYTES:
+        raise KernelscopeError(f"{name}: {str(path)!r} is too large: {size} bytes; at most {MAX_MATRIX_BYTES} "
+                               f"bytes of text are read")
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:
