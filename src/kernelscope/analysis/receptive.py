@@ -62,7 +62,41 @@ __all__ = [
     "LocalityResult",
     "locality_check",
     "FORMULA",
+    "MAX_INPUT_VALUES",
+    "check_input_shape",
 ]
+
+#: The largest input one image may have for the receptive-field analyses: C * H * W <= 3 * 1024 * 1024 values
+#: (a 1024x1024 RGB image). The effective field runs 16 such inputs in float64 with gradients, so memory grows
+#: with every activation of the model; a larger shape is refused before anything is allocated.
+MAX_INPUT_VALUES = 3 * 1024 * 1024
+
+
+def check_input_shape(input_shape: Any, what: str = "input shape") -> tuple[int, int, int]:
+    """``(C, H, W)`` as ints, each at least 1 and at most :data:`MAX_INPUT_VALUES` values in all; else one line.
+
+    Examples
+    --------
+    >>> check_input_shape((3, 32, 32))
+    (3, 32, 32)
+    >>> check_input_shape((3, 0, 32), "--input-size")
+    Traceback (most recent call last):
+    ...
+    kernelscope.errors.KernelscopeError: --input-size must be C H W, each at least 1; got 3 0 32
+    """
+    try:
+        shape = tuple(int(v) for v in input_shape)
+    except (TypeError, ValueError):
+        raise KernelscopeError(f"{what} must be C H W (three integers), got {input_shape!r}") from None
+    shown = " ".join(map(str, shape))
+    if len(shape) != 3:
+        raise KernelscopeError(f"{what} must be C H W (three integers), got {shown or 'nothing'}")
+    if min(shape) < 1:
+        raise KernelscopeError(f"{what} must be C H W, each at least 1; got {shown}")
+    if shape[0] * shape[1] * shape[2] > MAX_INPUT_VALUES:
+        raise KernelscopeError(f"{what} {shown} is too large: {shape[0] * shape[1] * shape[2]} values; at most "
+                               f"{MAX_INPUT_VALUES} (C * H * W, e.g. 3 1024 1024)")
+    return shape  # type: ignore[return-value]
 
 FORMULA = (
     "j_l = j_{l-1} * s_l;  r_l = r_{l-1} + (k_l - 1) * d_l * j_{l-1};  "
@@ -118,7 +152,14 @@ def _trace_leaves(model: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[
         dtype = parameter.dtype if parameter is not None else torch.float32
         device = parameter.device if parameter is not None else torch.device("cpu")
         with torch.no_grad():
-            model(torch.zeros((1, *input_shape), dtype=dtype, device=device))
+            try:
+                model(torch.zeros((1, *input_shape), dtype=dtype, device=device))
+            except RuntimeError as error:  # wrong channel count, an input smaller than a kernel, ...
+                if "hook" in str(error):
+                    raise
+                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                raise KernelscopeError(f"the model cannot run on one input of shape {tuple(input_shape)} (C, H, W): "
+                                       f"{reason}") from None
     finally:
         for handle in handles:
             handle.remove()
@@ -154,9 +195,7 @@ def receptive_fields(model: nn.Module, input_shape: tuple[int, int, int],
 
     if until is not None:
         get_layer(model, until)  # unknown names list the valid ones
-    if len(input_shape) != 3:
-        raise KernelscopeError(f"input_shape must be (C, H, W), got {tuple(input_shape)}")
-    calls = _trace_leaves(model, tuple(int(v) for v in input_shape))
+    calls = _trace_leaves(model, check_input_shape(input_shape, "input_shape"))
     size, jump, start = [1, 1], [1, 1], [0.0, 0.0]
     spatial = tuple(int(v) for v in input_shape[1:])
     previous = "the input"
@@ -364,6 +403,7 @@ def effective_receptive_field(model: nn.Module, layer: str, images: Any = None, 
     if images is None:
         if input_shape is None:
             raise KernelscopeError("give images or input_shape for the effective receptive field")
+        input_shape = check_input_shape(input_shape, "input_shape")
         images = np.random.default_rng(seed).standard_normal((n_random, *input_shape)).astype(np.float32)
     images = np.asarray(images, dtype=np.float64)
     if images.ndim != 4 or images.shape[0] == 0:
@@ -447,6 +487,7 @@ def locality_check(model: nn.Module, layer: str, input_shape: tuple[int, int, in
     if images is None:
         if input_shape is None:
             raise KernelscopeError("give images or input_shape for the locality check")
+        input_shape = check_input_shape(input_shape, "input_shape")
         base = rng.standard_normal((1, *input_shape))
     else:
         base = np.asarray(images, dtype=np.float64)[:1]

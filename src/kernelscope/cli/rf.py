@@ -35,6 +35,7 @@ def command(source, arch, epoch, mean, std, trust_code, device, batch_size, laye
     from kernelscope._io import write_json
     from kernelscope.analysis.receptive import (
         FORMULA,
+        check_input_shape,
         effective_receptive_field,
         locality_check,
         receptive_fields,
@@ -43,6 +44,8 @@ def command(source, arch, epoch, mean, std, trust_code, device, batch_size, laye
     from kernelscope.report.figures.channels import erf_figure
     from kernelscope.report.figures.common import save_figure
 
+    if input_size:
+        check_input_shape(input_size, "--input-size")  # before the model is opened or anything allocated
     src = open_from_options(source, arch, epoch, mean, std, trust_code, device)
     layer = src.pick_layer(layer)
     shape = tuple(input_size) if input_size else src.input_shape
