@@ -414,8 +414,11 @@ class Run:
     def _epoch(self, epoch: int | None, available: list[int], what: str) -> int:
         if not available:
             raise KernelscopeError(f"run {str(self.path)!r} has no recorded {what}")
-        if epoch is None or epoch == -1:
+        if epoch is None:
             return available[-1]
+        if isinstance(epoch, (int, np.integer)) and not isinstance(epoch, bool) and epoch < 0:
+            raise KernelscopeError(f"epoch must be 0 or more, got {epoch} (omit it for the last recorded epoch, "
+                                   f"{available[-1]})")
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or int(epoch) not in available:
             raise KernelscopeError(f"epoch {epoch!r} not recorded in {str(self.path)!r} "
                                    f"(recorded {what}: {', '.join(map(str, available))})")
