@@ -81,7 +81,8 @@ def test_images_lists_samples(cli_runner):
     assert result.exit_code == 0
     assert "sample:camera" in result.output and "sample:grace_hopper" in result.output
     rows = json.loads(cli_runner("images", "--json").output)
-    assert {"name": "china", "source": "scikit-learn", "description": "colour photo of a Chinese temple"} in rows
+    assert {"name": "china", "source": "scikit-learn", "description": "colour photo of a Chinese temple",
+            "licence": "CC BY 2.0, danielbuechele on Flickr (sklearn.datasets.load_sample_images().DESCR)"} in rows
 
 
 def test_filter_writes_one_figure_for_a_real_bundled_image(cli_runner, tmp_path):

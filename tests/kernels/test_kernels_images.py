@@ -97,7 +97,7 @@ def test_bundled_samples_all_load_offline():
         assert image.dtype == np.float64 and image.ndim in (2, 3), name
         assert image.shape[0] >= 100 and image.shape[1] >= 100, name
         assert 0.0 <= image.min() and image.max() <= 1.0 and image.std() > 0.02, name
-        assert sample_image_info(name)["source"] in ("scikit-image", "scikit-learn", "matplotlib")
+        assert sample_image_info(name)["source"] in ("scikit-image", "scikit-learn", "matplotlib", "opencv-doc")
     assert load_image("sample:stereo_motorcycle").shape == (500, 741, 3)  # the left image
     assert load_image("sample:logo").shape[-1] == 3  # RGBA composited
 

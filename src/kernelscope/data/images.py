@@ -2,7 +2,10 @@
 
 ``load_image("photo.png")`` reads PNG, JPEG, TIFF (and anything else Pillow reads: BMP,
 GIF, WebP, ...) in grey or colour, 8 or 16 bits, with or without alpha;
-``load_image("sample:camera")`` loads a bundled image (no network). The result is
+``load_image("sample:camera")`` loads a bundled image (no network): the photographs
+that scikit-image, scikit-learn and matplotlib ship, and OpenCV's example images from
+Debian's ``opencv-doc`` package (``sample:baboon``, ``sample:messi5``, ``sample:fruits``, ...;
+:data:`OPENCV_SAMPLES_DIR`; a clear error names the package when it is not installed). The result is
 always float64 in ``[0, 1]``: ``(H, W)`` for grey images, ``(H, W, 3)`` for colour.
 
 Conventions
@@ -35,7 +38,7 @@ import numpy as np
 from kernelscope.errors import KernelscopeError, suggest
 
 __all__ = ["load_image", "sample_image_names", "sample_image_info", "to_gray", "as_image", "LUMA_BT709",
-           "open_image", "MAX_IMAGE_PIXELS"]
+           "open_image", "MAX_IMAGE_PIXELS", "OPENCV_SAMPLES_DIR"]
 
 LUMA_BT709 = np.array([0.2125, 0.7154, 0.0721])  # scikit-image's rgb2gray weights (BT.709)
 
@@ -73,7 +76,31 @@ def _matplotlib(filename: str) -> Callable[[], np.ndarray]:
     return load
 
 
-# name -> (source package, loader, description). Only images that load offline: checked by a test.
+#: Where Debian's ``opencv-doc`` package installs OpenCV's example images (``dpkg -L opencv-doc``).
+OPENCV_SAMPLES_DIR = Path("/usr/share/doc/opencv-doc/examples/data")
+
+# Debian's copyright file for opencv-doc (/usr/share/doc/opencv-doc/copyright) has no entry of its own for
+# samples/data: the images fall under its "Files: *" stanza (Apache-2.0 AND BSD-3-Clause; Intel, Willow
+# Garage, NVIDIA, AMD, OpenCV Foundation, Itseez, ... "and respective opencv contributors"). Debian removed
+# the Lena images as non-free; who took the other photos, and on what terms, is not recorded there.
+_OPENCV_LICENCE = ("OpenCV sample data (opencv-doc); Debian's copyright file covers it only by its "
+                   "'Files: *' entry, Apache-2.0 AND BSD-3-Clause; the photo's own origin is not recorded")
+
+
+def _opencv_doc(filename: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        path = Path(OPENCV_SAMPLES_DIR) / filename
+        if not path.is_file():
+            raise KernelscopeError(
+                f"sample image {filename!r} needs the Debian package opencv-doc (apt-get install opencv-doc): "
+                f"{str(path)!r} not found")
+        return _read_file(path, alpha="composite")
+
+    return load
+
+
+# name -> (source package, loader, description). Only images that load offline: checked by a test
+# (the opencv-doc ones need that Debian package, which the README's set-up installs).
 _SAMPLES: dict[str, tuple[str, Callable[[], np.ndarray], str]] = {
     "astronaut": ("scikit-image", _skimage("astronaut"), "colour portrait of astronaut Eileen Collins"),
     "camera": ("scikit-image", _skimage("camera"), "grey photo of a cameraman, the classic test image"),
@@ -101,7 +128,57 @@ _SAMPLES: dict[str, tuple[str, Callable[[], np.ndarray], str]] = {
     "china": ("scikit-learn", _sklearn("china.jpg"), "colour photo of a Chinese temple"),
     "flower": ("scikit-learn", _sklearn("flower.jpg"), "colour photo of a flower"),
     "grace_hopper": ("matplotlib", _matplotlib("grace_hopper.jpg"), "colour portrait of Grace Hopper"),
+    "baboon": ("opencv-doc", _opencv_doc("baboon.jpg"), "colour photo of a mandrill's face (the USC-SIPI "
+               "'Mandrill' test image)"),
+    "messi5": ("opencv-doc", _opencv_doc("messi5.jpg"), "colour photo of a football player kicking a ball"),
+    "fruits": ("opencv-doc", _opencv_doc("fruits.jpg"), "colour photo of cut citrus fruits, kiwi, cabbage"),
+    "butterfly": ("opencv-doc", _opencv_doc("butterfly.jpg"), "colour photo of a butterfly on a leaf"),
+    "building": ("opencv-doc", _opencv_doc("building.jpg"), "colour photo of an office building"),
+    "home": ("opencv-doc", _opencv_doc("home.jpg"), "colour photo of a palace's towers against the sky"),
+    "happy_fish": ("opencv-doc", _opencv_doc("HappyFish.jpg"), "colour cartoon of a smiling fish"),
+    "aero1": ("opencv-doc", _opencv_doc("aero1.jpg"), "colour aerial photo of a town"),
+    "aero3": ("opencv-doc", _opencv_doc("aero3.jpg"), "colour aerial photo of a town and a road"),
+    "squirrel": ("opencv-doc", _opencv_doc("squirrel_cls.jpg"), "colour photo of a squirrel on a branch"),
+    "apple": ("opencv-doc", _opencv_doc("apple.jpg"), "colour photo of an apple"),
+    "orange": ("opencv-doc", _opencv_doc("orange.jpg"), "colour photo of an orange"),
+    "starry_night": ("opencv-doc", _opencv_doc("starry_night.jpg"), "colour photo of van Gogh's Starry Night"),
+    "board": ("opencv-doc", _opencv_doc("board.jpg"), "colour photo of a circuit board"),
+    "leuven": ("opencv-doc", _opencv_doc("leuvenA.jpg"), "colour photo of a cobbled street of brick houses"),
+    "graffiti": ("opencv-doc", _opencv_doc("graf1.png"), "colour photo of a graffiti wall (cartoon figures)"),
 }
+
+# name -> where its licence is stated. The scikit-image notes are quoted from each loader's docstring.
+_LICENCES: dict[str, str] = {
+    "astronaut": "NASA; public domain (skimage.data.astronaut)",
+    "camera": "CC0, Lav Varshney (skimage.data.camera)",
+    "coffee": "CC0, Rachel Michetti (skimage.data.coffee)",
+    "chelsea": "CC0, Stefan van der Walt (skimage.data.chelsea)",
+    "rocket": "SpaceX; public domain (skimage.data.rocket)",
+    "brick": "CC0, CC0Textures (skimage.data.brick)",
+    "grass": "CC0, DeviantArt linolafett (skimage.data.grass)",
+    "gravel": "CC0, CC0Textures (skimage.data.gravel)",
+    "text": "public domain (skimage.data.text)",
+    "coins": "no known copyright restrictions (skimage.data.coins)",
+    "clock": "public domain, Stefan van der Walt (skimage.data.clock)",
+    "cell": "CC0 (skimage.data.cell)",
+    "horse": "CC0, Andreas Preuss (skimage.data.horse)",
+    "hubble_deep_field": "NASA; public domain (skimage.data.hubble_deep_field)",
+    "retina": "CC0, Mikael Haggstrom via Wikimedia (skimage.data.retina)",
+    "stereo_motorcycle": "Middlebury 2014 stereo benchmark, Scharstein et al.; no licence stated in "
+                         "skimage.data.stereo_motorcycle",
+    "immunohistochemistry": "no known copyright restrictions (skimage.data.immunohistochemistry)",
+    "microaneurysms": "CC0, Andreas Maier (skimage.data.microaneurysms)",
+    "china": "CC BY 2.0, danielbuechele on Flickr (sklearn.datasets.load_sample_images().DESCR)",
+    "flower": "CC BY 2.0, vultilion on Flickr (sklearn.datasets.load_sample_images().DESCR)",
+    "grace_hopper": "matplotlib's sample data, shipped without a licence note (a US Navy photograph)",
+}
+
+
+def _licence(name: str) -> str:
+    source = _SAMPLES[name][0]
+    if source == "opencv-doc":
+        return _OPENCV_LICENCE
+    return _LICENCES.get(name, f"no licence stated by {source}")
 
 
 def sample_image_names() -> list[str]:
@@ -117,11 +194,17 @@ def sample_image_names() -> list[str]:
 
 
 def sample_image_info(name: str) -> dict[str, str]:
-    """``{"name", "source", "description"}`` of a bundled image."""
+    """``{"name", "source", "description", "licence"}`` of a bundled image.
+
+    Examples
+    --------
+    >>> sample_image_info("baboon")["source"], sample_image_info("chelsea")["licence"]
+    ('opencv-doc', 'CC0, Stefan van der Walt (skimage.data.chelsea)')
+    """
     if name not in _SAMPLES:
         raise KernelscopeError(suggest(name, _SAMPLES, what="sample image"))
     source, _, description = _SAMPLES[name]
-    return {"name": name, "source": source, "description": description}
+    return {"name": name, "source": source, "description": description, "licence": _licence(name)}
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
