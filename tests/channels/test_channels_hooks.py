@@ -43,7 +43,7 @@ def test_hooks_removed_when_the_block_raises():
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sequential(nn.ReLU(), Boom()))
     with pytest.raises(RuntimeError, match="injected failure"):
         with capture(net, ["0", "1.0"]):
-            assert count_hooks(net) == 2
+            assert count_hooks(net) == 3  # one per layer, and the model's per-pass marker
             net(torch.zeros(1, 1, 5, 5))
     assert count_hooks(net) == 0
 
@@ -104,3 +104,37 @@ def test_iter_batches_rejects_empty_data():
         list(iter_batches(np.zeros((0, 1, 4, 4))))
     with pytest.raises(KernelscopeError, match=r"^the dataset has no images \(0 given\)"):
         list(iter_batches(iter([])))
+
+
+def test_a_module_that_runs_twice_in_a_pass_is_read_at_its_first_call():
+    """torchvision's ResNet blocks apply one ReLU module twice; the activation after conv1 is its first call."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.relu, self.conv2 = nn.Conv2d(1, 1, 1, bias=False), nn.ReLU(), nn.Conv2d(1, 1, 1)
+
+        def forward(self, x):
+            return self.relu(self.conv2(self.relu(self.conv1(x))) + 100.0)
+
+    block = Block()
+    with torch.no_grad():
+        block.conv1.weight.fill_(2.0)
+    x = torch.ones(1, 1, 2, 2)
+    seen = []
+    with torch.no_grad(), capture(block, "relu", callback=lambda name, out: seen.append(out.clone())) as _:
+        block(x)
+        block(x)
+    assert len(seen) == 2  # once per pass, not twice
+    assert all(torch.equal(out, torch.full((1, 1, 2, 2), 2.0)) for out in seen)
+    assert torch.equal(layer_outputs_first(block, x), torch.full((1, 1, 2, 2), 2.0))
+
+
+def layer_outputs_first(block, x):
+    import torch
+
+    with torch.no_grad(), capture(block, "relu") as out:
+        block(x)
+    return out["relu"]

@@ -34,7 +34,7 @@ AT_CHOICES = ("conv", "activation")
 #: Module types that are activation functions, and those allowed between a conv and its activation.
 _ACTIVATIONS = ("ReLU", "ReLU6", "PReLU", "LeakyReLU", "ELU", "SELU", "CELU", "GELU", "SiLU", "Mish", "Tanh",
                 "Sigmoid", "Hardswish", "Hardsigmoid", "Hardtanh", "Softplus")
-_BETWEEN = ("BatchNorm2d", "GroupNorm", "InstanceNorm2d", "LayerNorm", "Identity")
+_BETWEEN = ("BatchNorm2d", "GroupNorm", "InstanceNorm2d", "LayerNorm", "Identity", "Affine")  # Affine: dlib's bn
 
 
 def read_point(model: nn.Module, layer: str, at: str = "activation") -> tuple[str, str]:
@@ -43,7 +43,10 @@ def read_point(model: nn.Module, layer: str, at: str = "activation") -> tuple[st
     ``at="conv"`` reads the conv layer's own output (signed, before any nonlinearity).
     ``at="activation"`` reads the activation module that follows the conv: the next
     module registered in the same parent, with normalisation layers allowed in between
-    (``conv, bn, relu`` as in torchvision and the zoo). Where no activation *module*
+    (``conv, bn, relu`` as in torchvision and the zoo; in a residual block the module
+    registered after the second conv may run after the shortcut is added, and then the
+    block's output is read; a shared activation module is read at its first call, see
+    :func:`capture`). Where no activation *module*
     follows (a functional ``F.relu`` in ``forward``, or the conv is last), the conv's
     own output is read and the description says so. A ``layer`` that is not a conv is
     read as it is.
@@ -100,6 +103,9 @@ def capture(
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Record the outputs of the layers ``layer_names`` while the block runs.
 
+    A module that runs more than once in one forward pass (torchvision's ResNet blocks
+    apply one ReLU module twice) is read at its first call in each pass.
+
     Parameters
     ----------
     model : nn.Module
@@ -137,9 +143,16 @@ def capture(
     layers = {name: get_layer(model, name) for name in names}  # validates before any hook exists
     outputs: dict[str, torch.Tensor] = {}
     handles = []
+    seen: set[str] = set()  # names already read in the current forward pass
+
+    def new_pass(module, inputs):
+        seen.clear()
 
     def make_hook(name: str):
         def hook(module, inputs, output):
+            if name in seen:  # a module that runs again in the same pass (a shared ReLU): read its first call
+                return
+            seen.add(name)
             if not hasattr(output, "detach"):
                 raise KernelscopeError(
                     f"layer {name!r} ({type(module).__name__}) returned {type(output).__name__}, "
@@ -154,6 +167,7 @@ def capture(
         return hook
 
     try:
+        handles.append(model.register_forward_pre_hook(new_pass))
         for name, layer in layers.items():
             handles.append(layer.register_forward_hook(make_hook(name)))
         yield outputs

@@ -451,14 +451,16 @@ class DlibBlock(nn.Module):
             in_channels, channels, 3, stride=2 if down else 1, padding=0 if down else 1
         )
         self.affine1 = Affine(channels)
+        self.relu1 = nn.ReLU()
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
         self.affine2 = Affine(channels)
+        self.relu2 = nn.ReLU()  # after the shortcut is added: the block's output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.affine1(self.conv1(x)))  # (N, C, H', W')
+        y = self.relu1(self.affine1(self.conv1(x)))  # (N, C, H', W')
         y = self.affine2(self.conv2(y))  # (N, C, H', W')
         shortcut = F.avg_pool2d(x, 2, 2) if self.down else x  # (N, C_in, H/2, W/2) or (N, C, H, W)
-        return F.relu(_add_padded(y, shortcut))
+        return self.relu2(_add_padded(y, shortcut))
 
 
 class DlibFaceResNet(nn.Module):
@@ -472,6 +474,8 @@ class DlibFaceResNet(nn.Module):
         self.input = _Normalize((0.0, 0.0, 0.0))
         self.conv1 = nn.Conv2d(3, 32, 7, stride=2)
         self.affine1 = Affine(32)
+        self.relu1 = nn.ReLU()
+        self.pool1 = nn.MaxPool2d(3, 2)
         stages, channels = [], 32
         for i, (blocks, width) in enumerate(self.STAGES):
             down = i > 0
@@ -485,8 +489,8 @@ class DlibFaceResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input(x)  # (N, 3, 150, 150)
-        x = F.relu(self.affine1(self.conv1(x)))  # (N, 32, 72, 72)
-        x = F.max_pool2d(x, 3, 2)  # (N, 32, 35, 35)
+        x = self.relu1(self.affine1(self.conv1(x)))  # (N, 32, 72, 72)
+        x = self.pool1(x)  # (N, 32, 35, 35)
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4, self.layer5):
             x = stage(x)  # ... (N, 256, 2, 2)
         return self.fc(x.mean(dim=(2, 3)))  # (N, 128)
@@ -509,6 +513,7 @@ class DlibMMOD(nn.Module):
                 nn.Conv2d(channels, width, 5, stride=2 if down else 1, padding=0 if down else 2),
             )
             setattr(self, f"affine{i}", Affine(width))
+            setattr(self, f"relu{i}", nn.ReLU())
             channels = width
         self.score = nn.Conv2d(channels, 1, 9, padding=4)
 
@@ -527,8 +532,8 @@ class DlibMMOD(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input(x)  # (N, 3, H, W)
         for i in range(1, len(self.WIDTHS) + 1):
-            conv, affine = getattr(self, f"conv{i}"), getattr(self, f"affine{i}")
-            x = F.relu(affine(conv(x)))  # (N, 16..45, ~H/8, ~W/8)
+            conv, affine, relu = (getattr(self, f"{kind}{i}") for kind in ("conv", "affine", "relu"))
+            x = relu(affine(conv(x)))  # (N, 16..45, ~H/8, ~W/8)
         return self.score(x)  # (N, 1, H', W')
 
 
