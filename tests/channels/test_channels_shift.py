@@ -102,3 +102,15 @@ def test_identical_and_subset_ood_sets_are_refused(rng):
         shift(net, "0", x, x[:0])
     with pytest.raises(KernelscopeError, match=r"^unknown layer 'conv'"):
         shift(net, "conv", x, x + 1)
+
+
+def test_a_model_whose_output_is_not_logits_gets_no_softmax_scores(rng):
+    """A descriptor network (dlib's face ResNet) has no classes: MSP, max logit and energy would be meaningless."""
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2))
+    x_in, x_out = rng.uniform(0.5, 1, (20, 1, 6, 6)), rng.uniform(0, 0.5, (20, 1, 6, 6))
+    with_scores = shift(net, "0", x_in, x_out, n_boot=50)
+    without = shift(net, "0", x_in, x_out, n_boot=50, logits=False)
+    assert set(with_scores.trained["network"]) == {"max_softmax", "max_logit", "energy"}
+    assert without.trained["network"] == {}
+    assert any("not (N, classes) logits" in note for note in without.trained["notes"])
+    np.testing.assert_array_equal(with_scores.trained["channels"]["auroc"], without.trained["channels"]["auroc"])

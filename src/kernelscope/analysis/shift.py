@@ -132,11 +132,12 @@ def check_not_identical(in_images: np.ndarray, out_images: np.ndarray) -> None:
 
 
 def collect(model: nn.Module, layer: str, images: Any, *, batch_size: int = 64,
-            desc: str = "") -> dict[str, np.ndarray]:
-    """One pass: per-image channel maxima (N, C), pooled features (N, C) and model outputs (N, K)."""
+            desc: str = "", logits: bool = True) -> dict[str, np.ndarray]:
+    """One pass: per-image channel maxima (N, C), pooled features (N, C) and, when the model's
+    output is logits (``logits``), the outputs (N, K)."""
     import torch
 
-    maxima, pooled, logits = [], [], []
+    maxima, pooled, outputs = [], [], []
     array = _as_nchw(images)
     bar = progress(desc=desc or f"shift {layer}", total=array.shape[0], unit="img")
     try:
@@ -148,18 +149,18 @@ def collect(model: nn.Module, layer: str, images: Any, *, batch_size: int = 64,
                 raise KernelscopeError(f"layer {layer!r} output has shape {tuple(acts.shape)}, not (N, C, H, W)")
             maxima.append(acts.flatten(2).amax(dim=2).cpu().numpy())  # (B, C)
             pooled.append(acts.mean(dim=(2, 3)).cpu().numpy())  # (B, C)
-            if isinstance(result, (tuple, list)):
+            if logits and isinstance(result, (tuple, list)):
                 raise KernelscopeError(
                     f"model {type(model).__name__} returns a {type(result).__name__} of outputs, not logits: "
                     "give a model whose forward returns the logits (kernelscope.sources.open_source does so "
-                    "for the pretrained networks it knows, such as onet)")
-            if isinstance(result, torch.Tensor) and result.dim() == 2:
-                logits.append(result.float().cpu().numpy())
+                    "for the pretrained networks it knows, such as onet), or logits=False")
+            if logits and isinstance(result, torch.Tensor) and result.dim() == 2:
+                outputs.append(result.float().cpu().numpy())
             bar.update(x.shape[0])
     finally:
         bar.close()
     return {"maxima": np.concatenate(maxima), "pooled": np.concatenate(pooled),
-            "logits": np.concatenate(logits) if len(logits) == len(maxima) else None}
+            "logits": np.concatenate(outputs) if outputs and len(outputs) == len(maxima) else None}
 
 
 def mahalanobis_fit(features: np.ndarray, labels: np.ndarray, *, ridge: float = 1e-6):
@@ -289,7 +290,7 @@ class ShiftResult:
 def shift(model: nn.Module, layer: str, in_images: Any, out_images: Any, *,
           train_images: Any = None, train_labels: Any = None, init_model: nn.Module | None = None,
           n_boot: int = 1000, seed: int = 0, batch_size: int = 64,
-          names: tuple[str, str] = ("in", "out"), at: str = "activation") -> ShiftResult:
+          names: tuple[str, str] = ("in", "out"), at: str = "activation", logits: bool = True) -> ShiftResult:
     """Per-channel and network-level shift between ``in_images`` and ``out_images`` at ``layer``.
 
     Parameters
@@ -306,6 +307,9 @@ def shift(model: nn.Module, layer: str, in_images: Any, out_images: Any, *,
     at : {"activation", "conv"}
         Read a conv ``layer`` after the nonlinearity that follows it, or its own output
         (:func:`~kernelscope.analysis.hooks.read_point`).
+    logits : bool
+        Whether the model's output is class logits (False for a descriptor or a score map:
+        the softmax, logit and energy scores are then skipped, with a note).
 
     Examples
     --------
@@ -333,11 +337,14 @@ def shift(model: nn.Module, layer: str, in_images: Any, out_images: Any, *,
     hooked, read = read_point(model, layer, at)
 
     def report(net: nn.Module, tag: str):
-        stats_in = collect(net, hooked, in_array, batch_size=batch_size, desc=f"shift {tag}: {names[0]}")
-        stats_out = collect(net, hooked, out_array, batch_size=batch_size, desc=f"shift {tag}: {names[1]}")
+        stats_in = collect(net, hooked, in_array, batch_size=batch_size, desc=f"shift {tag}: {names[0]}",
+                           logits=logits)
+        stats_out = collect(net, hooked, out_array, batch_size=batch_size, desc=f"shift {tag}: {names[1]}",
+                            logits=logits)
         maha = None
         if train_images is not None and train_labels is not None:
-            train = collect(net, hooked, train_images, batch_size=batch_size, desc=f"shift {tag}: fit")
+            train = collect(net, hooked, train_images, batch_size=batch_size, desc=f"shift {tag}: fit",
+                            logits=False)
             maha = mahalanobis_fit(train["pooled"], np.asarray(train_labels))
         return shift_report(stats_in, stats_out, maha=maha, n_boot=n_boot, seed=seed), stats_in, stats_out
 

@@ -51,7 +51,8 @@ def command(source, arch, epoch, mean, std, trust_code, device, batch_size,
         train_x, train_y = src.normalise(data.x_train), data.y_train
     init = None if no_init else src.init_model(seed)
     result = shift(src.model, layer, in_x, out_x, train_images=train_x, train_labels=train_y, init_model=init,
-                   n_boot=bootstrap, seed=seed, names=(id_set, ood_set), at=at, batch_size=batch_size)
+                   n_boot=bootstrap, seed=seed, names=(id_set, ood_set), at=at, batch_size=batch_size,
+                   logits=src.kind != "pretrained" or src.classes is not None)
     out = Path(out_dir)
     save_figure(shift_figure(result), out / "shift.png")
     write_csv(out / "shift.csv", result.rows())
