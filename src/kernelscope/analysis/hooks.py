@@ -167,13 +167,26 @@ def capture(
         return hook
 
     try:
-        handles.append(model.register_forward_pre_hook(new_pass))
-        for name, layer in layers.items():
-            handles.append(layer.register_forward_hook(make_hook(name)))
+        try:
+            handles.append(model.register_forward_pre_hook(new_pass))
+            for name, layer in layers.items():
+                handles.append(layer.register_forward_hook(make_hook(name)))
+        except RuntimeError as error:  # torch: "register_forward_hook is not supported on ScriptModules"
+            raise scripted_hook_error(error, names) from None
         yield outputs
     finally:
         for handle in handles:
             handle.remove()
+
+
+def scripted_hook_error(error: RuntimeError, names: Sequence[str]) -> Exception:
+    """One line for torch's refusal to hook a TorchScript model's layers (``error`` itself for anything else)."""
+    if "not supported on ScriptModules" not in str(error):
+        return error
+    return KernelscopeError(
+        f"cannot read layer(s) {', '.join(map(repr, names))} of a TorchScript (scripted) model: torch cannot "
+        "hook its layers; export the model to ONNX, or save its state dict and open that with --arch "
+        "(arch= in Python)")
 
 
 def layer_outputs(model: nn.Module, x: Any, layer_names: str | Sequence[str]) -> dict[str, np.ndarray]:

@@ -147,7 +147,12 @@ def _trace_leaves(model: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[
     try:
         for name, module in model.named_modules():
             if name and not list(module.children()):
-                handles.append(module.register_forward_hook(hook))
+                try:
+                    handles.append(module.register_forward_hook(hook))
+                except RuntimeError as error:  # a TorchScript model: torch cannot hook its layers
+                    from kernelscope.analysis.hooks import scripted_hook_error
+
+                    raise scripted_hook_error(error, [name]) from None
         parameter = next(model.parameters(), None)
         dtype = parameter.dtype if parameter is not None else torch.float32
         device = parameter.device if parameter is not None else torch.device("cpu")
@@ -155,8 +160,6 @@ def _trace_leaves(model: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[
             try:
                 model(torch.zeros((1, *input_shape), dtype=dtype, device=device))
             except RuntimeError as error:  # wrong channel count, an input smaller than a kernel, ...
-                if "hook" in str(error):
-                    raise
                 reason = str(error).splitlines()[0] if str(error) else type(error).__name__
                 raise KernelscopeError(f"the model cannot run on one input of shape {tuple(input_shape)} (C, H, W): "
                                        f"{reason}") from None
