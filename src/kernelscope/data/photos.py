@@ -128,8 +128,12 @@ def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 def _chip_transform(points5: np.ndarray, size: int, padding: float) -> np.ndarray:
     """The 2x3 map from photo pixels to chip pixels that dlib's ``get_face_chip`` uses."""
+    import cv2
+
     target = (_DLIB_TEMPLATE5 + padding) / (2 * padding + 1) * size  # (5, 2)
-    m = _similarity(np.asarray(points5, dtype=np.float64), target)
+    # dlib fits the chip -> photo map (least squares in photo pixels) and inverts it; fitting the other
+    # way gives another scale when the five points fit poorly (messi5's turned face: 5% smaller).
+    m = cv2.invertAffineTransform(_similarity(target, np.asarray(points5, dtype=np.float64)))
     # dlib samples chip pixel (c, r) at the image point its rectangle maps it to, which sits half a
     # pixel off OpenCV's convention: measured against dlib.get_face_chip (mean error 0.018 -> 0.004).
     m[:, 2] -= 0.5
