@@ -100,6 +100,7 @@ def capture(
     *,
     callback: Callable[[str, torch.Tensor], Any] | None = None,
     detach: bool = True,
+    finite: bool = True,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Record the outputs of the layers ``layer_names`` while the block runs.
 
@@ -119,6 +120,11 @@ def capture(
         rather than the activations themselves. The dict then stays empty.
     detach : bool
         Store/pass ``output.detach()`` (default) so no autograd graph is kept.
+    finite : bool
+        Refuse non-finite outputs (default): a layer output with NaN or infinity raises
+        :class:`~kernelscope.errors.KernelscopeError` naming the layer, how many values,
+        and the model's non-finite parameters if any (a diverged checkpoint). Every
+        activation analysis reads layers here, so none measures NaNs silently.
 
     Yields
     ------
@@ -159,6 +165,8 @@ def capture(
                     "not a tensor; choose a layer whose output is a tensor"
                 )
             value = output.detach() if detach else output
+            if finite and value.is_floating_point() and not bool(value.isfinite().all()):
+                raise _non_finite(model, name, value)
             if callback is not None:
                 callback(name, value)
             else:
@@ -177,6 +185,20 @@ def capture(
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _non_finite(model: nn.Module, name: str, value: torch.Tensor) -> KernelscopeError:
+    """One line for a layer output with NaN or infinity: how many, and which parameters are not finite."""
+    bad = int((~value.isfinite()).sum())
+    params = [n for n, p in model.named_parameters() if p.is_floating_point() and not bool(p.isfinite().all())]
+    if params:
+        shown = ", ".join(params[:3]) + (f" and {len(params) - 3} more" if len(params) > 3 else "")
+        cause = (f"the model's weights are not finite ({len(params)} parameter tensor(s) hold NaN or inf: "
+                 f"{shown}; a diverged or damaged checkpoint?)")
+    else:
+        cause = "the weights are finite, so the inputs or the arithmetic overflowed (check the images and --mean/--std)"
+    return KernelscopeError(f"layer {name!r} gave {bad} non-finite value(s) (NaN or inf) of {value.numel()}: "
+                            f"{cause}; nothing is measured on NaNs")
 
 
 def scripted_hook_error(error: RuntimeError, names: Sequence[str]) -> Exception:

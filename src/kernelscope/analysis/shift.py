@@ -175,6 +175,10 @@ def mahalanobis_fit(features: np.ndarray, labels: np.ndarray, *, ridge: float = 
     """
     features = np.asarray(features, dtype=np.float64)
     labels = np.asarray(labels)
+    if not np.isfinite(features).all():  # the SVD in pinv would fail with "did not converge"
+        bad = int((~np.isfinite(features)).sum())
+        raise KernelscopeError(f"Mahalanobis fit: {bad} of {features.size} features are NaN or inf; the model's "
+                               f"weights or the training images are not finite")
     classes = np.unique(labels)
     means = np.stack([features[labels == k].mean(axis=0) for k in classes])
     centred = features - means[np.searchsorted(classes, labels)]
