@@ -21,10 +21,10 @@ def source_options(function):
     function = click.option("--trust-code", is_flag=True,
                             help="TorchScript outside the zoo: allow running the file's own code (it runs with "
                                  "your permissions). Without it a TorchScript file is read as data only.")(function)
-    function = click.option("--std", type=float, multiple=True,
-                            help="Per-channel std to normalise images (model files).")(function)
-    function = click.option("--mean", type=float, multiple=True,
-                            help="Per-channel mean to normalise images (model files).")(function)
+    function = click.option("--std", type=float, multiple=True, callback=_finite_values,
+                            help="Per-channel std to normalise images (model files); finite, > 0.")(function)
+    function = click.option("--mean", type=float, multiple=True, callback=_finite_values,
+                            help="Per-channel mean to normalise images (model files); finite.")(function)
     function = click.option("--epoch", type=int, default=None,
                             help="Epoch of a run to analyse (default: the last).")(function)
     function = click.option("--arch", default=None,
@@ -32,6 +32,21 @@ def source_options(function):
                                  "see `kernelscope models`) or package.module:callable (runs your code).")(function)
     function = click.argument("source")(function)
     return function
+
+
+def _finite_values(ctx: click.Context, param: click.Parameter, values: tuple[float, ...]) -> tuple[float, ...]:
+    """``--mean`` must be finite, ``--std`` finite and positive: else NaN/inf would reach every number written."""
+    import math
+
+    from kernelscope.errors import KernelscopeError
+
+    name = f"--{param.name}"
+    for value in values:
+        if not math.isfinite(value):
+            raise KernelscopeError(f"{name} must be a finite number, got {value}")
+        if param.name == "std" and value <= 0:
+            raise KernelscopeError(f"{name} must be greater than 0 (it divides the images), got {value:g}")
+    return values
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
