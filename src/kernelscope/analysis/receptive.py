@@ -103,15 +103,6 @@ FORMULA = (
     "start_l = start_{l-1} + ((k_l - 1) * d_l / 2 - p_l) * j_{l-1}  (j_0 = 1, r_0 = 1, start_0 = 0)"
 )
 
-# Leaf modules that never mix pixels (the field passes through them unchanged).
-_POINTWISE = (
-    "ReLU", "ReLU6", "LeakyReLU", "PReLU", "ELU", "SELU", "CELU", "GELU", "SiLU", "Mish", "Sigmoid",
-    "Tanh", "Hardtanh", "Hardswish", "Hardsigmoid", "Softplus", "Identity", "Dropout", "Dropout2d",
-    "AlphaDropout", "BatchNorm2d", "InstanceNorm2d", "GroupNorm", "Softmax2d", "LogSigmoid",
-    "Threshold", "FeatureAlphaDropout", "SyncBatchNorm", "LocalResponseNorm",
-)
-
-
 @dataclass
 class LayerField:
     """Receptive-field numbers of one layer's output units (per axis: ``(y, x)``)."""
@@ -131,35 +122,366 @@ class LayerField:
         return asdict(self)
 
 
-def _trace_leaves(model: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[str, nn.Module, tuple, tuple]]:
-    """Run a forward pass and record (name, module, input shape, output shape) of each leaf call."""
+@dataclass(frozen=True)
+class _Geo:
+    """Receptive-field geometry of a traced tensor whose last two axes are spatial, per axis ``(y, x)``."""
+
+    size: tuple[int, int]
+    jump: tuple[int, int]
+    start: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class _Stop:
+    """A traced tensor without a followable spatial layout, and where that began.
+
+    ``whole`` (global pooling, flatten, a mean over space): every value may depend on the whole
+    input, the spatial part of the model has ended. Otherwise an op moved positions in a way the
+    tracer does not know (upsampling, a transpose of the spatial axes, ...).
+    """
+
+    whole: bool
+    where: str  # "layer 'avgpool' (AdaptiveAvgPool2d)" or "the model's own forward (ResNet)"
+    detail: str  # "adaptive_avg_pool2d: (1, 512, 7, 7) -> (1, 512, 1, 1)"
+
+
+_SPATIAL_OPS = {"conv2d", "max_pool2d", "_max_pool2d", "max_pool2d_with_indices", "avg_pool2d"}
+# Functions that end the spatial part (their output depends on the whole input) whatever their arguments.
+_WHOLE_OPS = {"adaptive_avg_pool2d", "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices", "group_norm",
+              "layer_norm"}
+# Functions that reshape: a map whose last two axes change is no map any more (the spatial part ends).
+_RESHAPES = {"flatten", "view", "reshape", "unflatten", "view_as", "reshape_as"}
+# Functions that combine values along the axes named by their ``dim`` argument (all axes when it is None);
+# where ``dim`` is not the second argument: its position and default.
+_DIM_AT = {"norm": (2, None), "quantile": (2, None), "nanquantile": (2, None), "topk": (2, -1),
+           "kthvalue": (2, -1), "sort": (1, -1), "argsort": (1, -1), "normalize": (2, 1)}
+_REDUCTIONS = {
+    "mean", "sum", "nansum", "nanmean", "prod", "amax", "amin", "max", "min", "aminmax", "std", "var",
+    "std_mean", "var_mean", "norm", "logsumexp", "median", "nanmedian", "mode", "any", "all", "argmax", "argmin",
+    "softmax", "log_softmax", "softmin", "cumsum", "cumprod", "cummax", "cummin", "sort", "argsort", "topk",
+    "kthvalue", "count_nonzero", "quantile", "nanquantile", "normalize",
+}
+# Functions whose output positions are not the input's: followed only when the spatial axes are untouched.
+_MOVERS = {"transpose", "swapaxes", "swapdims", "permute", "movedim", "moveaxis", "flip", "fliplr", "flipud",
+           "roll", "rot90", "t", "T", "mT", "H", "mH", "interpolate", "upsample", "upsample_nearest",
+           "upsample_bilinear", "grid_sample", "pixel_shuffle", "pixel_unshuffle", "unfold", "fold",
+           "conv_transpose2d", "matmul", "bmm", "einsum", "max_unpool2d", "__matmul__", "tensordot", "diagonal",
+           "index_select", "gather", "take", "take_along_dim", "repeat_interleave", "scatter", "scatter_add",
+           "index_put", "index_add", "masked_select", "nonzero", "where"}
+
+
+def _arg(args: tuple, kwargs: dict, index: int, name: str, default: Any = None) -> Any:
+    if name in kwargs:
+        return kwargs[name]
+    return args[index] if len(args) > index else default
+
+
+def _tensors(value: Any) -> list:
+    """Every tensor in a (nested) tuple/list/dict of arguments or results."""
     import torch
 
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for item in value for t in _tensors(item)]
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in _tensors(item)]
+    return []
+
+
+def _box(geo: _Geo, axis: int) -> tuple[float, float]:
+    half = (geo.size[axis] - 1) / 2
+    return geo.start[axis] - half, geo.start[axis] + half
+
+
+def _union(geos: list[_Geo]) -> _Geo | str:
+    """The smallest field that covers every input's field (unit by unit); a reason string where jumps differ."""
+    if all(g == geos[0] for g in geos):
+        return geos[0]
+    if any(g.jump != geos[0].jump for g in geos):
+        return "it combines maps at different jumps " + ", ".join(str(g.jump) for g in geos)
+    size, start = [], []
+    for axis in range(2):
+        lo = min(_box(g, axis)[0] for g in geos)
+        hi = max(_box(g, axis)[1] for g in geos)
+        size.append(int(round(hi - lo)) + 1)
+        start.append((lo + hi) / 2)
+    return _Geo(tuple(size), geos[0].jump, tuple(start))  # type: ignore[arg-type]
+
+
+def _cover(geo: _Geo, out_hw: tuple[int, ...], in_hw: tuple[int, int]) -> _Geo:
+    """``geo`` grown (about the same centres) until every one of ``out_hw`` units sees the whole input."""
+    size = []
+    for axis in range(2):
+        half = max((geo.size[axis] - 1) / 2, geo.start[axis] + (out_hw[axis] - 1) * geo.jump[axis],
+                   in_hw[axis] - 1 - geo.start[axis])
+        size.append(int(round(2 * half)) + 1)
+    return _Geo(tuple(size), geo.jump, geo.start)  # type: ignore[arg-type]
+
+
+def _apply_window(geo: _Geo, k: tuple, s: tuple, p: tuple, d: tuple) -> _Geo:
+    """The formula of the module docstring (:data:`FORMULA`), per axis, for one conv/pool window."""
+    size, jump, start = list(geo.size), list(geo.jump), list(geo.start)
+    for axis in range(2):
+        start[axis] += ((k[axis] - 1) * d[axis] / 2 - p[axis]) * jump[axis]
+        size[axis] += (k[axis] - 1) * d[axis] * jump[axis]
+        jump[axis] *= s[axis]
+    return _Geo(tuple(size), tuple(jump), tuple(start))  # type: ignore[arg-type]
+
+
+def _window(name: str, args: tuple, kwargs: dict) -> tuple[tuple, tuple, tuple, tuple]:
+    """Kernel, stride, padding, dilation of a functional conv2d / max_pool2d / avg_pool2d call."""
+    if name == "conv2d":
+        k = tuple(int(v) for v in args[1].shape[2:])
+        s = as_pair(_arg(args, kwargs, 3, "stride", 1), "conv2d stride")
+        d = as_pair(_arg(args, kwargs, 5, "dilation", 1), "conv2d dilation")
+        padding = _arg(args, kwargs, 4, "padding", 0)
+        if isinstance(padding, str):  # "same" (PyTorch puts the odd pixel at the end) or "valid"
+            p = tuple((di * (ki - 1)) // 2 if padding == "same" else 0 for ki, di in zip(k, d, strict=True))
+        else:
+            p = as_pair(padding, "conv2d padding", minimum=0)
+        return k, s, p, d
+    k = as_pair(_arg(args, kwargs, 1, "kernel_size"), f"{name} kernel_size")
+    stride = _arg(args, kwargs, 2, "stride", None)
+    s = k if stride is None or (isinstance(stride, (list, tuple)) and not stride) else as_pair(stride, "stride")
+    p = as_pair(_arg(args, kwargs, 3, "padding", 0), f"{name} padding", minimum=0)
+    d = (1, 1) if name == "avg_pool2d" else as_pair(_arg(args, kwargs, 4, "dilation", 1), f"{name} dilation")
+    return k, s, p, d
+
+
+def _spatial_dims(value: Any, ndim: int) -> bool | None:
+    """Whether a ``dim`` argument names one of the last two axes (None: all axes)."""
+    if value is None:
+        return None
+    dims = value if isinstance(value, (tuple, list)) else [value]
+    try:
+        return any(int(v) % ndim >= ndim - 2 for v in dims)
+    except (TypeError, ValueError):  # a named dimension, ...
+        return True
+
+
+def _slice_geo(geo: _Geo, index: Any, shape: tuple[int, ...]) -> _Geo | str | None:
+    """``x[index]`` on the spatial axes: basic slices move ``start`` and multiply ``jump``; None: untouched."""
+    items = list(index) if isinstance(index, tuple) else [index]
+    if any(not (isinstance(i, (int, slice)) or i is None or i is Ellipsis) for i in items):
+        return "it indexes the spatial axes with tensors or lists"
+    if items.count(Ellipsis) > 1:
+        return "it indexes with two ellipses"
+    used = sum(1 for i in items if i is not None and i is not Ellipsis)
+    if Ellipsis in items:
+        at = items.index(Ellipsis)
+        items[at : at + 1] = [slice(None)] * (len(shape) - used)
+    dims = [i for i in items if i is not None]  # one entry per input axis
+    dims += [slice(None)] * (len(shape) - len(dims))
+    if len(dims) != len(shape):
+        return "it indexes more axes than the tensor has"
+    spatial = dims[-2:]
+    if any(isinstance(i, int) for i in spatial):
+        return "it picks one row or column of the map"
+    if all(i == slice(None) for i in spatial):
+        return None
+    start, jump = list(geo.start), list(geo.jump)
+    for axis, piece in enumerate(spatial):
+        first, _, step = piece.indices(shape[len(shape) - 2 + axis])
+        if step < 1:
+            return "it reverses the map"
+        start[axis] += first * jump[axis]
+        jump[axis] *= step
+    return _Geo(geo.size, tuple(jump), tuple(start))  # type: ignore[arg-type]
+
+
+class _Tracer:
+    """Follows the tensors of one forward pass: a :class:`~torch.overrides.TorchFunctionMode` handler.
+
+    ``state[id(t)]`` is the :class:`_Geo` (or :class:`_Stop`) of every tensor that depends on the
+    input; tensors that do not (weights, constants) are not tracked. Every tracked tensor is kept alive
+    until the pass ends, so an ``id`` is never reused for another tensor.
+    """
+
+    def __init__(self, model: nn.Module, in_hw: tuple[int, int]) -> None:
+        self.in_hw = in_hw
+        self.state: dict[int, _Geo | _Stop] = {}
+        self.alive: list = []
+        self.stack: list[tuple[str, str]] = [("", type(model).__name__)]  # modules running now
+
+    def track(self, tensor, value: _Geo | _Stop) -> None:
+        self.state[id(tensor)] = value
+        self.alive.append(tensor)
+
+    def stop(self, whole: bool, detail: str) -> _Stop:
+        name, kind = self.stack[-1]
+        where = f"layer {name!r} ({kind})" if name else f"the model's own forward ({kind})"
+        return _Stop(whole, where, detail)
+
+    def handle(self, func, args: tuple, kwargs: dict, out: Any) -> None:
+        name = getattr(func, "__name__", "") or ""
+        if name == "__get__":  # a property such as Tensor.T
+            name = getattr(getattr(func, "__self__", None), "__name__", name)
+        inputs = [t for t in _tensors((args, kwargs)) if id(t) in self.state]
+        if name == "__setitem__":
+            target = args[0]
+            if any(t is not target for t in inputs):
+                self.track(target, self.stop(False, "__setitem__: input-dependent values written into a tensor"))
+            return
+        outputs = _tensors(out)
+        if not inputs or not outputs:
+            return
+        for output in outputs:
+            self.track(output, self.rule(name, args, kwargs, inputs, output))
+
+    def rule(self, name: str, args: tuple, kwargs: dict, inputs: list, output) -> _Geo | _Stop:
+        states = [self.state[id(t)] for t in inputs]
+        shapes = " + ".join(str(tuple(t.shape)) for t in inputs)
+        detail = f"{name}: {shapes} -> {tuple(output.shape)}"
+        stops = [s for s in states if isinstance(s, _Stop)]
+        unknown = [s for s in stops if not s.whole]
+        if unknown:
+            return unknown[0]
+        out_hw = tuple(output.shape[-2:]) if output.dim() >= 3 else None
+        first = inputs[0]
+        if name in _SPATIAL_OPS:
+            if len(inputs) != 1 or first is not args[0] or first.dim() != 4:
+                return self.stop(False, f"{detail} (weights computed from the input, or an unbatched map)")
+            if stops:
+                return stops[0]
+            kind = name if name in ("conv2d", "avg_pool2d") else "max_pool2d"
+            return _apply_window(states[0], *_window(kind, args, kwargs))  # type: ignore[arg-type]
+        if name == "pad" and first is args[0] and len(inputs) == 1 and not stops:
+            mode = _arg(args, kwargs, 2, "mode", "constant")
+            if mode not in ("constant", "reflect", "replicate"):
+                return self.stop(False, f"{detail} ({mode} padding brings in pixels from the far side)")
+            pads = list(_arg(args, kwargs, 1, "pad"))
+            start, geo = list(states[0].start), states[0]
+            for axis, at in ((1, 0), (0, 2)):  # (left, right, top, bottom, ...): x first, then y
+                if len(pads) > at:
+                    start[axis] -= pads[at] * geo.jump[axis]
+            return _Geo(geo.size, geo.jump, tuple(start))  # type: ignore[arg-type]
+        whole = name in _WHOLE_OPS
+        if name.startswith("adaptive_") and tuple(first.shape[-2:]) == out_hw:
+            whole = False  # adaptive pooling to the size it already has: the identity
+        if name in _REDUCTIONS and first is args[0]:
+            if name in ("max", "min") and hasattr(_arg(args, kwargs, 1, "other"), "shape"):
+                pass  # the element-wise maximum of two tensors
+            else:
+                at, default = _DIM_AT.get(name, (1, None))
+                dim = _arg(args, kwargs, at, "dim", default)
+                dim = None if isinstance(dim, bool) else dim  # std(x, unbiased): every axis
+                whole = _spatial_dims(dim, first.dim()) is not False
+        if name == "instance_norm" and _arg(args, kwargs, 5, "use_input_stats", True):
+            whole = True  # statistics of this map: every unit depends on the whole map
+        if name == "cat" or name == "concatenate" or name == "concat":
+            dim = _arg(args, kwargs, 1, "dim", 0)
+            if out_hw is not None and _spatial_dims(dim, output.dim()):
+                return self.stop(False, f"{detail} (joins maps side by side)")
+        if name in _MOVERS and (first is not args[0] or first.dim() < 3
+                                or self._moves_spatial(name, args, kwargs, first)):
+            return self.stop(False, f"{detail} (moves positions of the map)")
+        if name == "__getitem__" and first is args[0] and first.dim() >= 3 and not stops:
+            sliced = _slice_geo(states[0], args[1], tuple(first.shape))
+            if isinstance(sliced, str):
+                return self.stop(False, f"{detail} ({sliced})")
+            if sliced is not None:
+                return sliced
+        if out_hw is None:  # no map any more (flatten, linear, a mean over everything): the spatial part ends
+            return stops[0] if stops else self.stop(True, detail)
+        geos = []
+        for tensor, state in zip(inputs, states, strict=True):
+            if isinstance(state, _Stop) or tensor.dim() < 3:
+                whole = True  # a value of the whole input broadcast over the map
+            elif tuple(tensor.shape[-2:]) == out_hw:
+                geos.append(state)
+            elif out_hw != (1, 1) and 1 in tuple(tensor.shape[-2:]):
+                whole = True  # a map broadcast along a spatial axis
+            elif whole or name in _RESHAPES:  # global pooling, a mean over space, a reshape of the map
+                return stops[0] if stops else self.stop(True, detail)
+            else:
+                return self.stop(False, f"{detail} (changes the size of the map)")
+        if not geos:
+            return stops[0] if stops else self.stop(True, detail)
+        union = _union(geos)
+        if isinstance(union, str):
+            return self.stop(False, f"{detail} ({union})")
+        return _cover(union, out_hw, self.in_hw) if whole else union
+
+    @staticmethod
+    def _moves_spatial(name: str, args: tuple, kwargs: dict, first) -> bool:
+        """Whether a transpose / permute / flip / index_select ... touches the last two axes of ``first``."""
+        ndim = first.dim()
+        rest = list(args[1:])
+        try:
+            if name == "permute":
+                order = rest[0] if len(rest) == 1 and isinstance(rest[0], (tuple, list)) else rest
+                order = kwargs.get("dims", order)
+                return [int(v) % ndim for v in order][-2:] != [ndim - 2, ndim - 1]
+            if name in ("transpose", "swapaxes", "swapdims", "movedim", "moveaxis"):
+                dims = []
+                for value in rest[:2]:
+                    dims += list(value) if isinstance(value, (tuple, list)) else [value]
+                return bool(_spatial_dims(dims, ndim))
+            if name in ("flip", "roll", "rot90", "index_select", "gather", "repeat_interleave", "scatter",
+                        "scatter_add", "index_add"):
+                at, default = {"flip": (1, None), "roll": (2, None), "rot90": (2, [0, 1]),
+                               "repeat_interleave": (2, None)}.get(name, (1, None))
+                dim = _arg(args, kwargs, at, "dims" if name in ("flip", "roll", "rot90") else "dim", default)
+                return _spatial_dims(dim, ndim) is not False
+        except (TypeError, ValueError):
+            return True
+        return True
+
+
+@dataclass
+class _Call:
+    """One finished module call of the traced pass."""
+
+    name: str
+    module: Any
+    state: _Geo | _Stop | None  # None: the output does not depend on the input (or is no tensor)
+    shape: tuple[int, ...] | None  # the output's shape; None when it is not a tensor
+
+
+def _trace(model: nn.Module, input_shape: tuple[int, int, int]) -> list[_Call]:
+    """Run one forward pass on zeros under the tracer; every module call, in the order they finish."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    parameter = next(model.parameters(), None)
+    dtype = parameter.dtype if parameter is not None else torch.float32
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    x = torch.zeros((1, *input_shape), dtype=dtype, device=device)  # (1, C, H, W)
+    tracer = _Tracer(model, tuple(input_shape[1:]))  # type: ignore[arg-type]
+    tracer.track(x, _Geo((1, 1), (1, 1), (0.0, 0.0)))
+    calls: list[_Call] = []
     names = {module: name for name, module in model.named_modules()}
-    calls: list[tuple[str, nn.Module, tuple, tuple]] = []
-    handles = []
+
+    class Mode(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            tracer.handle(func, args, kwargs, out)
+            return out
+
+    def pre_hook(module, inputs):
+        tracer.stack.append((names[module], type(module).__name__))
 
     def hook(module, inputs, output):
-        in_shape = tuple(inputs[0].shape) if inputs and hasattr(inputs[0], "shape") else ()
-        out_shape = tuple(output.shape) if hasattr(output, "shape") else ()
-        calls.append((names[module], module, in_shape, out_shape))
+        tracer.stack.pop()
+        if isinstance(output, torch.Tensor):
+            calls.append(_Call(names[module], module, tracer.state.get(id(output)), tuple(output.shape)))
+        else:
+            calls.append(_Call(names[module], module, None, None))
 
+    handles = []
     try:
         for name, module in model.named_modules():
-            if name and not list(module.children()):
-                try:
-                    handles.append(module.register_forward_hook(hook))
-                except RuntimeError as error:  # a TorchScript model: torch cannot hook its layers
-                    from kernelscope.analysis.hooks import scripted_hook_error
-
-                    raise scripted_hook_error(error, [name]) from None
-        parameter = next(model.parameters(), None)
-        dtype = parameter.dtype if parameter is not None else torch.float32
-        device = parameter.device if parameter is not None else torch.device("cpu")
-        with torch.no_grad():
+            if name:
+                handles.append(module.register_forward_pre_hook(pre_hook))
+                handles.append(module.register_forward_hook(hook))
+        with torch.no_grad(), Mode():
             try:
-                model(torch.zeros((1, *input_shape), dtype=dtype, device=device))
+                model(x)
             except RuntimeError as error:  # wrong channel count, an input smaller than a kernel, ...
+                if "hook" in str(error):
+                    raise
                 reason = str(error).splitlines()[0] if str(error) else type(error).__name__
                 raise KernelscopeError(f"the model cannot run on one input of shape {tuple(input_shape)} (C, H, W): "
                                        f"{reason}") from None
@@ -169,6 +491,10 @@ def _trace_leaves(model: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[
     return calls
 
 
+def _describe(geo: _Geo) -> str:
+    return f"size {geo.size}, jump {geo.jump}, start {geo.start}"
+
+
 def receptive_fields(model: nn.Module, input_shape: tuple[int, int, int],
                      *, until: str | None = None) -> list[LayerField]:
     """Theoretical receptive field, jump and start of every conv/pool layer, in execution order.
@@ -176,16 +502,19 @@ def receptive_fields(model: nn.Module, input_shape: tuple[int, int, int],
     Parameters
     ----------
     model : nn.Module
-        A chain of layers (see the module docstring); evaluated once on zeros.
+        Any network of convolutions, pooling, padding, point-wise and element-wise operations,
+        shortcuts and concatenations included (see the module docstring); evaluated once on zeros.
     input_shape : tuple of int
         ``(C, H, W)`` of one input image.
     until : str, optional
-        Stop after this layer (a dotted name; layers after it may be anything, e.g. Linear).
+        Stop after this layer (a dotted name of any module whose output is a map: a conv, a ReLU
+        module, a whole residual block; layers after it may be anything, e.g. Linear).
 
     Returns
     -------
     list of LayerField
-        One row per Conv2d / MaxPool2d / AvgPool2d layer (and ``until`` itself).
+        One row per Conv2d / MaxPool2d / AvgPool2d layer (and ``until`` itself), in the order they
+        run, up to the end of the spatial part of the model.
 
     Examples
     --------
@@ -196,48 +525,28 @@ def receptive_fields(model: nn.Module, input_shape: tuple[int, int, int],
     """
     from torch import nn
 
+    windows = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
     if until is not None:
         get_layer(model, until)  # unknown names list the valid ones
-    calls = _trace_leaves(model, check_input_shape(input_shape, "input_shape"))
-    size, jump, start = [1, 1], [1, 1], [0.0, 0.0]
-    spatial = tuple(int(v) for v in input_shape[1:])
-    previous = "the input"
+    calls = _trace(model, check_input_shape(input_shape, "input_shape"))
+    first: dict[str, _Call] = {}
+    for call in calls:
+        earlier = first.setdefault(call.name, call)
+        if earlier.state != call.state and (call.name == until or isinstance(call.module, windows)):
+            shown = [_describe(c.state) if isinstance(c.state, _Geo) else "no field" for c in (earlier, call)]
+            raise KernelscopeError(
+                f"layer {call.name!r} runs more than once in a forward pass with different receptive fields "
+                f"({shown[0]}; then {shown[1]}); kernelscope gives one field per layer"
+            )
     rows: list[LayerField] = []
-    seen: set[str] = set()
-    inside_until = (lambda n: n == until or n.startswith(until + ".")) if until is not None else None
-    last_leaf = None
-    if inside_until is not None:
-        matching = [c[0] for c in calls if inside_until(c[0])]
-        last_leaf = matching[-1] if matching else None
-    for name, module, in_shape, out_shape in calls:
-        if name in seen:
-            raise KernelscopeError(
-                f"layer {name!r} runs more than once in a forward pass; receptive fields need a chain "
-                "of layers each used once"
-            )
-        seen.add(name)
-        kind = type(module).__name__
-        is_spatial = isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d))
-        followable = is_spatial or kind in _POINTWISE or (
-            len(in_shape) == 4 and len(out_shape) == 4 and tuple(out_shape[2:]) == tuple(in_shape[2:])
-        )
-        if not followable:
-            if until is None:
-                break  # e.g. Flatten / Linear / adaptive pooling: the spatial part of the model ends here
-            raise KernelscopeError(
-                f"layer {name!r} ({kind}) runs before or inside {until!r} and changes the spatial "
-                "layout in a way kernelscope cannot follow; receptive fields are computed through "
-                "Conv2d, MaxPool2d, AvgPool2d and point-wise layers"
-            )
-        if is_spatial or kind not in _POINTWISE:
-            if tuple(in_shape[2:]) != spatial:
-                raise KernelscopeError(
-                    f"the model is not a chain: layer {name!r} gets a {in_shape[2]}x{in_shape[3]} input "
-                    f"but {previous} gives {spatial[0]}x{spatial[1]} (a branch, a shortcut or a "
-                    "functional pooling call); receptive fields need a chain of Conv2d, pooling and "
-                    "point-wise layers"
-                )
-        if is_spatial:
+    done: set[str] = set()
+    for call in calls:
+        if call.name in done:
+            continue
+        done.add(call.name)
+        module, state = call.module, call.state
+        if isinstance(module, windows) and isinstance(state, _Geo) and len(call.shape) == 4:
+            name, kind = call.name, type(module).__name__
             k = as_pair(module.kernel_size, f"{name}.kernel_size")
             s = as_pair(module.kernel_size if module.stride is None else module.stride, f"{name}.stride")
             d = as_pair(getattr(module, "dilation", 1), f"{name}.dilation")
@@ -246,19 +555,30 @@ def receptive_fields(model: nn.Module, input_shape: tuple[int, int, int],
                           for ki, di in zip(k, d, strict=True))
             else:
                 p = as_pair(module.padding, f"{name}.padding", minimum=0)
-            for axis in range(2):
-                start[axis] += ((k[axis] - 1) * d[axis] / 2 - p[axis]) * jump[axis]
-                size[axis] += (k[axis] - 1) * d[axis] * jump[axis]
-                jump[axis] *= s[axis]
-            spatial = tuple(int(v) for v in out_shape[2:])
-            previous = repr(name)
-            rows.append(LayerField(name, kind, k, s, p, d, tuple(size), tuple(jump), tuple(start),
-                                   spatial))
-        if name == last_leaf:
-            if not rows or rows[-1].layer != until:
-                rows.append(LayerField(until, type(get_layer(model, until)).__name__, (1, 1), (1, 1),
-                                       (0, 0), (1, 1), tuple(size), tuple(jump), tuple(start), spatial))
-            break
+            rows.append(LayerField(name, kind, k, s, p, d, state.size, state.jump, state.start,
+                                   tuple(int(v) for v in call.shape[2:])))
+        elif isinstance(module, windows) and isinstance(state, _Stop) and not state.whole and until is None:
+            break  # e.g. after an upsampling: what follows cannot be followed
+        if call.name != until:
+            continue
+        if not isinstance(state, _Geo) or call.shape is None or len(call.shape) != 4:
+            if isinstance(state, _Stop):
+                raise KernelscopeError(
+                    f"{state.where} runs before or inside {until!r} and changes the spatial layout in a way "
+                    f"kernelscope cannot follow ({state.detail}"
+                    + ("; after it every value depends on the whole input" if state.whole else "")
+                    + "); receptive fields are computed through convolutions, pooling, padding, point-wise and "
+                    "element-wise operations"
+                )
+            what = ("returned no tensor" if call.shape is None
+                    else f"returned a tensor of shape {call.shape}, not a map" if len(call.shape) != 4
+                    else "gives an output that does not depend on the input")
+            raise KernelscopeError(f"layer {until!r} ({type(module).__name__}) {what}; receptive fields are "
+                                   "defined for maps (N, C, H, W) computed from the input")
+        if not rows or rows[-1].layer != until:
+            rows.append(LayerField(until, type(module).__name__, (1, 1), (1, 1), (0, 0), (1, 1), state.size,
+                                   state.jump, state.start, tuple(int(v) for v in call.shape[2:])))
+        break
     return rows
 
 
