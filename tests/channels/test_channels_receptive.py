@@ -90,19 +90,32 @@ class FunctionalPoolNet(nn.Module):
         return self.conv2(F.max_pool2d(self.conv1(x), 2))
 
 
-@pytest.mark.parametrize("model", [ShortcutNet(), FunctionalPoolNet()])
-def test_branching_models_are_rejected_with_a_clear_error(model):
-    with pytest.raises(KernelscopeError, match=r"^the model is not a chain: layer '\w+' gets a \d+x\d+ input"):
-        receptive_fields(model, (1, 16, 16))
+@pytest.mark.parametrize(("model", "layer", "expected"), [
+    # conv 3x3/2 p1: r 3, j 2, start 0; shortcut 1x1/2: r 1, j 2, start 0; their sum: the union, r 3;
+    # after 3x3: r 3 + 2 * 2 = 7, j 2, start 0 + 1 * 2 = 2
+    (ShortcutNet(), "after", ((7, 7), (2, 2), (2.0, 2.0))),
+    # conv 3x3: r 3, start 1; F.max_pool2d(2): r 4, j 2, start 1.5; conv 3x3: r 4 + 2 * 2 = 8, start 3.5
+    (FunctionalPoolNet(), "conv2", ((8, 8), (2, 2), (3.5, 3.5))),
+])
+def test_branching_models_are_followed_through_the_tensors(model, layer, expected):
+    """A shortcut and a functional pooling call used to be refused ("not a chain"); now they are followed."""
+    torch.manual_seed(0)
+    shape = (1, 24, 24)
+    field = receptive_field(model, layer, shape)
+    assert (field.size, field.jump, field.start) == expected
+    unit = (field.output_size[0] // 2, field.output_size[1] // 2)
+    assert tuple(_gradient_support(model, layer, shape, unit)) == unit_field_box(field, *unit)
 
 
-def test_zoo_resnet_is_rejected_but_its_stem_is_fine():
+def test_zoo_resnet_is_followed_through_its_shortcuts():
     from kernelscope.models.zoo import build_model
 
     net = build_model("resnet-small", in_channels=1, num_classes=2, input_size=16).eval()
     assert receptive_field(net, "conv1", (1, 16, 16)).size == (3, 3)
-    with pytest.raises(KernelscopeError, match="not a chain"):
-        receptive_field(net, "layer3", (1, 16, 16))
+    # stem 3; layer1: 5, 7; layer2 (3x3/2, 3x3): 9, 13 at jump 2; layer3: 17, 25 at jump 4 (the 1x1
+    # shortcuts see less than the convs beside them, so each block's union is its conv path)
+    field = receptive_field(net, "layer3", (1, 16, 16))
+    assert (field.size, field.jump, field.start, field.output_size) == ((25, 25), (4, 4), (0.0, 0.0), (4, 4))
 
 
 def test_unknown_layer_and_layers_after_flatten():
@@ -125,14 +138,21 @@ def test_locality_outside_exactly_zero_inside_changes(face_run):
         assert result.passed
 
 
-def test_locality_check_can_fail_when_the_field_is_wrong():
-    """A unit that sees everything (global pooling inside a custom leaf) breaks the 'outside' claim."""
+def test_locality_check_can_fail_when_the_field_is_wrong(monkeypatch):
+    """A unit that sees everything (global pooling inside a custom leaf) breaks a too-small 'outside' claim.
+
+    The tracer now gives Mixer's output the whole input (see test_channels_receptive_graph.py); the
+    field the chain-only tracer gave it (the conv's 3x3) is put back here to show that the check fails.
+    """
+    import kernelscope.analysis.receptive as receptive
 
     class Mixer(nn.Module):  # shape-preserving but global: adds the image mean to every pixel
         def forward(self, x):
             return x + x.mean(dim=(2, 3), keepdim=True)
 
     net = nn.Sequential(nn.Conv2d(1, 1, 3), Mixer())
+    conv_only = receptive.receptive_field(net, "0", (1, 12, 12))
+    monkeypatch.setattr(receptive, "receptive_field", lambda *args: conv_only)
     result = locality_check(net, "1", (1, 12, 12), n_trials=2)
     assert result.max_change_outside > 0.0 and not result.passed
 
