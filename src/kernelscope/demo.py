@@ -16,7 +16,11 @@ makes ``kernelscope demo`` exit 1; an ImportError of kernelscope's own modules i
    per-channel and network-level AUROC, with the init control.
 6. ``parts``: occlusion part selectivity: ONet, the easy faces net, a net trained on
    a task that needs eyes, and a random net.
-7. ``report``: one self-contained HTML report of all of it.
+7. ``facenet``: a real pretrained network, dlib's face-recognition ResNet, on real photos
+   (:mod:`kernelscope.analysis.face_network`): its first layer against the nulls (spatial and
+   colour), top patches on face chips, eye and mouth occlusion, and faces against animal
+   faces and objects, each with the network at initialisation as control.
+8. ``report``: one self-contained HTML report of all of it.
 
 ``run_demo(..., quick=True)`` shrinks every stage (fewer epochs and images) for the
 tests; the full demo aims at under 3 minutes on 2 CPU cores.
@@ -39,7 +43,7 @@ from kernelscope.errors import KernelscopeError
 
 __all__ = ["DemoResult", "StageResult", "run_demo", "STAGES"]
 
-STAGES = ("mnist", "atlas", "faces", "dissect", "shift", "parts", "report")
+STAGES = ("mnist", "atlas", "faces", "dissect", "shift", "parts", "facenet", "report")
 
 
 @dataclass
@@ -114,6 +118,27 @@ def _summary_lines(n: dict[str, Any]) -> list[str]:
                      f"quiet, {s['n_louder']} fire more (at initialisation: {s.get('init_quiet', 'n/a')} quiet, "
                      f"{s.get('init_louder', 'n/a')} more); best channel AUROC {_num(s['best_auroc'])}; network "
                      f"{s['network_score']} AUROC {_num(s['network_auroc'])} (init: {_num(s.get('init_auroc'))})")
+    if "facenet" in n:
+        f = n["facenet"]
+        a, colour = f["atlas"], f.get("colour", {})
+        lines.append(f"  {f['source']}, first layer ({a['n']} RGB kernels): edge-/Gabor-like {_pct(a['edge_or_gabor'])} "
+                     f"(init {_pct(a['controls'].get('init'))}, random {_pct(a['controls'].get('random'))}, "
+                     f"smoothed random {_pct(a['controls'].get('smooth'))})"
+                     + ("; colour: " + ", ".join(f"{k} {_pct(v)}" for k, v in colour["fractions"].items())
+                        + f" (init: opponent {_pct(colour['control_fractions'].get('init', {}).get('colour-opponent'))})"
+                        if colour else ""))
+        for part in ("eyes", "mouth"):
+            o = f[f"occlusion_{part}"]
+            if o.get("channel") is None:
+                continue
+            lines.append(f"  {part} occlusion on real face chips, {f['source']}: best channel {o['layer']}:{o['channel']} "
+                         f"drops {_pct(o['part_drop'])} vs {_pct(o['control_drop'])} elsewhere; detectors {o['n_detectors']} "
+                         f"(at initialisation: {o['init_detectors']}, best difference {_num(o['init_selectivity'], 2)} "
+                         f"vs {_num(o['selectivity'], 2)})")
+        for name, s in f["shift"].items():
+            lines.append(f"  faces vs {name} ({s['n_out']} grey crops; {s['read']}): {s['quiet']} of {s['channels']} "
+                         f"channels quieter, {s['louder']} louder (at initialisation: {s['init_quiet']} quieter, "
+                         f"{s['init_louder']} louder)")
     if "parts" in n:
         for name, p in n["parts"].items():
             lines.append(f"  {p['part']} occlusion, {name}: best channel {p['layer']}:{p['channel']} drops "
@@ -249,6 +274,16 @@ def _parts(out: Path, *, quick: bool, seed: int) -> dict[str, Any]:
     return result
 
 
+def _facenet(out: Path, *, quick: bool, seed: int) -> Any:
+    """dlib's face ResNet on real photos; writes facenet.json."""
+    from kernelscope._io import write_json
+    from kernelscope.analysis.face_network import face_network
+
+    result = face_network("dlib-face-resnet", quick=quick, seed=seed)
+    write_json(out / "facenet.json", {**result.summary(), "images": result.images})
+    return result
+
+
 def _parts_numbers(result: dict[str, Any]) -> dict[str, Any]:
     models = {}
     for name, m in result["models"].items():
@@ -362,6 +397,12 @@ def run_demo(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, 
         parts_result = _stage(result, "parts", lambda: _parts(out, quick=quick, seed=seed), strict=strict, log=log)
         if parts_result is not None:
             result.numbers.update(_parts_numbers(parts_result))
+    facenet_result = None
+    if "facenet" in chosen:
+        facenet_result = _stage(result, "facenet", lambda: _facenet(out, quick=quick, seed=seed), strict=strict,
+                                log=log)
+        if facenet_result is not None:
+            result.numbers["facenet"] = facenet_result.summary()
     if "report" in chosen:
         from kernelscope.report.story import build_story_report
 
@@ -374,7 +415,7 @@ def run_demo(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, 
                          ["training", "kernels", "featuremaps", "patches", "receptive", "dissect", "shift"],
                          {"dissect": dissect_result, "shift": shift_result}))
         report_path = _stage(result, "report", lambda: build_story_report(
-            out / "report.html", runs, parts=parts_result, numbers=result.numbers,
+            out / "report.html", runs, parts=parts_result, facenet=facenet_result, numbers=result.numbers,
             stages=result.stages, strict=strict, progress=progress, figures_dir=out / "figures"),
             strict=strict, log=log)
         result.report_path = report_path

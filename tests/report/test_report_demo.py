@@ -160,3 +160,27 @@ def test_report_of_the_real_mnist_run(quick_demo, tmp_path):
                                            "with your own masks)")
     assert report.missing()["shift"].startswith("the bundled shift report is faces in, objects out")
     assert report.missing()["parts"].startswith("part detectors need part landmarks or masks")
+
+
+def test_facenet_stage_measures_a_real_network_with_its_controls(tmp_path):
+    """dlib's face ResNet on real photos: atlas, occlusion and shift, each with the network at initialisation."""
+    result = run_demo(tmp_path, quick=True, strict=True, progress=False, stages=("facenet", "report"),
+                      log=lambda line: None)
+    assert {name: s.status for name, s in result.stages.items()} == {"facenet": "ok", "report": "ok"}
+    f = result.numbers["facenet"]
+    assert f["atlas"]["layer"] == "conv1" and f["atlas"]["n"] == 32
+    assert {"init", "random", "smooth", "spectral", "shuffled"} <= set(f["atlas"]["controls"])
+    assert sum(f["colour"]["fractions"].values()) == pytest.approx(1.0)
+    for part in ("eyes", "mouth"):
+        o = f[f"occlusion_{part}"]
+        assert o["init_detectors"] is not None and o["init_selectivity"] is not None
+        assert o["layer"] in ("layer2.3.conv2", "layer3.2.conv2", "layer4.2.conv2")
+    for name in ("animal faces", "objects"):
+        s = f["shift"][name]
+        assert s["channels"] == 256 and s["init_quiet"] is not None and s["read"].startswith("layer5.0.relu2")
+    saved = json.loads((tmp_path / "facenet.json").read_text())
+    assert saved["atlas"] == f["atlas"] and "mandrill" in saved["images"]["animal faces"]
+    text = result.summary()
+    assert "dlib-face-resnet (pretrained), first layer (32 RGB kernels)" in text and "faces vs animal faces" in text
+    page = result.report_path.read_text()
+    assert re.search(r'<section id="facenet" class="(ok|partial)">', page)

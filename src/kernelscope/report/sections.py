@@ -21,7 +21,7 @@ from kernelscope.report import html as H
 from kernelscope.train.rundir import Run
 
 __all__ = ["atlas_section", "patches_section", "receptive_section", "dissect_section", "shift_section",
-           "parts_section", "parts_contrast_section"]
+           "parts_section", "parts_contrast_section", "face_network_section"]
 
 
 def _source(inv: Run):
@@ -331,3 +331,48 @@ def parts_section(inv: Run, result: Any = None, *, level: int = 2, prefix: str =
         raise KernelscopeError("part detectors need part landmarks or masks: run `kernelscope parts RUN --out DIR` "
                                "for this run; `kernelscope demo` shows the contrast of four face networks")
     return parts_contrast_section(result, level=level, prefix=prefix)
+
+
+def face_network_section(result: Any, *, level: int = 2, prefix: str = "") -> H.Section:
+    """A real pretrained face network on real photos (:func:`kernelscope.analysis.face_network.face_network`)."""
+    from kernelscope.report.figures.atlas import atlas_figures
+    from kernelscope.report.figures.channels import shift_figure, top_patches_figure
+
+    s = result.summary()
+    a = s["atlas"]
+    body: list[H.Html] = [
+        H.paragraph(f"{result.source}: a face-recognition network trained on about 3 million faces, measured here on "
+                    f"real photographs. Faces: {result.images['faces']} Animal faces: {result.images['animal faces']} "
+                    f"Objects: {result.images['objects']}"),
+        H.table(["kernels of " + a["layer"], "edge- or Gabor-like", *[f"{k} control" for k in a["controls"]]],
+                [[a["n"], a["edge_or_gabor"], *a["controls"].values()]],
+                caption="First layer: spatial classes against the nulls (smoothed random kernels score high too: "
+                        "much of a classical look is smoothness)"),
+    ]
+    for stem, fig in atlas_figures(result.atlas).items():
+        body.append(H.figure(fig, alt=f"{stem} of {result.source}", caption=stem.replace("_", " ")))
+    body.append(H.figure(top_patches_figure(result.patches, max_channels=16), alt="top patches on face chips",
+                         caption=f"Layer {result.patches.layer} ({result.patches.read}): the face-chip patches that "
+                                 "activate each channel most (first 16 channels)."))
+    rows = []
+    for part in ("eyes", "mouth"):
+        for layer, r in result.parts.items():
+            best, init = r.best(part), result.parts_init[layer].best(part)
+            rows.append([part, layer, best.get("channel"), _f(best.get("part_drop")), _f(best.get("control_drop")),
+                         _f(best.get("selectivity")), len(r.detectors(part)), _f(init.get("selectivity")),
+                         len(result.parts_init[layer].detectors(part))])
+    body.append(H.table(["part", "layer", "best channel", "part drop", "control drop", "selectivity", "detectors",
+                         "init: best selectivity", "init: detectors"], rows,
+                        caption="Occlusion on real face chips: the most part-selective channel per layer"))
+    body.append(H.how("relative drop of each channel's spatial max when the part is covered by a blurred copy of "
+                      "the chip; selectivity = part drop - drop for equal-area occlusions elsewhere; detector when "
+                      "selectivity > 0.15 and its bootstrap CI excludes 0",
+                      control="8 equal-area occlusions elsewhere per face, and the same network at initialisation"))
+    for name, r in result.shifts.items():
+        t = r.trained
+        body.append(H.paragraph(f"Faces against {name} at {r.read}: {len(t['quiet_on_ood'])} of "
+                                f"{len(t['channels']['auroc'])} channels quieter on the {name}, "
+                                f"{len(t['fire_more_on_ood'])} louder; at initialisation "
+                                f"{len(r.init['quiet_on_ood'])} quieter, {len(r.init['fire_more_on_ood'])} louder."))
+        body.append(H.figure(shift_figure(r), alt=f"faces against {name}", caption=f"Faces against {name}."))
+    return H.Section(id=f"{prefix}facenet", title=f"A real face network: {result.source}", body=body, level=level)

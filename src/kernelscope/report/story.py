@@ -56,6 +56,15 @@ def headline_numbers(numbers: Mapping[str, Any]) -> H.Html:
     if s:
         boxes.append((num(s["network_auroc"]), f"faces vs objects AUROC ({s['network_score']})",
                       f"init {num(s.get('init_auroc'))}"))
+    f = numbers.get("facenet")
+    if f:
+        boxes.append((pct(f["atlas"]["edge_or_gabor"]), f"{f['source']}: first-layer kernels edge-/Gabor-like",
+                      f"init {pct(f['atlas']['controls'].get('init'))}, smoothed random "
+                      f"{pct(f['atlas']['controls'].get('smooth'))}"))
+        eyes = f.get("occlusion_eyes") or {}
+        if eyes.get("channel") is not None:
+            boxes.append((pct(eyes["part_drop"]), f"eyes occlusion drop, {f['source']} {eyes['layer']}:{eyes['channel']}",
+                          f"elsewhere {pct(eyes['control_drop'])}; init detectors {eyes.get('init_detectors')}"))
     for name, p in (numbers.get("parts") or {}).items():
         boxes.append((pct(p["part_drop"]), f"{p['part']} occlusion drop, {name}",
                       f"elsewhere {pct(p['control_drop'])}"))
@@ -68,7 +77,8 @@ def headline_numbers(numbers: Mapping[str, Any]) -> H.Html:
 
 def build_story_report(out_path: str | os.PathLike,
                        runs: Sequence[tuple[str, str, str | os.PathLike, Sequence[str], Mapping[str, Any]]], *,
-                       parts: Mapping[str, Any] | None = None, numbers: Mapping[str, Any] | None = None,
+                       parts: Mapping[str, Any] | None = None, facenet: Any = None,
+                       numbers: Mapping[str, Any] | None = None,
                        stages: Mapping[str, Any] | None = None, strict: bool = False, progress: bool = True,
                        title: str = "kernelscope: what the convolution kernels learned",
                        figures_dir: str | os.PathLike | None = None) -> Path:
@@ -81,7 +91,9 @@ def build_story_report(out_path: str | os.PathLike,
     runs : sequence of (label, title, run_dir, analyses, results)
         One group of sections per run; ``label`` prefixes the section ids.
     parts : dict, optional
-        The result of :func:`kernelscope.analysis.parts.part_contrast`.
+        The result of :func:`kernelscope.analysis.part_contrast.part_contrast`.
+    facenet : FaceNetworkResult, optional
+        The result of :func:`kernelscope.analysis.face_network.face_network`.
     numbers : dict, optional
         The demo's key numbers (shown at the top).
     stages : dict, optional
@@ -102,6 +114,9 @@ def build_story_report(out_path: str | os.PathLike,
     if parts is not None:
         body.append(guarded("parts", "Part detectors: which face networks have eye channels",
                             lambda: S.parts_contrast_section(parts), strict=strict))
+    if facenet is not None:
+        body.append(guarded("facenet", "A real face network", lambda: S.face_network_section(facenet),
+                            strict=strict))
     if stages:
         rows = [[s.name, s.status, round(s.seconds, 1), s.reason] for s in stages.values()]
         body.append(H.Section(id="stages", title="How this report was made", body=[
