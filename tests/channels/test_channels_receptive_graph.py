@@ -112,7 +112,7 @@ class PaddedShortcutBlock(nn.Module):
     def forward(self, x):
         x = torch.tanh(self.stem(x))  # (N, 3, H - 2, W - 2)
         y = F.max_pool2d(torch.tanh(self.conv(x)), 2, padding=1)  # (N, 3, ~H/4, ~W/4)
-        short = F.avg_pool2d(F.pad(x, (1, 0, 2, 0)), 4)  # (N, 3, ~H/4, ~W/4): 2 rows, 1 column in front
+        short = F.avg_pool2d(F.pad(x, (1, 0, 3, 0)), 4)  # (N, 3, ~H/4, ~W/4): 3 rows, 1 column in front
         h, w = max(y.shape[2], short.shape[2]), max(y.shape[3], short.shape[3])
         y = F.pad(y, (0, w - y.shape[3], 0, h - y.shape[2]))
         short = F.pad(short, (0, w - short.shape[3], 0, h - short.shape[2]))
@@ -122,15 +122,15 @@ class PaddedShortcutBlock(nn.Module):
 def test_hand_made_block_with_functional_pooling_and_a_padded_shortcut():
     # stem 3x3: r 3, j 1, start 1.
     # conv path: 3x3/2: r 5, j 2, start 2; max pool 2 pad 1: r 5 + 2 = 7, j 4, start 2 + (0.5 - 1) * 2 = 1,
-    #   box of unit 0: [-2, 4].
-    # shortcut: pad 2 rows / 1 column in front: start 1 - 2 = -1 (y), 1 - 1 = 0 (x); avg pool 4:
-    #   r 3 + 3 = 6, j 4, start -1 + 1.5 = 0.5 (y), 1.5 (x); boxes [-2, 3] (y) and [-1, 4] (x).
-    # the add: union of [-2, 4] and [-2, 3] -> [-2, 4] (y), of [-2, 4] and [-1, 4] -> [-2, 4] (x): r 7,
-    #   start 1; after 3x3 pad 1 at j 4: r 15, start 1.
+    #   box of unit 0: [-2, 4] on both axes.
+    # shortcut: pad 3 rows / 1 column in front: start 1 - 3 = -2 (y), 1 - 1 = 0 (x); avg pool 4:
+    #   r 3 + 3 = 6, j 4, start -2 + 1.5 = -0.5 (y), 1.5 (x); boxes [-3, 2] (y) and [-1, 4] (x).
+    # the add: union of [-2, 4] and [-3, 2] -> [-3, 4]: r 8, start 0.5 (y); of [-2, 4] and [-1, 4] -> [-2, 4]:
+    #   r 7, start 1 (x); after 3x3 pad 1 at j 4: r 16 (y), 15 (x).
     net = PaddedShortcutBlock().eval()
     shape = (1, 34, 34)
     field = receptive_field(net, "after", shape)
-    assert (field.size, field.jump, field.start, field.output_size) == ((15, 15), (4, 4), (1.0, 1.0), (8, 8))
+    assert (field.size, field.jump, field.start, field.output_size) == ((16, 15), (4, 4), (0.5, 1.0), (8, 8))
     for unit in ((4, 4), (0, 0), (7, 7), (2, 7)):
         _check_by_gradient(net, "after", shape, unit)
 
