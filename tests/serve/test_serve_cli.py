@@ -73,13 +73,22 @@ def test_serve_usage_errors(cli_runner, no_serving, args, message):
     assert message in result.output
 
 
-def test_serve_for_real_answers_and_stops_on_ctrl_c(serve_run):
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# "ignored": how a background job of a script (`make test &`, `nohup`) starts: SIGINT ignored from birth. uvicorn
+# still stops on SIGINT with its own handler, but the Ctrl+C it re-raises afterwards was ignored and the stop line
+# never came (the flaky "stderr was empty after Ctrl-C" of issue 21, whenever the suite ran as such a job).
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_serve_for_real_answers_and_stops_on_ctrl_c(serve_run, inherited):
     """The installed command in a subprocess: prints the address, answers /api/runs, exits 0 on SIGINT."""
     import httpx
 
     env = {**os.environ, "OPENBLAS_THREAD_TIMEOUT": "4"}
     process = subprocess.Popen([sys.executable, "-m", "kernelscope", "serve", str(serve_run), "--port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=_ignore_sigint if inherited == "ignored" else None)
     try:
         line = process.stdout.readline()
         assert line.startswith("kernelscope explorer: http://127.0.0.1:"), process.stderr.read()
@@ -103,5 +112,5 @@ def test_serve_for_real_answers_and_stops_on_ctrl_c(serve_run):
             process.kill()
             process.communicate()
             raise
-    assert process.returncode == 0, err
-    assert "kernelscope explorer stopped" in err
+    assert process.returncode == 0, f"exit status {process.returncode}; stderr: {err!r}"
+    assert "kernelscope explorer stopped" in err, f"no stop line; stderr: {err!r}"

@@ -78,6 +78,9 @@ def serve_command(runs: tuple[str, ...], port: int, host: str, atlas_nulls: int)
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn shuts down gracefully, then re-raises Ctrl+C: a normal stop
-        click.echo("kernelscope explorer stopped", err=True)
+        pass
     finally:
         sock.close()
+    # Also when run returns: started where SIGINT is ignored (a background job of a script: `cmd &`), uvicorn
+    # still stops on Ctrl+C/SIGINT with its own handler, but the Ctrl+C it re-raises afterwards is ignored.
+    click.echo("kernelscope explorer stopped", err=True)
