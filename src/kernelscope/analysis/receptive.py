@@ -2,7 +2,7 @@
 
 Theoretical receptive field
 ---------------------------
-For a chain of layers, layer ``l`` with kernel ``k_l``, stride ``s_l``, padding
+Along a path of layers, layer ``l`` with kernel ``k_l``, stride ``s_l``, padding
 ``p_l`` and dilation ``d_l`` (pooling layers count as layers with ``d_l = 1``;
 ReLU, batch norm, dropout and other point-wise layers pass through unchanged)::
 
@@ -15,12 +15,29 @@ with ``j_0 = 1``, ``r_0 = 1``, ``start_0 = 0`` (pixel ``i`` of the input is cent
 Unit ``u`` of layer ``l`` sees input pixels ``start_l + u * j_l +- (r_l - 1) / 2`` (clipped to the
 image; padding contributes constants). The two spatial axes are computed separately.
 
-The chain is read from a forward pass (forward hooks record the order in which leaf
-modules run and their input/output sizes), so custom ``forward`` methods are fine as
-long as the layers form a chain. A model that branches (a residual block with a
-down-sampling shortcut, pooling done with a functional call) is detected and
-rejected with a clear error; as a last safety net, the support of the gradient of
-a unit must lie inside the computed field, else the model is rejected too.
+The layers are read from one forward pass on zeros (no gradients, the model's dtype) that
+follows the tensors rather than the order of the modules: a ``torch.overrides.TorchFunctionMode``
+sees every torch function call, functional ones included, and keeps the field ``(size, jump,
+start)`` of every tensor computed from the input:
+
+- ``conv2d``, ``max_pool2d``, ``avg_pool2d`` (modules or functional calls): the formula above;
+- ``F.pad``: ``start -= pad_before * j`` (constant, reflect or replicate padding; circular is refused);
+  a slice ``x[..., a::s, b:]`` moves ``start`` by ``a * j`` and multiplies ``j`` by ``s``;
+- element-wise operations, ``cat`` / ``stack`` over channels: the union of the inputs' fields, unit by
+  unit (at the same jump: from the smallest left edge to the largest right edge), which is how a
+  residual shortcut, an inverted residual or dlib's padded ``add_prev`` meet their conv path;
+- operations that keep the map (ReLU, batch norm, dropout, a mean over channels, ...): unchanged;
+- global pooling, ``flatten``, a mean or softmax over space, group/layer/instance norm: every value depends
+  on the whole input; where such a value is broadcast back onto a map (squeeze-and-excitation) the
+  field grows until every unit covers the whole input. An output that is no map (Linear) has no field.
+
+Each result is attributed to the module that returned it (forward hooks), so a field exists for every
+module whose output is a map: a conv, the ReLU module after it, a whole residual block. What cannot be
+followed is refused in one line naming the operation: an op that moves positions (upsampling, a transpose
+of the spatial axes), maps at different jumps combined, a layer that runs twice with different fields
+(torchvision's blocks call one ReLU module twice: that module has no single field, its convs do). As a
+last safety net, the support of the gradient of a unit must lie inside the computed field, else the
+effective field below refuses the model too.
 
 Effective receptive field (Luo et al., 2016)
 --------------------------------------------
@@ -745,12 +762,12 @@ def effective_receptive_field(model: nn.Module, layer: str, images: Any = None, 
     centre, sigma = gaussian_moments(grad_map)
     box = unit_field_box(theory, *unit)
     inside = _box_mask(grad_map.shape, box)
-    outside_mass = float(grad_map[~inside].sum())  # exactly 0 for a chain of local layers
+    outside_mass = float(grad_map[~inside].sum())  # exactly 0 for a network of local layers
     mass_inside = 1.0 - outside_mass / float(grad_map.sum())
     if outside_mass > 0.0:
         raise KernelscopeError(
             f"the gradient of layer {layer!r} reaches outside its computed receptive field "
-            f"(fraction inside {mass_inside:.4f}); the model is not a chain kernelscope can follow"
+            f"(fraction inside {mass_inside:.4f}); the model does something to positions kernelscope cannot follow"
         )
     return EffectiveField(layer, unit, grad_map, centre, sigma, (4 * sigma[0], 4 * sigma[1]), theory,
                           box, mass_inside, int(images.shape[0]), at, read)
