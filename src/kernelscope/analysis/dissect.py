@@ -58,7 +58,7 @@ import numpy as np
 
 from kernelscope._progress import progress
 from kernelscope.analysis.bilinear import _Bilinear
-from kernelscope.analysis.hooks import _as_nchw, _to_tensor, forward_until, read_point
+from kernelscope.analysis.hooks import _as_nchw, _to_tensor, forward_until, iter_batches, read_point
 from kernelscope.analysis.sketches import Permutations, StreamingHistogram, _Orders, _Tail
 from kernelscope.errors import KernelscopeError
 
@@ -88,7 +88,7 @@ def channel_thresholds(model: nn.Module, layer: str, images: Any, *, top_fractio
     hist = None
     bar = progress(desc=f"dissect {layer}: thresholds", total=total, unit="img")
     try:
-        for x in _batches(images, batch_size):
+        for x in iter_batches(images, batch_size):
             acts = _layer(model, layer, x)  # (B, C, h, w)
             values = acts.transpose(1, 0, 2, 3).reshape(acts.shape[1], -1)  # (C, B*h*w)
             if hist is None:
@@ -219,7 +219,7 @@ def dissect_layer(model: nn.Module, layer: str, images: Any, masks: dict[str, An
 
     bar = progress(desc=f"dissect {layer}", total=n_images, unit="img")
     try:
-        for x in _batches(images, batch_size):
+        for x in iter_batches(images, batch_size):
             b = x.shape[0]
             if seen + b > n_images:
                 raise KernelscopeError(f"masks: there are more images than the {n_images} masks")
@@ -369,7 +369,7 @@ def _counting_pass(model, layer, images, masks, thresholds, perms, batch_size):
     seen = 0
     bar = progress(desc=f"dissect {layer}: exact pass", total=perms.n, unit="img")
     try:
-        for x in _batches(images, batch_size):
+        for x in iter_batches(images, batch_size):
             b = x.shape[0]
             acts = _layer_output(model, layer, x)  # (B, C, h, w)
             if upsample is None:
@@ -478,7 +478,7 @@ def dissect(model: nn.Module, layer: str, images: Any, masks: dict[str, Any], *,
     masks : dict of str to ndarray (N, H, W)
         Concept masks of the image size (checked).
     init_model : nn.Module, optional
-        The control; pass :func:`kernelscope.analysis.hooks.reinitialised` (model) when no
+        The control; pass :func:`kernelscope.models.init.reinitialised` (model) when no
         recorded initial weights exist.
     at : "activation" or "conv"
         Where a conv ``layer`` is read (see :func:`dissect_layer`); the same for both models.
@@ -521,12 +521,6 @@ def _count_and_size(images: Any) -> tuple[int | None, tuple[int, int] | None]:
             raise KernelscopeError("the dataset has no images (0 given); give at least one image")
         return array.shape[0], tuple(array.shape[2:])
     return None, None
-
-
-def _batches(images: Any, batch_size: int):
-    from kernelscope.analysis.hooks import iter_batches
-
-    return iter_batches(images, batch_size)
 
 
 def _layer(model: nn.Module, layer: str, x: np.ndarray) -> np.ndarray:

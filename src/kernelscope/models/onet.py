@@ -141,9 +141,11 @@ def load_onet(path: str | Path | None = None) -> ONet:
     path = WEIGHTS_PATH if path is None else Path(path)
     if not path.is_file():
         raise KernelscopeError(f"ONet weights: file {str(path)!r} does not exist")
+    from kernelscope.models.io import read_weights
+
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file is the user's to fix
+        state = read_weights(path)
+    except KernelscopeError as error:
         raise KernelscopeError(f"ONet weights: cannot read {str(path)!r} as a state dict ({error})") from None
     net = build_onet()
     try:

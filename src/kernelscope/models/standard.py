@@ -418,6 +418,8 @@ def mobilenet_v2_features(pretrained: bool = False) -> MobileNetV2:
     """
     model = MobileNetV2(num_classes=None)
     if pretrained:
-        state = torch.load(deep_sort_mobilenet_path(), map_location="cpu", weights_only=True)
+        from kernelscope.models.io import read_weights
+
+        state = read_weights(deep_sort_mobilenet_path())
         model.load_state_dict(torchvision_keys(state), strict=True)
     return model.eval()

@@ -146,16 +146,16 @@ def _point_last_at(path: Path) -> None:
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint dict with ``torch.load(weights_only=True)`` (never runs code)."""
-    import torch
+    """Load a checkpoint dict with :func:`kernelscope.models.io.read_weights` (never runs code)."""
+    from kernelscope.models.io import read_weights
 
     path = Path(path)
     if not path.is_file():
         raise KernelscopeError(f"checkpoint {str(path)!r} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise KernelscopeError(f"cannot read checkpoint {str(path)!r}: {str(error).splitlines()[0]}") from None
+        return read_weights(path)
+    except KernelscopeError as error:
+        raise KernelscopeError(f"cannot read checkpoint {str(path)!r}: {error}") from None
 
 
 def read_manifest(run_dir: str | Path) -> dict[str, Any]:
