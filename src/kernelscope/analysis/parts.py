@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kernelscope._io import finite_or_none
 from kernelscope.analysis.occlusion import check_part_masks, control_masks, fill_values, occlude
 from kernelscope.errors import KernelscopeError
 
@@ -192,9 +193,9 @@ class PartSelectivity:
                 rows.append({
                     "layer": self.layer, "part": part, "channel": c,
                     "mean_intact_max": float(st["mean_intact"][c]), "active": bool(st["active"][c]),
-                    "part_drop": _num(st["part_drop"][c]), "control_drop": _num(st["control_drop"][c]),
-                    "selectivity": _num(st["selectivity"][c]), "ci_low": _num(st["ci_low"][c]),
-                    "ci_high": _num(st["ci_high"][c]), "detector": bool(st["detector"][c]),
+                    "part_drop": finite_or_none(st["part_drop"][c]), "control_drop": finite_or_none(st["control_drop"][c]),
+                    "selectivity": finite_or_none(st["selectivity"][c]), "ci_low": finite_or_none(st["ci_low"][c]),
+                    "ci_high": finite_or_none(st["ci_high"][c]), "detector": bool(st["detector"][c]),
                 })
         return rows
 
@@ -213,11 +214,6 @@ class PartSelectivity:
         return {"layer": self.layer, "at": self.at, "read": self.read, "parts": list(self.parts),
                 "n_images": self.n_images, "channels": self.channels, "settings": dict(self.settings), "summary": self.summary(),
                 "table": self.table()}
-
-
-def _num(value: float) -> float | None:
-    value = float(value)
-    return value if np.isfinite(value) else None
 
 
 def _target_probability(output: Any, target: int):

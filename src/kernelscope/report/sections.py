@@ -186,15 +186,12 @@ def dissect_section(inv: Run, result: Any = None, *, level: int = 2, prefix: str
         body.append(H.paragraph("Mask sources: " + "; ".join(
             f"{concept}: " + ", ".join(f"{n} from {src}" for src, n in c.items()) for concept, c in counts.items())
             + " (Haar cascades on 8x upscaled crops, template ellipses where the cascade finds nothing)."))
-    try:
-        from kernelscope.report.figures.channels import dissect_figure
+    from kernelscope.report.figures.channels import dissect_figure
 
-        last = list(result)[-1]
-        body.append(H.figure(dissect_figure(result[last]), alt=f"dissection IoU per channel of {last}",
-                             caption=f"IoU of every channel of {last} with each concept, against chance, the "
-                                     "permutation null and the network at initialisation."))
-    except ImportError:
-        pass
+    last = list(result)[-1]
+    body.append(H.figure(dissect_figure(result[last]), alt=f"dissection IoU per channel of {last}",
+                         caption=f"IoU of every channel of {last} with each concept, against chance, the "
+                                 "permutation null and the network at initialisation."))
     return H.Section(id=f"{prefix}dissect", title="Concept detectors (Network Dissection)", body=body,
                      level=level)
 
@@ -241,12 +238,9 @@ def parts_contrast_section(result: Any, *, level: int = 2, prefix: str = "") -> 
               control=f"{settings.get('n_controls')} equal-area occlusions elsewhere on each face, and the same "
                       "small net at random initialisation"),
     ]
-    try:
-        from kernelscope.report.figures.parts import contrast_figure  # type: ignore[attr-defined]
+    from kernelscope.report.figures.parts import contrast_figure
 
-        body.append(H.figure(contrast_figure(result), alt="part drop against control drop per network"))
-    except ImportError:
-        pass
+    body.append(H.figure(contrast_figure(result), alt="part drop against control drop per network"))
     return H.Section(id=f"{prefix}parts", title="Part detectors: which face networks have eye channels",
                      body=body, level=level)
 

@@ -208,12 +208,7 @@ def create_app(runs: Sequence[str | Path] = (), *, atlas_n_null: int = 300,
         from kernelscope.kernels import kernel_info, kernel_names
         from kernelscope.ops import PADDING_MODES
 
-        try:
-            import kernelscope.ops.explain_backward  # noqa: F401
-
-            backward_ok = True
-        except ImportError:  # pragma: no cover - present in this tree
-            backward_ok = False
+        backward_ok = True  # kernelscope.ops.explain_backward is part of the engine
         bank = [kernel_info(n).to_dict() for n in kernel_names()]
         bank = [b for b in bank if max(b["shape"]) <= s.MAX_KERNEL or b["resizable"]]
         limits = {"input": s.MAX_INPUT, "kernel": s.MAX_KERNEL, "output": s.MAX_OUTPUT, "stride": s.MAX_STRIDE,

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from kernelscope._io import finite_or_none
 from kernelscope.errors import KernelscopeError, suggest
 
 __all__ = ["RunStore", "UnknownRun", "flat", "MAX_KERNEL_VALUES"]
@@ -42,13 +43,6 @@ def flat(array: np.ndarray, *, digits: int = 5) -> dict[str, Any]:
     return {"shape": list(a.shape), "data": np.round(a.ravel(), digits).tolist(),
             "vmin": float(finite.min()) if finite.size else 0.0,
             "vmax": float(finite.max()) if finite.size else 0.0}
-
-
-def _finite(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if np.isfinite(value) else None
 
 
 class _Cache:
@@ -134,7 +128,7 @@ class RunStore:
         metrics = []
         for row in run.metrics:
             metrics.append({str(k): (int(v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                                     else _finite(v) if isinstance(v, (float, np.floating)) else None)
+                                     else finite_or_none(v) if isinstance(v, (float, np.floating)) else None)
                             for k, v in row.items()})
         shapes = {}
         if run.epochs:
@@ -235,12 +229,12 @@ class RunStore:
             kernels.append({
                 "index": int(r["index"]), "kernel_class": str(r["class"]),
                 "best_family": str(best.get("family", "")), "best_name": str(best.get("name", "")),
-                "best_params": str(best.get("params", "")), "best_score": _finite(best.get("score")),
-                "scores": {str(k): _finite(v) for k, v in (r.get("scores") or {}).items()},
-                "margin": _finite(r.get("margin")),
+                "best_params": str(best.get("params", "")), "best_score": finite_or_none(best.get("score")),
+                "scores": {str(k): finite_or_none(v) for k, v in (r.get("scores") or {}).items()},
+                "margin": finite_or_none(r.get("margin")),
             })
         return {"run_id": run_id, "layer": layer, "epoch": epoch,
-                "thresholds": {k: _finite(v) for k, v in d["thresholds"].items()},
+                "thresholds": {k: finite_or_none(v) for k, v in d["thresholds"].items()},
                 "percentile": float(d["percentile"]),
                 "fractions": {k: float(v) for k, v in d["fractions"].items()},
                 "control_fractions": {n: {k: float(v) for k, v in f.items()}

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kernelscope._io import finite_or_none
 from kernelscope.analysis.atlas.classify import CLASSES, classify
 from kernelscope.analysis.atlas.matching import as_kernel_stack
 from kernelscope.analysis.atlas.measure import measure, nanmedian
@@ -68,7 +69,7 @@ class Evolution:
             "epochs": list(self.epochs),
             "fractions": {k: [float(v) for v in vals] for k, vals in self.fractions.items()},
             "median_match": [float(v) for v in self.median_match],
-            "median_gabor_r2": [None if not np.isfinite(v) else float(v) for v in self.median_gabor_r2],
+            "median_gabor_r2": [finite_or_none(v) for v in self.median_gabor_r2],
             "distance_from_init": self.distance.tolist(),
             "cosine_to_init": self.cosine_to_init.tolist(),
             "settle_epoch": [int(v) for v in self.settle_epoch],

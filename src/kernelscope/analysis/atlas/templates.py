@@ -218,11 +218,9 @@ _NAMED_FAMILY = {"edge": "edge", "smoothing": "blob", "laplacian": "centre-surro
 
 
 def _named_kernels(shape, shifts):
-    """Kernels of the classical bank (kernelscope.kernels), when it is installed and importable."""
-    try:
-        from kernelscope.kernels import get_kernel, kernel_info, kernel_names
-    except ImportError:
-        return
+    """Kernels of the classical bank (kernelscope.kernels)."""
+    from kernelscope.kernels import get_kernel, kernel_info, kernel_names
+
     for name in kernel_names():
         info = kernel_info(name)
         family = _NAMED_FAMILY.get(info.family, "named")
