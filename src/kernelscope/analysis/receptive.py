@@ -491,14 +491,17 @@ def _trace(model: nn.Module, input_shape: tuple[int, int, int]) -> list[_Call]:
     try:
         for name, module in model.named_modules():
             if name:
-                handles.append(module.register_forward_pre_hook(pre_hook))
-                handles.append(module.register_forward_hook(hook))
+                try:
+                    handles.append(module.register_forward_pre_hook(pre_hook))
+                    handles.append(module.register_forward_hook(hook))
+                except RuntimeError as error:  # a TorchScript model: torch cannot hook its layers
+                    from kernelscope.analysis.hooks import scripted_hook_error
+
+                    raise scripted_hook_error(error, [name]) from None
         with torch.no_grad(), Mode():
             try:
                 model(x)
             except RuntimeError as error:  # wrong channel count, an input smaller than a kernel, ...
-                if "hook" in str(error):
-                    raise
                 reason = str(error).splitlines()[0] if str(error) else type(error).__name__
                 raise KernelscopeError(f"the model cannot run on one input of shape {tuple(input_shape)} (C, H, W): "
                                        f"{reason}") from None
