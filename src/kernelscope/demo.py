@@ -118,6 +118,11 @@ def _summary_lines(n: dict[str, Any]) -> list[str]:
                      f"quiet, {s['n_louder']} fire more (at initialisation: {s.get('init_quiet', 'n/a')} quiet, "
                      f"{s.get('init_louder', 'n/a')} more); best channel AUROC {_num(s['best_auroc'])}; network "
                      f"{s['network_score']} AUROC {_num(s['network_auroc'])} (init: {_num(s.get('init_auroc'))})")
+    if "parts" in n:
+        for name, p in n["parts"].items():
+            lines.append(f"  {p['part']} occlusion, {name}: best channel {p['layer']}:{p['channel']} drops "
+                         f"{_pct(p['part_drop'])} vs {_pct(p['control_drop'])} for equal-area controls "
+                         f"({'detector' if p['detector'] else 'no detector'})")
     if "facenet" in n:
         f = n["facenet"]
         a, colour = f["atlas"], f.get("colour", {})
@@ -139,11 +144,6 @@ def _summary_lines(n: dict[str, Any]) -> list[str]:
             lines.append(f"  faces vs {name} ({s['n_out']} grey crops; {s['read']}): {s['quiet']} of {s['channels']} "
                          f"channels quieter, {s['louder']} louder (at initialisation: {s['init_quiet']} quieter, "
                          f"{s['init_louder']} louder)")
-    if "parts" in n:
-        for name, p in n["parts"].items():
-            lines.append(f"  {p['part']} occlusion, {name}: best channel {p['layer']}:{p['channel']} drops "
-                         f"{_pct(p['part_drop'])} vs {_pct(p['control_drop'])} for equal-area controls "
-                         f"({'detector' if p['detector'] else 'no detector'})")
     if not lines:
         lines.append("  (no numbers: every stage was unavailable)")
     return lines
