@@ -94,8 +94,11 @@ class Source:
         The run directory, for a run.
     classes : list of str or None
     runnable : bool
-        False for a TorchScript file opened without ``trust_code`` and with no zoo twin:
-        weight analyses work, running it raises a one-line error saying what to do.
+        False when only the weights were loaded (a TorchScript file outside the zoo opened
+        without ``trust_code``, a state dict without ``arch``): weight analyses work, running
+        it raises a one-line error saying what to do.
+    device : str
+        Where the model runs (``"cpu"``, ``"cuda:0"``).
     """
 
     loader: Callable[[], Any] = field(repr=False)
