@@ -36,7 +36,7 @@ def test_npy_object_arrays_are_refused(tmp_path):
 
     path = tmp_path / "obj.npy"
     np.save(path, np.array([_Payload()], dtype=object), allow_pickle=True)
-    with pytest.raises(KernelscopeError, match=r"cannot read '.*obj\.npy' as a \.npy array \(Object arrays "):
+    with pytest.raises(KernelscopeError, match=r"cannot read '.*obj\.npy' as a \.npy array \(it holds Python objects, dtype object"):
         parse_matrix(str(path), "--input")
 
 
