@@ -147,7 +147,11 @@ def test_init_control_and_distance_from_init(rng):
     expected = np.linalg.norm((learned - init).reshape(8, -1), axis=1) / np.linalg.norm(init.reshape(8, -1), axis=1)
     np.testing.assert_allclose([r["init"]["distance"] for r in result.records], expected, rtol=1e-9)
     big = atlas(learned, init_kernels=init, init_null=rng.standard_normal((200, 1, 7, 7)), n_null=N_NULL)
-    assert "init" in big.threshold_nulls and big.control_sizes["init"] == 200
+    # 200 initial kernels and no init_control: even ones calibrate, odd ones are the reported control
+    assert "init" in big.threshold_nulls and big.calibration_sizes["init"] == 100 and big.control_sizes["init"] == 100
+    apart = atlas(learned, init_null=rng.standard_normal((200, 1, 7, 7)),
+                  init_control=rng.standard_normal((150, 1, 7, 7)), n_null=N_NULL, surrogates=0)
+    assert apart.calibration_sizes["init"] == 200 and apart.control_sizes["init"] == 150
 
 
 def test_rgb_kernels_report_colour(rng):

@@ -21,6 +21,7 @@ from kernelscope.analysis.atlas.evolution import Evolution
 from kernelscope.analysis.atlas.gabor import MIN_GABOR_SIZE
 from kernelscope.analysis.atlas.matching import as_kernel_stack
 from kernelscope.analysis.atlas.measure import SCORES, Measures, measure, nanmedian
+from kernelscope.analysis.atlas.surrogates import SURROGATE_KINDS, SurrogateTest, surrogate_test
 from kernelscope.analysis.atlas.templates import TemplateBank, template_bank
 from kernelscope.errors import KernelscopeError, suggest
 
@@ -46,8 +47,20 @@ class AtlasResult:
     counts, fractions : dict of str to int / float
         Per class (see :data:`~kernelscope.analysis.atlas.classify.CLASSES`).
     control_fractions : dict of str to dict of str to float
-        Null name -> class -> fraction of that null's kernels given the class.
+        Null name -> class -> fraction of that null's kernels given the class. For a null
+        that sets thresholds these kernels are a second, independent draw (their own seed;
+        for ``init``, further fresh initialisations), so the fraction is a measured
+        false-positive rate, not ``1 - percentile`` by construction.
     control_sizes : dict of str to int
+    calibration_fractions : dict of str to dict of str to float
+        The same fractions on the draws that set the thresholds (by construction at
+        most about ``1 - percentile`` for each score): for comparison only.
+    calibration_sizes : dict of str to int
+    surrogate : dict of str to SurrogateTest
+        ``"phase"`` (structured beyond its amplitude spectrum) and ``"shuffle"`` (beyond
+        its pixel values): per-kernel p and BH q over the layer, the fraction with
+        ``q < 0.05``, beside the same test of smoothed random kernels (see
+        :mod:`~kernelscope.analysis.atlas.surrogates`). Empty with ``surrogates=0``.
     thresholds : dict of str to float
         Score thresholds actually used.
     null_percentiles : dict of str to dict of str to float
@@ -99,6 +112,37 @@ class AtlasResult:
     best_templates: np.ndarray = field(default=None, repr=False)
     profiles: np.ndarray = field(default=None, repr=False)
     colour: ColourCensus | None = field(default=None, repr=False)
+    calibration_fractions: dict[str, dict[str, float]] = field(default_factory=dict)
+    calibration_sizes: dict[str, int] = field(default_factory=dict)
+    surrogate: dict[str, SurrogateTest] = field(default_factory=dict)
+
+    @property
+    def structured_fraction(self) -> float | None:
+        """Share of kernels structured beyond their spectrum (phase surrogates, BH q < 0.05); None if not run."""
+        test = self.surrogate.get("phase")
+        return None if test is None else test.fraction
+
+    def headline(self) -> dict:
+        """The atlas's stricter headline numbers, each beside its control (for the demo, report, replication).
+
+        ``structured_beyond_spectrum`` (and its ``_control_smooth``), ``structured_beyond_pixels``
+        (and control), ``classical`` (the share of kernels given any classical class) beside
+        ``classical_control_<null>`` measured on each control draw, and ``median_best_match``.
+        """
+        classical = [c for c in CLASSES if c not in ("unexplained", "degenerate")]
+        out = {"classical": float(sum(self.fractions[c] for c in classical)),
+               "median_best_match": _f(nanmedian([r["best_match"]["score"] for r in self.records]))}
+        for name, fr in self.control_fractions.items():
+            out[f"classical_control_{name}"] = float(sum(fr[c] for c in classical))
+        for cls in classical:
+            out[cls] = float(self.fractions[cls])
+        for kind, key in (("phase", "structured_beyond_spectrum"), ("shuffle", "structured_beyond_pixels")):
+            test = self.surrogate.get(kind)
+            if test is not None:
+                out[key] = test.fraction
+                for name, v in test.control_fractions.items():
+                    out[f"{key}_control_{name}"] = v
+        return out
 
     @property
     def classes(self) -> list[str]:
@@ -128,6 +172,9 @@ class AtlasResult:
             "counts": dict(self.counts),
             "fractions": dict(self.fractions),
             "control_fractions": {n: dict(d) for n, d in self.control_fractions.items()},
+            "calibration_sizes": dict(self.calibration_sizes),
+            "calibration_fractions": {n: dict(d) for n, d in self.calibration_fractions.items()},
+            "surrogate_test": {k: t.to_dict() for k, t in self.surrogate.items()},
             "median_best_match": _f(nanmedian([r["best_match"]["score"] for r in self.records])),
             "control_median_best_match": {n: _f(nanmedian(v)) for n, v in self.null_best.items()},
             "notes": list(self.notes),
@@ -175,9 +222,13 @@ class AtlasResult:
         where = ", ".join(x for x in (f"layer {self.layer}" if self.layer else "",
                                       f"epoch {self.epoch}" if self.epoch is not None else "") if x)
         lines = [f"kernel atlas: {o} kernels of {c}x{kh}x{kw}" + (f" ({where})" if where else "")]
+        lines.extend(t.describe() for t in self.surrogate.values())
         thr = ", ".join(f"{k} {v:.3f}" for k, v in self.thresholds.items() if np.isfinite(v))
         lines.append(f"thresholds (p{self.percentile:g} of the {', '.join(self.threshold_nulls)} nulls; "
                      f"cosines, Gabor R^2): {thr}")
+        if self.calibration_sizes:
+            lines.append("controls below are independent draws from those that set the thresholds "
+                         f"({', '.join(self.calibration_sizes)} redrawn): their fractions are measured")
         nulls = list(self.control_fractions)
         header = f"{'class':<16}{'count':>6}{'fraction':>10}" + "".join(
             f"{n + ' (' + str(self.control_sizes[n]) + ')':>16}" for n in nulls)
@@ -228,11 +279,12 @@ def _add_colour(records: list[dict], census: ColourCensus) -> list[dict]:
     return out
 
 
-def _null_measures(kind, shape, n, seed, smooth_sigma, bank, kernels, cacheable):
-    key = (kind, shape[1:], n, seed, smooth_sigma)
+def _null_measures(kind, shape, n, seed, smooth_sigma, bank, kernels, cacheable, draw=0):
+    """Measures of ``n`` null kernels; ``draw`` 0 calibrates (thresholds), 1 is the reported control."""
+    key = (kind, shape[1:], n, seed, smooth_sigma, draw)
     if cacheable and key in _NULL_CACHE:
         return _NULL_CACHE[key]
-    rng = np.random.default_rng([seed, NULL_KINDS.index(kind)])
+    rng = np.random.default_rng([seed, NULL_KINDS.index(kind)] + ([draw] if draw else []))
     m = measure(null_kernels(kind, shape, n=n, rng=rng, kernels=kernels, smooth_sigma=smooth_sigma), bank=bank)
     if cacheable:
         if len(_NULL_CACHE) > 16:
@@ -294,7 +346,9 @@ def atlas(kernels: np.ndarray, *, init_kernels: np.ndarray | None = None, init_n
           threshold_nulls: tuple[str, ...] = ("random", "shuffled", "init"), seed: int = 0,
           smooth_sigma: float = 1.0, min_cycles: float = 0.25, bank: TemplateBank | None = None,
           layer: str | None = None, source: str | None = None, epoch: int | None = None, colour: bool = True,
-          colour_threshold_nulls: dict[str, tuple[str, ...]] | None = None) -> AtlasResult:
+          colour_threshold_nulls: dict[str, tuple[str, ...]] | None = None, init_control: np.ndarray | None = None,
+          surrogates: int = 999, surrogate_alpha: float = 0.05, surrogate_controls: tuple[str, ...] = ("smooth",),
+          surrogate_control_layers: int | None = None) -> AtlasResult:
     """How close each kernel is to a classical filter, judged against null kernels of the same shape.
 
     Parameters
@@ -337,6 +391,20 @@ def atlas(kernels: np.ndarray, *, init_kernels: np.ndarray | None = None, init_n
     colour_threshold_nulls : dict of str to tuple of str, optional
         Colour class -> nulls that set its threshold (default
         :data:`~kernelscope.analysis.atlas.colour.COLOUR_THRESHOLD_NULLS`).
+    init_control : ndarray of shape (n, C, kh, kw), optional
+        Further fresh initialisations, independent of ``init_null``: the reported ``init``
+        control when ``init_null`` sets thresholds. Without it a large ``init_null``
+        (>= 2 x ``MIN_THRESHOLD_NULL``) is split, even kernels calibrate and odd kernels
+        are reported; a smaller one is reported from the calibration draw, with a note.
+    surrogates : int
+        Surrogates per kernel for the surrogate test (phase-randomised and pixel-shuffled;
+        see :mod:`~kernelscope.analysis.atlas.surrogates`); 0 skips the test.
+    surrogate_alpha : float
+        Its Benjamini-Hochberg FDR level over the layer.
+    surrogate_controls : tuple of str
+        Control kernels put through the same test (``"smooth"``, ``"random"``).
+    surrogate_control_layers : int, optional
+        Pseudo-layers of ``O`` control kernels (default: enough for 64 kernels, at least 1).
 
     Returns
     -------
@@ -384,6 +452,15 @@ def atlas(kernels: np.ndarray, *, init_kernels: np.ndarray | None = None, init_n
                                              stack if kind in ("shuffled", "spectral") else None,
                                              cacheable and kind not in ("shuffled", "spectral"))
     init_source = init_null_stack if init_null_stack is not None else init_stack
+    init_report = None
+    if init_control is not None:
+        init_report = as_kernel_stack(init_control, name="init_control")
+        if init_report.shape[1:] != stack.shape[1:]:
+            raise KernelscopeError(f"init_control kernels must have shape (n, {', '.join(map(str, shape[1:]))}), "
+                                   f"got {init_report.shape}")
+    elif (init_null_stack is not None and "init" in threshold_nulls
+          and len(init_null_stack) >= 2 * MIN_THRESHOLD_NULL):
+        init_source, init_report = init_null_stack[0::2], init_null_stack[1::2]
     if init_source is not None:
         null_measures["init"] = measure(init_source, bank=bank)
     used = [n for n in threshold_nulls if n in null_measures]
@@ -400,10 +477,38 @@ def atlas(kernels: np.ndarray, *, init_kernels: np.ndarray | None = None, init_n
     labels, margins = classify(learned, thresholds, min_cycles=min_cycles)
     counts = {c: int(np.sum(labels == c)) for c in CLASSES}
     fractions = {c: counts[c] / shape[0] for c in CLASSES}
+    # Calibration and control are different draws: every null that set a threshold is drawn
+    # again from its own seed (init: further initialisations) and that draw is reported.
+    control_measures = dict(null_measures)
+    calibration_fractions, calibration_sizes = {}, {}
+    for name in used:
+        if name == "init":
+            if init_report is None:
+                notes.append("the init control is the draw that set the thresholds (too few initial kernels to "
+                             "redraw): its fraction is at most about 1 - percentile by construction")
+                continue
+            control_measures["init"] = measure(init_report, bank=bank)
+        else:
+            control_measures[name] = _null_measures(name, shape, int(n_null), seed, smooth_sigma, bank,
+                                                    stack if name in ("shuffled", "spectral") else None,
+                                                    cacheable and name not in ("shuffled", "spectral"), draw=1)
+        calibration_labels, _ = classify(null_measures[name], thresholds, min_cycles=min_cycles)
+        calibration_fractions[name] = {c: float(np.mean(calibration_labels == c)) for c in CLASSES}
+        calibration_sizes[name] = len(null_measures[name])
     control_fractions = {}
-    for name, m in null_measures.items():
+    for name, m in control_measures.items():
         null_labels, _ = classify(m, thresholds, min_cycles=min_cycles)
         control_fractions[name] = {c: float(np.mean(null_labels == c)) for c in CLASSES}
+
+    tests: dict[str, SurrogateTest] = {}
+    if int(surrogates) > 0:
+        layers = surrogate_control_layers
+        if layers is None:
+            layers = max(1, int(np.ceil(64 / shape[0])))
+        for kind in SURROGATE_KINDS:
+            tests[kind] = surrogate_test(stack, kind=kind, n_surrogates=int(surrogates), alpha=surrogate_alpha,
+                                         controls=surrogate_controls, control_layers=int(layers), seed=seed,
+                                         smooth_sigma=smooth_sigma, bank=None if cacheable else bank)
 
     if min(shape[2:]) < MIN_GABOR_SIZE:
         notes.append(f"Gabor-likeness is not identifiable for {shape[2]}x{shape[3]} kernels (a 9-parameter "
@@ -418,8 +523,14 @@ def atlas(kernels: np.ndarray, *, init_kernels: np.ndarray | None = None, init_n
 
     census = None
     records = _records(learned, labels, margins, init_stack)
+    for kind, test in tests.items():
+        for i, record in enumerate(records):
+            record.setdefault("surrogate", {})[kind] = {"p": _f(test.p[i]), "q": _f(test.q[i]),
+                                                        "structured": bool(test.structured[i]),
+                                                        "surrogate_median": _f(test.surrogate_median[i])}
     if colour and shape[1] == 3:
-        census = colour_census(stack, init_null=init_source, percentile=percentile, n_null=int(n_null), seed=seed,
+        colour_init = init_null_stack if init_null_stack is not None else init_stack  # as before: unchanged
+        census = colour_census(stack, init_null=colour_init, percentile=percentile, n_null=int(n_null), seed=seed,
                                threshold_nulls=colour_threshold_nulls, min_calibration=MIN_THRESHOLD_NULL)
         records = _add_colour(records, census)
 
@@ -428,10 +539,11 @@ def atlas(kernels: np.ndarray, *, init_kernels: np.ndarray | None = None, init_n
                      for j, s in zip(learned.match.best_index, learned.match.best_sign, strict=True)])
     return AtlasResult(
         records=records, counts=counts, fractions=fractions,
-        control_fractions=control_fractions, control_sizes={n: len(m) for n, m in null_measures.items()},
+        control_fractions=control_fractions, control_sizes={n: len(m) for n, m in control_measures.items()},
         thresholds=thresholds, null_percentiles=per_null, threshold_nulls=used, percentile=float(percentile),
         notes=notes, shape=shape, layer=layer, source=source, epoch=epoch, kernels=stack,
         scores=learned.scores(), null_scores=null_scores,
-        null_best={n: m.match.best_score for n, m in null_measures.items()}, best_templates=best,
-        profiles=learned.profiles, colour=census,
+        null_best={n: m.match.best_score for n, m in control_measures.items()}, best_templates=best,
+        profiles=learned.profiles, colour=census, calibration_fractions=calibration_fractions,
+        calibration_sizes=calibration_sizes, surrogate=tests,
     )

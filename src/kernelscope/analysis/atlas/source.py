@@ -106,11 +106,20 @@ def atlas_of(source: Any, *, layer: str | None = None, epoch: int | None = None,
     if layer is not None and layer.endswith(".weight") and layer not in dict(model.named_modules()):
         layer = layer[: -len(".weight")]  # a state dict's key names the layer too
     name, kernels, _ = layer_kernels(model, layer)
-    init_null = src.init_kernels(name, n_null, seed=seed)
-    result = atlas(kernels, init_null=init_null, seed=seed, n_null=n_null, layer=name, source=label, **options)
+    init_null, init_control = _init_draws(src, name, n_null, seed)
+    result = atlas(kernels, init_null=init_null, init_control=init_control, seed=seed, n_null=n_null, layer=name,
+                   source=label, **options)
     if init_null is None:
         result.notes.append(f"layer {name!r} cannot be re-initialised: no init control")
     return result
+
+
+def _init_draws(src: Any, layer: str, n_null: int, seed: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Fresh initialisations: the first ``n_null`` calibrate (the same draws as before), the next are the control."""
+    drawn = src.init_kernels(layer, 2 * n_null, seed=seed)
+    if drawn is None:
+        return None, None
+    return drawn[:n_null], drawn[n_null:2 * n_null]
 
 
 def _atlas_of_run(src: Any, *, layer, epoch, with_evolution, over, seed, n_null, **options) -> AtlasResult:
@@ -134,8 +143,9 @@ def _atlas_of_run(src: Any, *, layer, epoch, with_evolution, over, seed, n_null,
     kernels = np.asarray(run.kernels(epoch, layer), dtype=np.float64)
     chosen = run.epochs[-1] if epoch is None or epoch == -1 else int(epoch)
     init_kernels = np.asarray(run.kernels(0, layer), dtype=np.float64) if 0 in run.epochs else None
-    init_null = src.init_kernels(layer, n_null, seed=seed)
-    result = atlas(kernels, init_kernels=init_kernels, init_null=init_null, seed=seed, n_null=n_null,
+    init_null, init_control = _init_draws(src, layer, n_null, seed)
+    result = atlas(kernels, init_kernels=init_kernels, init_null=init_null, init_control=init_control, seed=seed,
+                   n_null=n_null,
                    layer=layer, source=str(path), epoch=chosen, **options)
     if init_null is None and init_kernels is not None:
         result.notes.append("the init control is the run's epoch-0 snapshot only (the architecture could not "
