@@ -230,8 +230,15 @@ class _LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="kernelscope")
 @click.option("--debug", is_flag=True,
               help="On an error, also print the traceback (or set KERNELSCOPE_DEBUG=1).")
-def cli(debug: bool) -> None:
+@click.option("--quiet", "-q", is_flag=True, help="No progress output on stderr (results and errors still print).")
+@click.option("--verbose", "-v", is_flag=True,
+              help="Progress bars even when stderr is not a terminal (default there: one line per finished step).")
+def cli(debug: bool, quiet: bool, verbose: bool) -> None:
     """See and measure what the convolution kernels of a CNN learn."""
+    if quiet and verbose:
+        raise click.UsageError("give --quiet or --verbose, not both")
+    if quiet or verbose:
+        os.environ["KERNELSCOPE_PROGRESS"] = "0" if quiet else "bar"
 
 
 def main(argv: list[str] | None = None) -> None:

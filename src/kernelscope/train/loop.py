@@ -273,7 +273,7 @@ class TorchBackend:
         self.model.train()
         order = torch.randperm(n, generator=generator)  # the same global order on every rank
         totals = [0.0, 0.0, 0.0]  # loss sum, correct, count (this rank)
-        bar = progress(total=(n + batch - 1) // batch, desc=f"epoch {epoch}/{config.epochs}",
+        bar = progress(total=(n + batch - 1) // batch, desc=f"epoch {epoch}/{config.epochs}", unit="batch",
                        disable=None if (config.progress and self.context.is_main) else True)
         for start in range(0, n, batch):
             index = order[start:start + batch]  # (B,) the global batch

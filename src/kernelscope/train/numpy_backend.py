@@ -60,7 +60,7 @@ class NumpyBackend:
         n, batch = len(self.y_train), config.batch_size
         order = rng.permutation(n)  # (N,)
         loss_sum, correct = 0.0, 0
-        bar = progress(total=(n + batch - 1) // batch, desc=f"epoch {epoch}/{config.epochs} (numpy)",
+        bar = progress(total=(n + batch - 1) // batch, desc=f"epoch {epoch}/{config.epochs} (numpy)", unit="batch",
                        disable=None if config.progress else True)
         for start in range(0, n, batch):
             index = order[start:start + batch]  # (B,)
