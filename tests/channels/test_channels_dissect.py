@@ -102,6 +102,27 @@ def test_a_hand_set_detector_is_found_and_beats_its_nulls(rng):
     assert eye["null_p95"][0] < 0.05  # shuffled masks land elsewhere
     assert eye["chance"][0] == pytest.approx(chance_iou(np.array([154 / 30720]), 120 / 30720)[0], rel=0.02)
     assert result.detectors() == {"eye": [0]}
+    assert result.detectors(gated=True) == {"eye": [0]}  # its IoU clears its own null's p95 too
+    assert result.detector_counts() == {"eye": {"iou": 1, "gated": 1}}
+
+
+def test_a_detector_of_where_masks_usually_are_is_not_gated(rng):
+    # the eye is always at the same pixel and so is the brightest pixel: IoU ~0.8 > 0.04, yet the
+    # masks shuffled across images land on the same pixel, so the permutation null reaches it too
+    n = 120
+    masks = np.zeros((n, 16, 16), dtype=bool)
+    masks[:, 7, 7] = True
+    images = (rng.random((n, 1, 16, 16)) * 0.5 + 2.0 * masks[:, None]).astype(np.float32)
+    result = dissect(_eye_detector(), "0", images, {"eye": masks}, n_permutations=10)
+    eye = result.trained["concepts"]["eye"]
+    assert eye["iou"][0] > 0.5 and eye["null_p95"][0] >= eye["iou"][0] - 1e-9
+    assert result.detectors() == {"eye": [0]}
+    assert result.detectors(gated=True) == {"eye": []}
+    summary = result.to_dict()["summary"]["trained"]["eye"]
+    assert (summary["n_detectors"], summary["n_detectors_gated"]) == (1, 0)
+    assert [row["detector_gated"] for row in result.rows()] == [False, False]
+    # without permutations there is no null: nothing passes the gate
+    assert dissect(_eye_detector(), "0", images, {"eye": masks}, n_permutations=0).detectors(gated=True) == {"eye": []}
 
 
 def test_init_control_is_scored_the_same_way(rng):

@@ -7,7 +7,9 @@ Protocol, per channel ``c`` of a layer and concept ``k``:
 2. each activation map is upsampled to the mask size (bilinear, ``align_corners=False``)
    and thresholded: ``A_i = up(a_i) > t_c``;
 3. ``IoU_{c,k} = sum_i |A_i & M_i| / sum_i |A_i | M_i|`` pooled over the dataset;
-   a channel is a detector of ``k`` when ``IoU > 0.04``.
+   a channel is a detector of ``k`` when ``IoU > 0.04``; a **gated** detector also needs its
+   IoU above the permutation null's 95th percentile for that channel and concept (a fixed
+   0.04 can be reached by chance: every summary reports both counts).
 
 With each IoU come three references:
 
@@ -396,6 +398,15 @@ def _layer_output(model: nn.Module, layer: str, x: Any) -> np.ndarray:
     return acts.float().cpu().numpy()
 
 
+def _passes(concept: dict[str, Any], iou_threshold: float, gated: bool) -> np.ndarray:
+    """(C,) bool: IoU > the fixed threshold and, when ``gated``, > the channel's null p95 (NaN never passes)."""
+    iou = np.asarray(concept["iou"], dtype=float)
+    ok = iou > iou_threshold
+    if gated:
+        ok &= iou > np.nan_to_num(np.asarray(concept["null_p95"], dtype=float), nan=np.inf)
+    return ok
+
+
 @dataclass
 class DissectResult:
     """Network Dissection of one layer, trained network and its initialisation control.
@@ -416,12 +427,23 @@ class DissectResult:
     at: str = "activation"
     read: str = ""
 
-    def detectors(self, which: str = "trained") -> dict[str, list[int]]:
-        """Channels with IoU above ``iou_threshold``, per concept."""
+    def detectors(self, which: str = "trained", *, gated: bool = False) -> dict[str, list[int]]:
+        """Channels with IoU above ``iou_threshold``, per concept.
+
+        ``gated=True``: also above that channel's permutation-null p95 (the masks shuffled
+        across images), so a fixed IoU reached by chance does not count. Without
+        permutations (``n_permutations=0``) no channel passes the gate.
+        """
         table = self.trained if which == "trained" else self.init
         if table is None:
             return {}
-        return {k: np.nonzero(table["concepts"][k]["iou"] > self.iou_threshold)[0].tolist() for k in self.concepts}
+        return {k: np.nonzero(_passes(table["concepts"][k], self.iou_threshold, gated))[0].tolist()
+                for k in self.concepts}
+
+    def detector_counts(self, which: str = "trained") -> dict[str, dict[str, int]]:
+        """Per concept: ``{"iou": n with IoU > 0.04, "gated": n that also clear the null's p95}``."""
+        return {k: {"iou": len(v), "gated": len(self.detectors(which, gated=True)[k])}
+                for k, v in self.detectors(which).items()}
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per (concept, channel): the CSV table."""
@@ -435,6 +457,7 @@ class DissectResult:
                     "null_mean": float(t["null_mean"][c]), "null_p95": float(t["null_p95"][c]),
                     "detector": bool(t["iou"][c] > self.iou_threshold),
                     "above_null_p95": bool(t["iou"][c] > t["null_p95"][c]),
+                    "detector_gated": bool(_passes(t, self.iou_threshold, True)[c]),
                     "init_iou": float(i["iou"][c]) if i is not None else None,
                     "init_null_p95": float(i["null_p95"][c]) if i is not None else None,
                 })
@@ -447,6 +470,7 @@ class DissectResult:
             return {k: {"best_channel": int(np.argmax(v["iou"])), "best_iou": float(np.max(v["iou"])),
                         "n_detectors": int((v["iou"] > self.iou_threshold).sum()),
                         "n_above_null_p95": int((v["iou"] > v["null_p95"]).sum()),
+                        "n_detectors_gated": int(_passes(v, self.iou_threshold, True).sum()),
                         "coverage": v["coverage"], "max_null_p95": float(np.max(v["null_p95"]))}
                     for k, v in table["concepts"].items()}
 
@@ -455,9 +479,13 @@ class DissectResult:
             "n_permutations": self.n_permutations,
             "protocol": {"read": self.read, "threshold": f"top {self.top_fraction:.1%} of each channel's activations over "
                                       "the dataset", "upsampling": "bilinear to the mask size",
-                         "iou": "pooled over the dataset", "detector": f"IoU > {self.iou_threshold}"},
+                         "iou": "pooled over the dataset", "detector": f"IoU > {self.iou_threshold}",
+                         "detector_gated": f"IoU > {self.iou_threshold} and IoU > the channel's permutation-null "
+                                           f"p95 ({self.n_permutations} permutations)"},
             "summary": {"trained": summary(self.trained), "init": summary(self.init)},
             "detectors": {"trained": self.detectors("trained"), "init": self.detectors("init")},
+            "detectors_gated": {"trained": self.detectors("trained", gated=True),
+                                "init": self.detectors("init", gated=True)},
             "mask_sources": self.mask_counts,
             "channels": self.rows(),
         }
