@@ -14,7 +14,7 @@ from kernelscope.analysis.occlusion import (
     landmark_part_masks,
     occlude,
 )
-from kernelscope.analysis.parts import part_selectivity, part_selectivity_layers
+from kernelscope.analysis.parts import PartSelectivity, part_selectivity, part_selectivity_layers
 from kernelscope.data.face_masks import shift_mask, shift_overlap
 from kernelscope.errors import KernelscopeError
 
@@ -82,6 +82,28 @@ def test_hand_set_eye_channel_is_found_with_its_exact_drop(rng):
     # covering the mouth leaves the face logit alone (its controls may land on the eye: effect <= 0)
     assert r.output_stats["mouth"]["occluded"] == pytest.approx(out["intact"], abs=1e-6)
     assert r.output_stats["mouth"]["effect"] <= 1e-6
+
+
+def test_a_detector_gated_on_the_controls_interval():
+    # Channel 0: covering the part removes 90% every time, the controls nothing: a detector either way.
+    # Channel 1: a fragile channel; on half the faces any occluder removes 80% of it, the part 16 points more.
+    # The paired difference is a steady 0.16 (> margin, interval above 0), but a 0.56 drop lies inside the
+    # controls' own bootstrap interval (0.4 +- ~0.23 over 12 faces): a detector, not a gated one.
+    n = 12
+    fragile = np.where(np.arange(n) % 2 == 0, 0.8, 0.0)  # (N,)
+    intact = np.ones((n, 2))
+    occluded = np.stack([np.full(n, 0.1), 1.0 - (fragile + 0.16)], axis=1)  # (N, C)
+    controls = np.stack([np.ones(n), 1.0 - fragile], axis=1)[:, None, :].repeat(2, axis=1)  # (N, K, C)
+    r = PartSelectivity(layer="x", parts=["eye"], intact=intact, occluded={"eye": occluded},
+                        controls={"eye": controls}, settings={"margin": 0.15, "n_boot": 2000, "ci": 0.95, "seed": 0})
+    st = r.stats["eye"]
+    assert st["selectivity"] == pytest.approx([0.9, 0.16]) and st["ci_low"][1] > 0
+    assert r.detectors("eye") == [0, 1]
+    assert st["control_drop_ci_high"][1] > st["part_drop"][1] == pytest.approx(0.56)
+    assert r.detectors("eye", gated=True) == [0]
+    summary = r.summary()["eye"]
+    assert (summary["n_detectors"], summary["n_detectors_gated"]) == (2, 1)
+    assert [row["detector_gated"] for row in r.table()] == [True, False]
 
 
 def test_random_model_on_noise_has_no_part_detector(rng):

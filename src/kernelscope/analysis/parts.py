@@ -15,7 +15,9 @@ The protocol (in the spirit of Zeiler & Fergus's occlusion experiments):
    interval over images. The maxima are non-negative, so no drop exceeds 100%
    (a signed map whose maximum turns negative under occlusion would give more).
 3. A channel is a *part detector* when ``selectivity > margin`` (default 0.15)
-   and the interval excludes zero. Channels whose mean intact maximum is below
+   and the interval excludes zero; a **gated** part detector also needs its part drop
+   beyond the upper end of the equal-area controls' own bootstrap interval
+   (``control_drop_ci_high``): every summary reports both counts. Channels whose mean intact maximum is below
    ``activity_floor`` (1%) of the layer's most active channel are marked
    inactive (ratios of near-zero numbers mean nothing).
 
@@ -141,14 +143,20 @@ class PartSelectivity:
         alpha = (1.0 - float(self.settings.get("ci", 0.95))) / 2
         low = np.full(self.channels, np.nan)
         high = np.full(self.channels, np.nan)
+        control_high = np.full(self.channels, np.nan)
         if active.any():
             with np.errstate(divide="ignore", invalid="ignore"):
                 boot = (bc[:, active] - bp[:, active]) / b0[:, active]  # (B, C_active): diff per resample
+                control_boot = 1.0 - bc[:, active] / b0[:, active]  # (B, C_active): control drop per resample
             low[active], high[active] = np.quantile(boot, [alpha, 1 - alpha], axis=0)
+            control_high[active] = np.quantile(control_boot, 1 - alpha, axis=0)
         margin = float(self.settings.get("margin", 0.15))
         detector = active & (diff > margin) & (low > 0)
+        # gated: the part's drop also lies beyond the equal-area controls' own bootstrap interval
+        gated = detector & (part_drop > np.nan_to_num(control_high, nan=np.inf))
         return {"mean_intact": mean0, "active": active, "part_drop": part_drop, "control_drop": control_drop,
-                "selectivity": diff, "ci_low": low, "ci_high": high, "detector": detector}
+                "selectivity": diff, "ci_low": low, "ci_high": high, "detector": detector,
+                "control_drop_ci_high": control_high, "detector_gated": gated}
 
     def _output_stats(self, part: str) -> dict[str, float]:
         s0 = self.output_intact.astype(np.float64)  # (N,)
@@ -161,10 +169,14 @@ class PartSelectivity:
                 "effect": float((sc - sp).mean()), "ci_low": float(np.quantile(boot, alpha)),
                 "ci_high": float(np.quantile(boot, 1 - alpha))}
 
-    def detectors(self, part: str) -> list[int]:
-        """Channels that are detectors of ``part``, most selective first."""
+    def detectors(self, part: str, *, gated: bool = False) -> list[int]:
+        """Channels that are detectors of ``part``, most selective first.
+
+        ``gated=True``: only those whose part drop also exceeds the upper end of the
+        equal-area controls' bootstrap interval (``control_drop_ci_high``).
+        """
         st = self.stats[part]
-        idx = np.flatnonzero(st["detector"])
+        idx = np.flatnonzero(st["detector_gated" if gated else "detector"])
         return [int(i) for i in idx[np.argsort(-st["selectivity"][idx], kind="stable")]]
 
     def ranking(self, part: str) -> list[int]:
@@ -196,6 +208,8 @@ class PartSelectivity:
                     "part_drop": finite_or_none(st["part_drop"][c]), "control_drop": finite_or_none(st["control_drop"][c]),
                     "selectivity": finite_or_none(st["selectivity"][c]), "ci_low": finite_or_none(st["ci_low"][c]),
                     "ci_high": finite_or_none(st["ci_high"][c]), "detector": bool(st["detector"][c]),
+                    "control_drop_ci_high": finite_or_none(st["control_drop_ci_high"][c]),
+                    "detector_gated": bool(st["detector_gated"][c]),
                 })
         return rows
 
@@ -204,6 +218,8 @@ class PartSelectivity:
         out: dict[str, Any] = {}
         for part in self.parts:
             out[part] = {"n_detectors": len(self.detectors(part)), "detectors": self.detectors(part),
+                         "n_detectors_gated": len(self.detectors(part, gated=True)),
+                         "detectors_gated": self.detectors(part, gated=True),
                          "best": self.best(part), "at": self.at, "read": self.read}
             if part in self.output_stats:
                 out[part]["output"] = self.output_stats[part]
