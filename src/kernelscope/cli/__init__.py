@@ -57,6 +57,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "images": ("kernelscope.cli.images", "images_command", "List the real sample images bundled with the installed packages."),
     "parts": ("kernelscope.cli.parts", "command", "Part detectors by occlusion: channels that respond to eyes, nose, mouth."),
     "models": ("kernelscope.cli.models", "models_command", "The pretrained networks installed packages ship, and the architectures --arch accepts."),
+    "correlation": ("kernelscope.cli.correlation", "command", "Does a channel measure correlation? Linear templates, raw vs normalised, tuning."),
     "atlas": ("kernelscope.cli.atlas", "atlas_command", "How close a layer's kernels are to classical filters, against null controls."),
     "serve": ("kernelscope.cli.serve", "serve_command", "The interactive explorer: the operation explained cell by cell, and runs, in a local web page."),
 }
