@@ -1,0 +1,615 @@
+"""What each channel wants to see: activation maximisation, with its controls (Olah et al., 2017).
+
+An image is optimised, by gradient ascent, to excite one unit of a layer. Three choices make
+the result an image rather than adversarial noise, as in Lucid/Lucent:
+
+- **a decorrelated parameterisation**: the image is the inverse real FFT of a spectrum whose
+  frequency ``f`` is scaled by ``1 / max(f, 1/size)``, so that every frequency starts with the
+  same gradient step in the spectrum's coordinates (no high-frequency noise wins early);
+  for RGB the three channels are mixed by the square root of natural images' colour
+  covariance (a channel of the parameter is a decorrelated colour); a sigmoid keeps
+  pixels in [0, 1], and the model's own normalisation follows;
+- **transformation robustness**: at every step each image is shifted, scaled and rotated
+  by a random amount (one affine warp per image; what falls outside is the data's mean
+  colour), so the optimum must survive small moves;
+- **an optional diversity term**: several images per unit, their Gram matrices at the
+  layer pushed apart.
+
+All requested units of a layer are optimised in one batch. The objective is linear in the
+layer's activation vector ``a(y, x)`` (one vector of C channels per position):
+
+====================  ============================================  =========================
+objective             optimised (mean over positions of)            reported ("reached")
+====================  ============================================  =========================
+``channel`` c         ``a_c``                                       spatial max of ``a_c``
+``neuron`` c          ``a_c`` at the centre position only           ``a_c`` at the centre
+``direction`` u       ``u . a`` (u: unit vector, default the mean   spatial max of ``u . a``
+                      activation vector at channel c's top patches)
+====================  ============================================  =========================
+
+The reached value is measured on the final image without transformations, with the same
+statistic as over the data set (a top patch's value is a spatial max; a neuron's data-set
+maximum is taken at the same position), so ``ratio = reached / data_max`` says how far the
+rendered image goes beyond the best image of the data. Where ``at="activation"`` reads the
+nonlinearity after a conv, the optimisation follows the nonlinearity's *input* (a ReLU's
+zero gradient would freeze a unit that starts below zero); the reached value is read after it.
+
+Controls, with every ratio: the same optimisation on the network at initialisation
+(``init_model``: its own data-set maxima) and random unit directions in the layer's
+activation space (on the trained network). A channel whose ratio is not above the init
+control's is flagged ``beats_init=False`` and is not a finding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kernelscope.analysis.hooks import _to_tensor, capture, forward_until, iter_batches, model_device, read_point
+from kernelscope.errors import KernelscopeError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from kernelscope.analysis.toppatches import TopPatches
+
+__all__ = ["OBJECTIVES", "COLOUR_SQRT", "fourier_scale", "FourierImage", "random_affine", "render", "data_max",
+           "Renders", "Visualization", "feature_visualization", "parse_channels"]
+
+OBJECTIVES = ("channel", "neuron", "direction")
+
+#: Square root of the colour covariance of natural images (ImageNet, as Lucid measured it); the
+#: columns are decorrelated colour directions. Normalised so the largest column has norm 1.
+_COLOUR = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=np.float32)
+COLOUR_SQRT = _COLOUR / np.linalg.norm(_COLOUR, axis=0).max()
+
+
+def parse_channels(text: str | None, n_channels: int) -> list[int]:
+    """``"0-3,7"`` -> ``[0, 1, 2, 3, 7]``, checked against a layer of ``n_channels`` channels.
+
+    Examples
+    --------
+    >>> parse_channels("0-3,7", 8)
+    [0, 1, 2, 3, 7]
+    >>> parse_channels(None, 3)
+    [0, 1, 2]
+    >>> parse_channels("9", 8)
+    Traceback (most recent call last):
+    ...
+    kernelscope.errors.KernelscopeError: channel 9 is out of range: the layer has 8 channels (0-7)
+    """
+    if text is None or str(text).strip() == "":
+        return list(range(n_channels))
+    out: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        try:
+            if "-" in part.lstrip("-"):
+                first, _, last = part.partition("-")
+                values = list(range(int(first), int(last) + 1))
+                if not values:
+                    raise ValueError
+            else:
+                values = [int(part)]
+        except ValueError:
+            raise KernelscopeError(f"channels must look like '0-15' or '0,3,7', got {text!r}") from None
+        for value in values:
+            if not 0 <= value < n_channels:
+                raise KernelscopeError(f"channel {value} is out of range: the layer has {n_channels} channels "
+                                       f"(0-{n_channels - 1})")
+            if value not in out:
+                out.append(value)
+    return out
+
+
+# ---------------------------------------------------------------------- the parameterisation
+
+
+def fourier_scale(h: int, w: int, decay: float = 1.0) -> np.ndarray:
+    """Per-frequency scale ``1 / max(f, 1/max(h, w)) ** decay`` of an ``rfft2`` spectrum, shape (h, w//2 + 1).
+
+    Examples
+    --------
+    >>> s = fourier_scale(4, 4)
+    >>> s.shape, float(s[0, 0]), float(s[0, 2])  # the DC term is capped at max(h, w); f = 0.5 -> 2
+    ((4, 3), 4.0, 2.0)
+    """
+    fy = np.fft.fftfreq(h)[:, None]  # (h, 1) cycles per pixel
+    fx = np.fft.rfftfreq(w)[None, :]  # (1, w//2 + 1)
+    f = np.sqrt(fx**2 + fy**2)  # (h, w//2 + 1)
+    return (1.0 / np.maximum(f, 1.0 / max(h, w)) ** decay).astype(np.float32)
+
+
+class FourierImage:
+    """A batch of images ``(B, C, H, W)`` in [0, 1], parameterised by a scaled spectrum (see the module).
+
+    The parameter is ``(B, C, H, W//2 + 1, 2)`` (real and imaginary parts), started at
+    ``N(0, sd)``; :meth:`__call__` gives ``sigmoid(colour @ irfft2(scale * spectrum) / 4)``.
+    With ``fourier=False`` the parameter is the pre-sigmoid pixels themselves (the plain
+    baseline). ``decorrelate`` mixes RGB by :data:`COLOUR_SQRT` (ignored for grey).
+
+    Examples
+    --------
+    >>> import torch
+    >>> image = FourierImage(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    >>> x = image()
+    >>> tuple(x.shape), bool(((x > 0) & (x < 1)).all())
+    ((2, 3, 8, 8), True)
+    """
+
+    def __init__(self, batch: int, channels: int, h: int, w: int, *, fourier: bool = True, decorrelate: bool = True,
+                 decay: float = 1.0, sd: float = 0.01, device: Any = "cpu", generator: torch.Generator | None = None):
+        import torch
+
+        self.shape = (batch, channels, h, w)
+        self.fourier = fourier
+        self.decorrelate = decorrelate and channels == 3
+        if fourier:
+            size = (batch, channels, h, w // 2 + 1, 2)
+            self.scale = torch.from_numpy(fourier_scale(h, w, decay))[None, None, :, :, None].to(device)
+        else:
+            size = (batch, channels, h, w)
+        self.param = (torch.randn(size, generator=generator) * sd).to(device).requires_grad_(True)
+        self.colour = torch.from_numpy(COLOUR_SQRT).to(device)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.param]
+
+    def __call__(self) -> torch.Tensor:
+        import torch
+
+        b, c, h, w = self.shape
+        if self.fourier:
+            spectrum = torch.view_as_complex(self.scale * self.param)  # (B, C, H, W//2+1) complex
+            x = torch.fft.irfft2(spectrum, s=(h, w), norm="ortho") / 4.0  # (B, C, H, W); Lucid's 4 tames saturation
+        else:
+            x = self.param
+        if self.decorrelate:
+            x = torch.einsum("ij,bjhw->bihw", self.colour, x)  # (B, 3, H, W): decorrelated -> RGB
+        return torch.sigmoid(x)
+
+
+def random_affine(x: torch.Tensor, *, shift: int, scale: float = 0.05, degrees: float = 10.0,
+                  fill: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each image of ``x`` (B, C, H, W) shifted by up to ``shift`` px, scaled by ``1 +- scale``, rotated by up to
+    ``degrees``: one bilinear warp per image. Pixels from outside the image take ``fill`` (C,), default 0.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.rand(2, 1, 6, 6)
+    >>> torch.allclose(random_affine(x, shift=0, scale=0.0, degrees=0.0), x, atol=1e-5)
+    True
+    """
+    import torch
+    import torch.nn.functional as F
+
+    b, c, h, w = x.shape
+    dev = x.device
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return (torch.rand(b, generator=generator) * (high - low) + low).to(dev)
+
+    angle = uniform(-degrees, degrees) * (math.pi / 180.0)  # (B,)
+    zoom = 1.0 / uniform(1.0 - scale, 1.0 + scale)  # (B,) sampling step: > 1 shrinks the image
+    dy = torch.randint(-shift, shift + 1, (b,), generator=generator).to(dev).float()
+    dx = torch.randint(-shift, shift + 1, (b,), generator=generator).to(dev).float()
+    theta = torch.zeros(b, 2, 3, device=dev)  # maps output to input coordinates in [-1, 1]
+    theta[:, 0, 0] = zoom * torch.cos(angle)
+    theta[:, 0, 1] = -zoom * torch.sin(angle) * h / w
+    theta[:, 1, 0] = zoom * torch.sin(angle) * w / h
+    theta[:, 1, 1] = zoom * torch.cos(angle)
+    theta[:, 0, 2] = 2.0 * dx / w
+    theta[:, 1, 2] = 2.0 * dy / h
+    grid = F.affine_grid(theta, [b, c, h, w], align_corners=False)  # (B, H, W, 2)
+    base = torch.zeros(c, device=dev) if fill is None else fill.to(dev)
+    base = base.view(1, c, 1, 1)
+    return F.grid_sample(x - base, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + base
+
+
+# ---------------------------------------------------------------------- reading a layer with gradients
+
+
+class _Stop(Exception):
+    """Raised in a hook to end the forward pass once the read layer has run."""
+
+
+@contextmanager
+def _reading(model: nn.Module, layer: str, at: str) -> Iterator[dict[str, Any]]:
+    """Hooks that keep, with their autograd graph, the read point's output (``"out"``) and, when it is an
+    activation module, its input (``"pre"``); the forward pass stops there (:class:`_Stop`).
+
+    The activation's input is kept before an in-place nonlinearity can overwrite it: the
+    pre-hook hands the module a copy. Hooks are removed in ``finally``.
+    """
+    from kernelscope.models.layers import get_layer
+
+    hooked, where = read_point(model, layer, at)
+    held: dict[str, Any] = {"read": where, "hooked": hooked}
+    handles = []
+
+    def keep_input(module, inputs):
+        held["pre"] = inputs[0]
+        return (inputs[0].clone(), *inputs[1:])
+
+    def stop(name: str, output: torch.Tensor) -> None:
+        held["out"] = output
+        raise _Stop
+
+    try:
+        if hooked != layer:  # an activation module follows the conv: optimise its input
+            handles.append(get_layer(model, hooked).register_forward_pre_hook(keep_input))
+        with capture(model, hooked, callback=stop, detach=False):
+            yield held
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _run_to_layer(model: nn.Module, x: torch.Tensor, held: dict[str, Any]) -> None:
+    held.pop("pre", None)
+    held.pop("out", None)
+    try:
+        model(x)
+    except _Stop:
+        pass
+    if "out" not in held:
+        raise KernelscopeError(f"layer {held['hooked']!r} did not run in the forward pass; choose a layer that does")
+    if held["out"].dim() != 4:
+        raise KernelscopeError(f"layer {held['hooked']!r} output has shape {tuple(held['out'].shape)}, not "
+                               "(N, C, H, W): visualisation needs a conv layer")
+
+
+def _objective_values(acts: torch.Tensor, weights: torch.Tensor, objective: str, reduce: str) -> torch.Tensor:
+    """(B,) value of each image's objective on ``acts`` (B, C, H', W') with ``weights`` (B, C).
+
+    ``reduce="mean"``: mean over positions (what is optimised); ``"max"``: spatial max
+    (what is reported, as over the data set). A neuron reads the centre position either way.
+    """
+    import torch
+
+    projected = torch.einsum("bc,bchw->bhw", weights, acts)  # (B, H', W')
+    if objective == "neuron":
+        h, w = projected.shape[1:]
+        return projected[:, h // 2, w // 2]
+    flat = projected.flatten(1)  # (B, H'*W')
+    return flat.mean(dim=1) if reduce == "mean" else flat.max(dim=1).values
+
+
+def _diversity(acts: torch.Tensor, groups: int) -> torch.Tensor:
+    """Mean cosine similarity of the Gram matrices of images of the same unit (``groups`` units, B/groups each)."""
+    import torch
+
+    b, c = acts.shape[:2]
+    flat = acts.flatten(2)  # (B, C, H'W')
+    gram = torch.einsum("bcn,bdn->bcd", flat, flat).flatten(1)  # (B, C*C)
+    gram = torch.nn.functional.normalize(gram, dim=1).view(groups, b // groups, -1)  # (U, n, C*C)
+    sim = torch.einsum("uik,ujk->uij", gram, gram)  # (U, n, n)
+    n = b // groups
+    return (sim.sum(dim=(1, 2)) - sim.diagonal(dim1=1, dim2=2).sum(dim=1)).mean() / max(n * (n - 1), 1)
+
+
+@dataclass
+class Renders:
+    """Images optimised for units of a layer (:func:`render`)."""
+
+    images: np.ndarray  # (U * n, C_in, H, W) in [0, 1], n images per unit, unit-major
+    reached: np.ndarray  # (U * n,) objective on the final untransformed image ("max"/centre statistic)
+    history: np.ndarray  # (steps,) mean optimised objective over the batch at each step
+    read: str
+    steps: int
+
+
+def render(model: nn.Module, layer: str, weights: np.ndarray, *, shape: tuple[int, int, int],
+           mean: Sequence[float] | None = None, std: Sequence[float] | None = None, at: str = "activation",
+           objective: str = "channel", steps: int = 128, lr: float = 0.1, per_unit: int = 1,
+           diversity: float = 0.0, transforms: bool = True, fourier: bool = True, decorrelate: bool = True,
+           seed: int = 0) -> Renders:
+    """Optimise ``per_unit`` images for each row of ``weights`` (U, C): one batch, Adam on the parameterisation.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Run on its own device; its parameters are not changed and collect no gradient.
+    layer : str
+        A conv layer (read as ``at`` says, :func:`~kernelscope.analysis.hooks.read_point`).
+    weights : ndarray of shape (U, C)
+        One linear objective per unit on the layer's activation vector (a one-hot row is a channel).
+    shape : (C_in, H, W)
+        The model's input; ``mean``/``std`` its normalisation of [0, 1] images.
+    objective : {"channel", "neuron", "direction"}
+        ``neuron`` optimises the centre position only; the others the mean over positions.
+    """
+    import torch
+
+    if objective not in OBJECTIVES:
+        raise KernelscopeError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    if steps < 1:
+        raise KernelscopeError(f"steps must be >= 1, got {steps}")
+    if per_unit < 1:
+        raise KernelscopeError(f"per_unit must be >= 1, got {per_unit}")
+    device = model_device(model)
+    dtype = next((p.dtype for p in model.parameters()), torch.float32)
+    c_in, h, w = shape
+    units = weights.shape[0]
+    batch = units * per_unit
+    generator = torch.Generator().manual_seed(seed)
+    image = FourierImage(batch, c_in, h, w, fourier=fourier, decorrelate=decorrelate, device=device,
+                         generator=generator)
+    m = torch.tensor(list(mean) if mean is not None else [0.0] * c_in, dtype=torch.float32, device=device)
+    s = torch.tensor(list(std) if std is not None else [1.0] * c_in, dtype=torch.float32, device=device)
+    if m.numel() != c_in or s.numel() != c_in:
+        raise KernelscopeError(f"mean/std have {m.numel()}/{s.numel()} values but the input has {c_in} channels")
+    fill = m if mean is not None else torch.full((c_in,), 0.5, device=device)  # outside: the data's mean colour
+    shift = max(1, round(0.04 * max(h, w)))  # Lucent's 8 + 4 px at 224 px is ~5%; 1 px at 28 px
+    wt = torch.from_numpy(np.repeat(np.asarray(weights, np.float32), per_unit, axis=0)).to(device)  # (B, C)
+    optimiser = torch.optim.Adam(image.parameters(), lr=lr)
+    history = np.zeros(steps, dtype=np.float32)
+    with _reading(model, layer, at) as held:
+        for step in range(steps):
+            x = image()  # (B, C_in, H, W) in [0, 1]
+            if transforms:
+                x = random_affine(x, shift=shift, fill=fill, generator=generator)
+            _run_to_layer(model, ((x - m.view(1, -1, 1, 1)) / s.view(1, -1, 1, 1)).to(dtype), held)
+            target = held.get("pre", held["out"])  # (B, C, H', W')
+            if not target.requires_grad:
+                raise KernelscopeError(f"layer {layer!r} gives no gradient with respect to the input (the model "
+                                       "runs outside autograd); visualisation needs a differentiable model")
+            if step == 0 and target.shape[1] != wt.shape[1]:
+                raise KernelscopeError(f"weights have {wt.shape[1]} channels but layer {layer!r} has "
+                                       f"{target.shape[1]}")
+            values = _objective_values(target.float(), wt, objective, "mean")  # (B,)
+            loss = -values.mean()
+            if diversity and per_unit > 1:
+                loss = loss + diversity * _diversity(held["out"].float(), units)
+            optimiser.zero_grad()
+            (grad,) = torch.autograd.grad(loss, image.param)  # no gradient lands on the model's parameters
+            image.param.grad = grad
+            optimiser.step()
+            history[step] = float(values.mean().detach())
+        with torch.no_grad():
+            final = image()  # (B, C_in, H, W)
+            _run_to_layer(model, ((final - m.view(1, -1, 1, 1)) / s.view(1, -1, 1, 1)).to(dtype), held)
+            reached = _objective_values(held["out"].float(), wt, objective, "max")
+            read = held["read"]
+    return Renders(final.float().cpu().numpy(), reached.cpu().numpy(), history, read, steps)
+
+
+def data_max(model: nn.Module, layer: str, images: Any, weights: np.ndarray, *, at: str = "activation",
+             objective: str = "channel", batch_size: int = 64) -> np.ndarray:
+    """(U,) the largest value of each objective over ``images`` (statistic as ``render``'s ``reached``).
+
+    For a one-hot row and ``channel`` it is the channel's top-patch value
+    (:func:`~kernelscope.analysis.toppatches.top_patches`).
+    """
+    import torch
+
+    hooked, _ = read_point(model, layer, at)
+    wt = torch.from_numpy(np.asarray(weights, np.float32))  # (U, C)
+    best = np.full(weights.shape[0], -np.inf, dtype=np.float64)
+    for batch in iter_batches(images, batch_size):
+        acts = forward_until(model, hooked, _to_tensor(batch, model)).float()  # (B, C, H', W')
+        wd = wt.to(acts.device)
+        projected = torch.einsum("uc,bchw->buhw", wd, acts)  # (B, U, H', W')
+        if objective == "neuron":
+            h, w = projected.shape[2:]
+            values = projected[:, :, h // 2, w // 2]  # (B, U)
+        else:
+            values = projected.flatten(2).max(dim=2).values  # (B, U)
+        best = np.maximum(best, values.max(dim=0).values.double().cpu().numpy())
+    return best
+
+
+def _top_directions(model: nn.Module, layer: str, images: np.ndarray, top: TopPatches, channels: list[int],
+                    at: str) -> np.ndarray:
+    """(U, C) unit vectors: the mean activation vector at each channel's top patches (their max positions)."""
+    hooked, _ = read_point(model, layer, at)
+    rows = []
+    for c in channels:
+        index = top.image_index[c]  # (k,)
+        acts = forward_until(model, hooked, _to_tensor(images[index], model)).float().cpu().numpy()  # (k, C, H', W')
+        ys, xs = top.position[c, :, 0], top.position[c, :, 1]
+        vectors = acts[np.arange(len(index)), :, ys, xs]  # (k, C)
+        v = vectors.mean(axis=0)
+        rows.append(v / max(np.linalg.norm(v), 1e-12))
+    return np.stack(rows).astype(np.float32)
+
+
+# ---------------------------------------------------------------------- the analysis, with its controls
+
+
+@dataclass
+class Visualization:
+    """The result of :func:`feature_visualization` for one layer (see the module for every number)."""
+
+    layer: str
+    read: str
+    at: str
+    objective: str
+    channels: list[int]
+    steps: int
+    images: np.ndarray  # (U, C_in, H, W) in [0, 1]
+    reached: np.ndarray  # (U,)
+    data_max: np.ndarray  # (U,)
+    init_images: np.ndarray | None  # (U, C_in, H, W)
+    init_reached: np.ndarray | None
+    init_data_max: np.ndarray | None
+    random_reached: np.ndarray  # (R,) random directions, trained network
+    random_data_max: np.ndarray  # (R,)
+    top: Any = None  # TopPatches of the layer on the trained network
+    history: np.ndarray | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def _ratio(reached: np.ndarray | None, top: np.ndarray | None) -> np.ndarray | None:
+        if reached is None or top is None:
+            return None
+        top = np.asarray(top, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(top > 0, np.asarray(reached, np.float64) / top, np.nan)
+
+    @property
+    def ratio(self) -> np.ndarray:
+        """(U,) reached / data-set max (NaN for a unit that never fires on the data)."""
+        return self._ratio(self.reached, self.data_max)
+
+    @property
+    def init_ratio(self) -> np.ndarray | None:
+        return self._ratio(self.init_reached, self.init_data_max)
+
+    @property
+    def random_ratio(self) -> np.ndarray:
+        return self._ratio(self.random_reached, self.random_data_max)
+
+    @property
+    def beats_init(self) -> np.ndarray:
+        """(U,) bool: the ratio is above the init control's (True everywhere without an init control)."""
+        if self.init_ratio is None:
+            return np.ones(len(self.channels), dtype=bool)
+        ratio, init = self.ratio, self.init_ratio
+        return np.isfinite(ratio) & ((ratio > init) | ~np.isfinite(init))
+
+    def summary(self) -> dict[str, Any]:
+        """Medians over the layer's units and how many beat the init control / reach the data-set max."""
+        def median(a):
+            a = None if a is None else np.asarray(a, dtype=np.float64)
+            return None if a is None or not np.isfinite(a).any() else float(np.nanmedian(a))
+
+        ratio = self.ratio
+        return {
+            "units": len(self.channels), "median_ratio": median(ratio), "median_init_ratio": median(self.init_ratio),
+            "median_random_direction_ratio": median(self.random_ratio),
+            "reach_data_max": int(np.sum(ratio >= 1.0)), "beat_init": int(self.beats_init.sum()),
+            "dead_on_data": int(np.sum(~(np.asarray(self.data_max) > 0))),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        from kernelscope._io import finite_or_none
+
+        def values(a):
+            return None if a is None else [finite_or_none(float(v)) for v in np.asarray(a).ravel()]
+
+        init_ratio = self.init_ratio
+        return {
+            "layer": self.layer, "read": self.read, "at": self.at, "objective": self.objective, "steps": self.steps,
+            "settings": self.settings, "summary": self.summary(),
+            "units": [
+                {"channel": c, "reached": finite_or_none(float(self.reached[i])),
+                 "data_max": finite_or_none(float(self.data_max[i])),
+                 "ratio": finite_or_none(float(self.ratio[i])),
+                 "init_reached": None if self.init_reached is None else finite_or_none(float(self.init_reached[i])),
+                 "init_data_max": None if self.init_data_max is None else finite_or_none(float(self.init_data_max[i])),
+                 "init_ratio": None if init_ratio is None else finite_or_none(float(init_ratio[i])),
+                 "beats_init": bool(self.beats_init[i])}
+                for i, c in enumerate(self.channels)
+            ],
+            "random_directions": {"reached": values(self.random_reached), "data_max": values(self.random_data_max),
+                                  "ratio": values(self.random_ratio)},
+        }
+
+
+def feature_visualization(model: nn.Module, layer: str, images: Any, *, channels: Sequence[int] | None = None,
+                          shape: tuple[int, int, int] | None = None, mean: Sequence[float] | None = None,
+                          std: Sequence[float] | None = None, at: str = "activation", objective: str = "channel",
+                          steps: int = 128, lr: float = 0.1, per_unit: int = 1, diversity: float = 0.0,
+                          transforms: bool = True, fourier: bool = True, decorrelate: bool = True,
+                          init_model: nn.Module | None = None, random_directions: int = 4, k: int = 9,
+                          display: Any = None, batch_size: int = 64, seed: int = 0) -> Visualization:
+    """Render the ``channels`` of ``layer`` and measure each against the data set and the controls.
+
+    Parameters
+    ----------
+    model : nn.Module
+    layer : str
+        A Conv2d layer (``at`` as in :func:`~kernelscope.analysis.hooks.read_point`).
+    images : ndarray of shape (N, C_in, H, W)
+        Data-set images, normalised as the model expects: the data-set maxima and top patches.
+    channels : sequence of int, optional
+        Default: every channel of the layer.
+    shape : (C_in, H, W), optional
+        The input to render; default the images' shape.
+    init_model : nn.Module, optional
+        The network at initialisation (``Source.init_model``): the init control. None: no init control.
+    random_directions : int
+        Random unit directions in the layer's activation space rendered in the same batch (control).
+    k : int
+        Top patches per channel (kept for drawing and for ``direction``'s vectors).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+    >>> data = np.random.default_rng(0).random((8, 1, 9, 9)).astype(np.float32)
+    >>> result = feature_visualization(net, "0", data, steps=30, random_directions=1)
+    >>> result.images.shape, bool((result.ratio > 1).all())  # a linear unit is easily pushed past the data
+    ((2, 1, 9, 9), True)
+    """
+    from torch import nn as _nn
+
+    from kernelscope.analysis.toppatches import top_patches
+    from kernelscope.models.layers import get_layer
+
+    module = get_layer(model, layer)
+    if not isinstance(module, _nn.Conv2d):
+        raise KernelscopeError(f"layer {layer!r} is a {type(module).__name__}, not a Conv2d: visualise a conv layer "
+                               "(see the model's conv layers)")
+    if objective not in OBJECTIVES:
+        raise KernelscopeError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    if steps < 1:
+        raise KernelscopeError(f"steps must be >= 1, got {steps}")
+    array = np.asarray(images, dtype=np.float32)
+    if array.ndim != 4 or array.shape[0] == 0:
+        raise KernelscopeError(f"images must be a non-empty array (N, C, H, W), got shape {array.shape}")
+    shape = tuple(shape) if shape is not None else tuple(array.shape[1:])
+    n_out = module.out_channels
+    channels = list(range(n_out)) if channels is None else [int(c) for c in channels]
+    for c in channels:
+        if not 0 <= c < n_out:
+            raise KernelscopeError(f"channel {c} is out of range: layer {layer!r} has {n_out} channels (0-{n_out - 1})")
+    if not channels:
+        raise KernelscopeError("no channels to visualise; give at least one")
+    top = top_patches(model, layer, array, k=k, display=display, batch_size=batch_size, at=at,
+                      desc=f"top patches {layer}")
+    if objective == "direction":
+        weights = _top_directions(model, layer, array, top, channels, at)
+    else:
+        weights = np.eye(n_out, dtype=np.float32)[channels]  # (U, C) one-hot
+    rng = np.random.default_rng(seed + 1)
+    random = rng.normal(size=(random_directions, n_out)).astype(np.float32)
+    random /= np.linalg.norm(random, axis=1, keepdims=True).clip(1e-12)
+    options = dict(shape=shape, mean=mean, std=std, at=at, steps=steps, lr=lr, transforms=transforms,
+                   fourier=fourier, decorrelate=decorrelate, seed=seed)
+    units = len(channels)
+    both = np.concatenate([weights, random])  # (U + R, C)
+    if per_unit == 1:  # units and random directions in one batch
+        done = render(model, layer, both, objective=objective, **options)
+        images_, reached, random_reached = done.images[:units], done.reached[:units], done.reached[units:]
+    else:  # several images per unit, pushed apart: the random directions in a batch of their own
+        done = render(model, layer, weights, objective=objective, per_unit=per_unit, diversity=diversity, **options)
+        images_, reached = done.images, done.reached
+        random_reached = (render(model, layer, random, objective=objective, **options).reached
+                          if random_directions else np.zeros(0, np.float32))
+    maxima = data_max(model, layer, array, both, at=at, objective=objective, batch_size=batch_size)
+    unit_max = np.repeat(maxima[:units], per_unit)
+    init_images = init_reached = init_max = None
+    if init_model is not None:
+        init = render(init_model, layer, weights, objective=objective, per_unit=per_unit,
+                      diversity=diversity if per_unit > 1 else 0.0, **options)
+        init_images, init_reached = init.images, init.reached
+        init_max = np.repeat(data_max(init_model, layer, array, weights, at=at, objective=objective,
+                                      batch_size=batch_size), per_unit)
+    unit_channels = [c for c in channels for _ in range(per_unit)]
+    settings = {"steps": steps, "lr": lr, "per_unit": per_unit, "diversity": diversity, "transforms": transforms,
+                "fourier": fourier, "decorrelate": decorrelate and shape[0] == 3, "seed": seed,
+                "shape": list(shape), "random_directions": random_directions, "n_images": int(array.shape[0]), "k": k}
+    return Visualization(layer, done.read, at, objective, unit_channels, steps, images_, reached, unit_max,
+                         init_images, init_reached, init_max, random_reached, maxima[units:], top, done.history,
+                         settings)
