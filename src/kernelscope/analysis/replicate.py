@@ -1,0 +1,221 @@
+"""Replication over seeds: every headline number of a recipe with its mean and a 95% interval over seeds.
+
+One trained network is one draw. :func:`replicate` trains a preset once per seed
+(reusing :func:`kernelscope.train.train`; a finished run directory is reused, not
+retrained), measures the headline numbers of each run (:func:`headline_of_run`) and
+summarises each number over the seeds: mean, standard deviation, min, max and a
+percentile-bootstrap 95% interval of the mean (resampling seeds).
+
+Headline numbers per run:
+
+* ``accuracy``: final test accuracy (the manifest's last epoch);
+* the atlas of the first conv layer (:meth:`~kernelscope.analysis.atlas.AtlasResult.headline`):
+  ``classical`` (share given any classical class) and each class, each control's
+  classical share (measured on independent draws), ``median_best_match``,
+  ``structured_beyond_spectrum`` / ``structured_beyond_pixels`` (the surrogate tests)
+  beside smoothed random kernels put through the same tests;
+* for the ``faces`` preset: Network Dissection detector counts over every conv layer
+  per concept (``detectors_<concept>`` with IoU > 0.04 alone, ``detectors_<concept>_gated``
+  also above the permutation null's p95) and the distribution shift at the deepest layer
+  (channels quiet and louder on the held-out objects, the network's AUROC, and the same
+  at initialisation).
+
+>>> summarise([{"a": 1.0}, {"a": 2.0}, {"a": 3.0}])["a"]["mean"]
+2.0
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kernelscope._io import finite_or_none as _f
+from kernelscope.errors import KernelscopeError
+
+__all__ = ["replicate", "headline_of_run", "summarise", "bootstrap_interval", "Replication"]
+
+
+def bootstrap_interval(values: np.ndarray, *, n_boot: int = 10_000, ci: float = 0.95,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean of ``values`` (resampled with replacement).
+
+    Examples
+    --------
+    >>> low, high = bootstrap_interval(np.array([1.0, 2.0, 3.0, 4.0]))
+    >>> 1.0 <= low < 2.5 < high <= 4.0
+    True
+    """
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, size=(n_boot, values.size))].mean(axis=1)  # (B,)
+    alpha = (1 - ci) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+def summarise(per_seed: list[dict[str, Any]], *, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Per number: ``mean``, ``std``, ``min``, ``max``, ``ci95`` (bootstrap of the mean), ``n`` and ``values``."""
+    keys = list(dict.fromkeys(k for row in per_seed for k, v in row.items() if isinstance(v, (int, float))
+                              and not isinstance(v, bool)))
+    out = {}
+    for key in keys:
+        values = np.array([row.get(key, np.nan) if row.get(key) is not None else np.nan for row in per_seed],
+                          dtype=float)
+        finite = values[np.isfinite(values)]
+        low, high = bootstrap_interval(finite, seed=seed)
+        out[key] = {"mean": _f(finite.mean()) if finite.size else None,
+                    "std": _f(finite.std(ddof=1)) if finite.size > 1 else None,
+                    "min": _f(finite.min()) if finite.size else None, "max": _f(finite.max()) if finite.size else None,
+                    "ci95": [_f(low), _f(high)], "n": int(finite.size), "values": [_f(v) for v in values]}
+    return out
+
+
+def headline_of_run(run_dir: str | os.PathLike, *, n_null: int = 1000, surrogates: int = 999, seed: int = 0,
+                    quick: bool = False) -> dict[str, Any]:
+    """The headline numbers of one run directory (see the module docstring), flat ``name -> number``."""
+    from kernelscope.analysis.atlas import atlas_of
+    from kernelscope.train.rundir import Run
+
+    run = Run(run_dir)
+    numbers: dict[str, Any] = {}
+    metrics = run.metrics
+    if metrics:
+        last = metrics[-1]
+        for key in ("test_acc", "test_accuracy", "accuracy"):
+            if key in last:
+                numbers["accuracy"] = float(last[key])
+                break
+    result = atlas_of(run_dir, with_evolution=False, n_null=n_null, surrogates=surrogates, seed=seed)
+    numbers.update(result.headline())
+    if run.config.get("data") == "faces":
+        numbers.update(_faces_numbers(run_dir, quick=quick, seed=seed))
+    return numbers
+
+
+def _faces_numbers(run_dir, *, quick: bool, seed: int) -> dict[str, Any]:
+    from kernelscope.analysis.runs import dissect_of_run, shift_of_run
+
+    numbers: dict[str, Any] = {}
+    results = dissect_of_run(run_dir, quick=quick, seed=seed)
+    for concept in ("eyes", "mouth"):
+        for which in ("trained", "init"):
+            prefix = f"detectors_{concept}" + ("" if which == "trained" else "_init")
+            counts = [r.detector_counts(which).get(concept) for r in results.values()]
+            counts = [c for c in counts if c is not None]
+            if counts:
+                numbers[prefix] = sum(c["iou"] for c in counts)
+                numbers[prefix + "_gated"] = sum(c["gated"] for c in counts)
+    shift = shift_of_run(run_dir, quick=quick, seed=seed)
+    t = shift.trained
+    name = "mahalanobis" if "mahalanobis" in t["network"] else next(iter(t["network"]))
+    numbers["shift_quiet"] = len(t["quiet_on_ood"])
+    numbers["shift_louder"] = len(t["fire_more_on_ood"])
+    numbers["shift_auroc"] = float(t["network"][name]["auroc"])
+    if shift.init is not None:
+        numbers["shift_quiet_init"] = len(shift.init["quiet_on_ood"])
+        numbers["shift_louder_init"] = len(shift.init["fire_more_on_ood"])
+        init_auroc = shift.init.get("network", {}).get(name, {}).get("auroc")
+        if init_auroc is not None:
+            numbers["shift_auroc_init"] = float(init_auroc)
+    return numbers
+
+
+class Replication(dict):
+    """``{"preset", "seeds", "per_seed", "summary", "seconds", ...}`` with :meth:`table` (markdown)."""
+
+    def table(self) -> str:
+        """A markdown table: one row per number, mean [95% interval] over seeds, min-max."""
+        n = len(self["seeds"])
+        lines = [f"| number ({self['preset']}, {n} seeds) | mean | 95% interval over seeds | min - max |",
+                 "|---|---:|---:|---:|"]
+        for key, s in self["summary"].items():
+            if s["mean"] is None:
+                continue
+            low, high = s["ci95"]
+            lines.append(f"| {key} | {s['mean']:.3f} | {_num(low)} - {_num(high)} | {_num(s['min'])} - {_num(s['max'])} |")
+        return "\n".join(lines)
+
+
+def _num(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def replicate(preset_name: str, seeds: int | list[int], out_dir: str | os.PathLike, *, epochs: int | None = None,
+              train_limit: int | None = None, n_null: int = 1000, surrogates: int = 999, quick: bool = False,
+              progress: bool = False, log: Any = None) -> Replication:
+    """Train ``preset_name`` once per seed into ``out_dir/seed_<s>`` and summarise its headline numbers.
+
+    Parameters
+    ----------
+    preset_name : str
+        A training preset (``structure``, ``plain``, ``faces``).
+    seeds : int or list of int
+        ``N`` (seeds ``0 .. N-1``) or the seeds themselves.
+    out_dir : path
+        Run directories go to ``seed_<s>``; ``replicate.json`` and ``replicate.md`` beside them.
+        A finished run directory (its last epoch recorded) is reused.
+    epochs, train_limit : int, optional
+        Override the preset (shorter runs for tests).
+    n_null, surrogates : int
+        Passed to the atlas (kernels per null; surrogates per kernel).
+    quick : bool
+        Faces runs: fewer permutations and bootstrap resamples in dissection and shift.
+    progress : bool
+        Training progress bars.
+    log : callable, optional
+        Called with one line per finished seed.
+
+    Returns
+    -------
+    Replication
+    """
+    from kernelscope._io import write_json
+    from kernelscope.train import preset, train
+    from kernelscope.train.rundir import Run
+
+    seed_list = list(range(int(seeds))) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list:
+        raise KernelscopeError("seeds: need at least one seed")
+    if len(set(seed_list)) != len(seed_list):
+        raise KernelscopeError(f"seeds: each seed once, got {seed_list}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    per_seed, seconds = [], []
+    for s in seed_list:
+        config = preset(preset_name, seed=s, epochs=epochs, train_limit=train_limit, progress=progress)
+        run_dir = out / f"seed_{s}"
+        start = time.perf_counter()
+        if not _finished(run_dir, config.epochs, Run):
+            train(config, run_dir, force=True)
+        trained = time.perf_counter() - start
+        numbers = headline_of_run(run_dir, n_null=n_null, surrogates=surrogates, seed=0, quick=quick)
+        seconds.append({"seed": s, "train": trained, "analyse": time.perf_counter() - start - trained})
+        per_seed.append({"seed": s, **numbers})
+        write_json(out / "replicate.partial.json", {"preset": preset_name, "per_seed": per_seed, "seconds": seconds})
+        if log is not None:
+            log(f"seed {s}: " + ", ".join(f"{k} {v:.3f}" for k, v in numbers.items()
+                                         if k in ("accuracy", "classical", "structured_beyond_spectrum")))
+    summary = summarise([{k: v for k, v in row.items() if k != "seed"} for row in per_seed])
+    result = Replication(preset=preset_name, seeds=seed_list, epochs=epochs, train_limit=train_limit,
+                         n_null=n_null, surrogates=surrogates, per_seed=per_seed, summary=summary, seconds=seconds,
+                         interval="percentile bootstrap of the mean over seeds, 10,000 resamples, 95%")
+    write_json(out / "replicate.json", dict(result))
+    (out / "replicate.md").write_text(result.table() + "\n")
+    return result
+
+
+def _finished(run_dir: Path, epochs: int, run_class) -> bool:
+    if not (run_dir / "manifest.json").exists():
+        return False
+    try:
+        run = run_class(run_dir)
+        return run.status == "complete" and bool(run.epochs) and run.epochs[-1] >= epochs
+    except Exception:  # a damaged or unfinished run: train it again
+        return False
