@@ -60,6 +60,8 @@ FINITE = FiniteFloat()
 @click.option("--backend", type=click.Choice(["torch", "numpy"]), default=None,
               help="torch (default) or kernelscope's own NumPy engine.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Where to train.")
+@click.option("--tensorboard", type=click.Path(file_okay=False), default=None,
+              help="Also write TensorBoard event files (scalars, kernel grids, probe feature maps) into DIR.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last complete epoch "
                                             "(either back end).")
 @click.option("--force", is_flag=True, help="Overwrite a run already in --out.")
@@ -70,6 +72,7 @@ def train_command(out_dir, preset, resume, force, **options):
     kernelscope train --data mnist --model tinyvgg --epochs 5 --out runs/mnist
     kernelscope train --preset structure --out runs/structure
     kernelscope train --out runs/mnist --resume
+    kernelscope train --epochs 3 --out runs/mnist --tensorboard runs/tb/mnist
     """
     import os
 

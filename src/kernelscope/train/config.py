@@ -27,7 +27,7 @@ __all__ = ["TrainConfig", "PRESETS", "preset", "preset_names", "RESUME_MAY_CHANG
 
 #: Fields a resumed run may change: they do not alter what the finished epochs computed
 #: (``epochs`` only with a constant learning rate: a cosine schedule spans the whole run).
-RESUME_MAY_CHANGE = frozenset({"epochs", "device", "progress", "channels_last"})
+RESUME_MAY_CHANGE = frozenset({"epochs", "device", "progress", "channels_last", "tensorboard"})
 
 #: Largest accepted values: beyond them a run would never end (epochs), allocate absurd padding
 #: (shift) or overflow a generator's seed (torch takes seeds below 2**64).
@@ -74,6 +74,7 @@ class TrainConfig:
     device: str = "auto"             # cuda when present, else cpu
     backend: str = "torch"           # "numpy" trains with kernelscope's own NumPy engine (npnet)
     progress: bool = True            # progress bar on stderr (tests switch it off via the environment)
+    tensorboard: str | None = None   # also write TensorBoard event files here (train/tensorboard.py); None = only the run dir
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept in the manifest
 
     def to_dict(self) -> dict[str, Any]:

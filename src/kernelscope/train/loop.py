@@ -406,6 +406,10 @@ def train(config: TrainConfig, out_dir: str | Path, *, callbacks: Sequence[Any] 
                     rundir.write_probe(out_dir, prepared.probe_images, prepared.probe_raw, prepared.probe_labels)
                 writers = [Recorder(every_steps=config.record_every_steps, feature_maps=config.record_feature_maps),
                            Checkpointer()]
+                if config.tensorboard is not None:  # a view of each committed epoch, after the checkpoint
+                    from kernelscope.train.tensorboard import TensorBoardWriter
+
+                    writers.append(TensorBoardWriter(config.tensorboard))
             _fit(state, [*writers, *callbacks], resumed=existing is not None)
     finally:
         distributed.teardown(context)
