@@ -53,3 +53,14 @@ def test_init_control_is_the_same_network_reinitialised_and_never_the_trained_on
     assert [type(m) for m in a.modules()] == [type(m) for m in net.modules()]
     kernels = src.init_kernels("2", 20, seed=1)
     assert kernels.shape == (20, 4, 3, 3) and not np.array_equal(kernels[:6], net[2].weight.detach().numpy())
+
+
+def test_images_a_model_cannot_run_on_are_one_line(tmp_path):
+    """A state dict's architecture fixes its input size; other images fail before any analysis starts."""
+    from kernelscope.models.zoo import build_model
+
+    torch.save(build_model("tinyvgg", in_channels=1, num_classes=2, input_size=32).state_dict(), tmp_path / "tv.pt")
+    src = open_source(tmp_path / "tv.pt", arch="tinyvgg")
+    with pytest.raises(KernelscopeError, match=r"^model tv.pt cannot run on images 'faces' of shape \(1, 25, 25\) "
+                                               r"\(C, H, W\): .*give images of the size it was built for$"):
+        src.images("faces")

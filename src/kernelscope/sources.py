@@ -247,7 +247,22 @@ class Source:
             raise KernelscopeError(
                 f"images {spec!r} are {tuple(raw.shape[1:])} but the model takes {tuple(self.spec.shape)} (C, H, W)"
             )
-        return self.normalise(raw), raw, description
+        inputs = self.normalise(raw)
+        if self.spec.shape is None and self.runnable:
+            self._check_runs_on(inputs[:1], spec)
+        return inputs, raw, description
+
+    def _check_runs_on(self, one: np.ndarray, spec: str) -> None:
+        """A model whose input size is not known: one forward pass on one image, a failure as one line."""
+        import torch
+
+        try:
+            with torch.no_grad():
+                self.model(torch.from_numpy(np.ascontiguousarray(one)).to(self.device))
+        except (RuntimeError, ValueError) as error:
+            detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise KernelscopeError(f"{self.label} cannot run on images {spec!r} of shape {tuple(one.shape[1:])} "
+                                   f"(C, H, W): {detail}; give images of the size it was built for") from None
 
     def _raw_images(self, spec: str) -> tuple[np.ndarray, str]:
         from kernelscope.data import faces
