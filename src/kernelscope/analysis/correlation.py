@@ -533,7 +533,7 @@ def raw_vs_normalised(model: nn.Module, layer: str, images: Any, *, batch_size: 
     are sampled uniformly (seeded) for the rank correlations.
     """
     import torch
-    from scipy.stats import rankdata, spearmanr
+    from scipy.stats import rankdata
     from torch import nn as _nn
 
     conv = get_layer(model, layer)
@@ -589,10 +589,10 @@ def raw_vs_normalised(model: nn.Module, layer: str, images: Any, *, batch_size: 
         a = act[:, c]
         if np.ptp(a) == 0:
             continue
-        out["ncc"][c] = spearmanr(a, ncc[:, c]).statistic
-        out["contrast"][c] = spearmanr(a, norm).statistic
+        out["ncc"][c] = _spearman(a, ncc[:, c])
+        out["contrast"][c] = _spearman(a, norm)
         finite = np.isfinite(cos[:, c])
-        out["cos"][c] = spearmanr(a[finite], cos[finite, c]).statistic
+        out["cos"][c] = _spearman(a[finite], cos[finite, c])
         top = np.argsort(-a)[:kk]
         top_ncc = np.argsort(-ncc[:, c])[:kk]
         out["overlap"][c] = np.intersect1d(top, top_ncc).size / kk
@@ -602,3 +602,20 @@ def raw_vs_normalised(model: nn.Module, layer: str, images: Any, *, batch_size: 
     return RawVsNormalised(layer, out["ncc"], out["contrast"], out["cos"], out["overlap"], out["pc"], out["pcos"],
                            int(act.shape[0]), kk, n_images)
 
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rho; NaN when either side is constant (no ranking to compare) or too short.
+
+    Values whose spread is below 1e-6 of their scale count as constant: the float32 images leave
+    rounding differences of that size in quantities that are equal (the NCC of one pattern at two
+    contrasts), and ranking rounding noise would give a random rho.
+    """
+    from scipy.stats import spearmanr
+
+    def constant(v: np.ndarray) -> bool:
+        return bool(np.ptp(v) <= 1e-6 * np.max(np.abs(v)))
+
+    if a.size < 3 or constant(a) or constant(b):
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
