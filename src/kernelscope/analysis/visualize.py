@@ -547,7 +547,8 @@ def feature_visualization(model: nn.Module, layer: str, images: Any, *, channels
     >>> from torch import nn
     >>> _ = torch.manual_seed(0)
     >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
-    >>> data = np.random.default_rng(0).random((8, 1, 9, 9)).astype(np.float32)
+    >>> _ = net[0].weight.data.abs_(), net[0].bias.data.zero_()  # both channels like bright patches
+    >>> data = (0.5 + 0.05 * np.random.default_rng(0).standard_normal((8, 1, 9, 9))).astype(np.float32)
     >>> result = feature_visualization(net, "0", data, steps=30, random_directions=1)
     >>> result.images.shape, bool((result.ratio > 1).all())  # a linear unit is easily pushed past the data
     ((2, 1, 9, 9), True)
