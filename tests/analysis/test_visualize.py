@@ -207,6 +207,7 @@ def test_projection_rules_by_hand(method, expected):
     assert float(grad.squeeze()) == pytest.approx(expected)
 
 
+@pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU:UserWarning")
 @pytest.mark.parametrize("method", ["guided", "deconvnet"])
 def test_projection_matches_captum(method, rng):
     captum_attr = pytest.importorskip("captum.attr")
