@@ -223,11 +223,14 @@ def test_projection_matches_captum(method, rng):
             return self.body(inputs)[:, self.c, self.y, self.x]
 
     x = rng.random((1, 1, 14, 14)).astype(np.float32)
-    for unit in ([0, 1, 2], [2, 3, 0]):
-        ours = unit_gradient(body, "3", x, np.array([unit]), method=method, at="conv")
+    nonzero = 0
+    for unit in ([0, 1, 2], [2, 3, 0], [1, 0, 0], [2, 1, 1]):
+        ours = unit_gradient(body, "3", x, np.array([unit]), method=method, at="activation")
         cls = captum_attr.GuidedBackprop if method == "guided" else captum_attr.Deconvolution
         theirs = cls(Unit(*unit)).attribute(torch.from_numpy(x).requires_grad_(True)).detach().numpy()
         assert np.allclose(ours, theirs, atol=1e-6), (method, unit)
+        nonzero += bool(np.abs(theirs).sum() > 0)
+    assert nonzero >= 1  # not only units whose projection is zero
     assert count_hooks(body) == 0
 
 
