@@ -213,6 +213,8 @@ def test_projection_matches_captum(method, rng):
     captum_attr = pytest.importorskip("captum.attr")
     torch.manual_seed(0)
     body = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 3, 3), nn.ReLU()).eval()
+    with torch.no_grad():
+        body[3].bias.fill_(0.2)  # most units above zero: their guided projections are not all zero
 
     class Unit(nn.Module):  # Captum attributes a model output: the unit (c, y, x) of the layer
         def __init__(self, c, y, x):
