@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from kernelscope.analysis.toppatches import TopPatches
 
 __all__ = ["OBJECTIVES", "COLOUR_SQRT", "fourier_scale", "FourierImage", "random_affine", "render", "data_max",
+           "Evolution", "over_training", "Stability", "patch_stability", "jaccard", "settled_epoch",
            "Renders", "Visualization", "feature_visualization", "parse_channels"]
 
 OBJECTIVES = ("channel", "neuron", "direction")
@@ -614,3 +615,123 @@ def feature_visualization(model: nn.Module, layer: str, images: Any, *, channels
     return Visualization(layer, done.read, at, objective, unit_channels, steps, images_, reached, unit_max,
                          init_images, init_reached, init_max, random_reached, maxima[units:], top, done.history,
                          settings)
+
+
+# ---------------------------------------------------------------------- over training (a run directory)
+
+
+@dataclass
+class Evolution:
+    """Renders of a layer's channels at the recorded epochs (:func:`over_training`)."""
+
+    layer: str
+    epochs: list[int]
+    channels: list[int]
+    images: list[np.ndarray]  # per epoch (U, C_in, H, W)
+    ratios: list[np.ndarray]  # per epoch (U,) reached / that epoch's data-set max
+
+    def to_dict(self) -> dict[str, Any]:
+        from kernelscope._io import finite_or_none
+
+        return {"layer": self.layer, "epochs": self.epochs, "channels": self.channels,
+                "ratios": [[finite_or_none(float(v)) for v in r] for r in self.ratios]}
+
+
+def over_training(run: Any, layer: str, images: Any, *, channels: Sequence[int] | None = None,
+                  epochs: Sequence[int] | None = None, mean: Sequence[float] | None = None,
+                  std: Sequence[float] | None = None, at: str = "activation", objective: str = "channel",
+                  steps: int = 128, seed: int = 0, batch_size: int = 64) -> Evolution:
+    """Render ``channels`` of ``layer`` at every checkpointed epoch of ``run`` (same seed: the same start image)."""
+    from kernelscope.models.layers import get_layer
+
+    epochs = list(run.checkpoint_epochs if epochs is None else epochs)
+    if not epochs:
+        raise KernelscopeError("the run has no checkpoints (checkpoints/epoch_*.pt): renders need the weights")
+    array = np.asarray(images, dtype=np.float32)
+    renders, ratios, chosen = [], [], None
+    for epoch in epochs:
+        model = run.model(epoch)
+        n_out = get_layer(model, layer).out_channels
+        chosen = list(range(n_out)) if channels is None else [int(c) for c in channels]
+        weights = np.eye(n_out, dtype=np.float32)[chosen]
+        done = render(model, layer, weights, shape=tuple(array.shape[1:]), mean=mean, std=std, at=at,
+                      objective=objective, steps=steps, seed=seed)
+        top = data_max(model, layer, array, weights, at=at, objective=objective, batch_size=batch_size)
+        renders.append(done.images)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios.append(np.where(top > 0, done.reached / top, np.nan))
+    return Evolution(layer, epochs, chosen or [], renders, ratios)
+
+
+@dataclass
+class Stability:
+    """Per layer and epoch, the mean over channels of the Jaccard overlap of top-k image sets with the final epoch."""
+
+    layers: list[str]
+    epochs: list[int]
+    k: int
+    n_images: int
+    jaccard: dict[str, list[float]]
+    settled: dict[str, int | None]  # the first epoch from which the overlap stays >= threshold
+    threshold: float = 0.8
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layers": self.layers, "epochs": self.epochs, "k": self.k, "n_images": self.n_images,
+                "threshold": self.threshold, "jaccard": self.jaccard, "settled": self.settled,
+                "chance": self.k / self.n_images}
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """|A & B| / |A | B| of two index sets.
+
+    Examples
+    --------
+    >>> jaccard(np.array([1, 2, 3]), np.array([2, 3, 4]))
+    0.5
+    """
+    sa, sb = set(np.asarray(a).tolist()), set(np.asarray(b).tolist())
+    return len(sa & sb) / max(len(sa | sb), 1)
+
+
+def settled_epoch(epochs: Sequence[int], overlaps: Sequence[float], threshold: float = 0.8) -> int | None:
+    """The first epoch from which every later overlap is >= ``threshold`` (None when the last is below).
+
+    Examples
+    --------
+    >>> settled_epoch([0, 1, 2, 3], [0.1, 0.9, 0.7, 1.0])
+    3
+    >>> settled_epoch([0, 1, 2], [0.1, 0.85, 1.0])
+    1
+    """
+    found = None
+    for epoch, value in zip(reversed(list(epochs)), reversed(list(overlaps)), strict=True):
+        if value >= threshold:
+            found = epoch
+        else:
+            break
+    return found
+
+
+def patch_stability(run: Any, images: Any, *, layers: Sequence[str] | None = None, k: int = 9,
+                    epochs: Sequence[int] | None = None, at: str = "activation", threshold: float = 0.8,
+                    batch_size: int = 64) -> Stability:
+    """For each conv layer, from which epoch its channels' top-k image sets stay (Jaccard >= ``threshold``)
+    those of the final epoch. The chance overlap of two random k-sets of N images is about k/N."""
+    from kernelscope.analysis.toppatches import top_patches
+    from kernelscope.models.layers import conv_layer_names
+
+    epochs = list(run.checkpoint_epochs if epochs is None else epochs)
+    if not epochs:
+        raise KernelscopeError("the run has no checkpoints (checkpoints/epoch_*.pt): top patches need the weights")
+    array = np.asarray(images, dtype=np.float32)
+    sets: dict[str, list[np.ndarray]] = {}
+    for epoch in epochs:
+        model = run.model(epoch)
+        names = list(layers) if layers is not None else conv_layer_names(model)
+        for name in names:
+            top = top_patches(model, name, array, k=k, at=at, batch_size=batch_size, desc=f"epoch {epoch} {name}")
+            sets.setdefault(name, []).append(top.image_index)  # (C, k)
+    overlap = {name: [float(np.mean([jaccard(a[c], per_epoch[-1][c]) for c in range(a.shape[0])]))
+                      for a in per_epoch] for name, per_epoch in sets.items()}
+    settled = {name: settled_epoch(epochs, values, threshold) for name, values in overlap.items()}
+    return Stability(list(sets), epochs, k, int(array.shape[0]), overlap, settled, threshold)
