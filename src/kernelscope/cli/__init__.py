@@ -60,6 +60,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "correlation": ("kernelscope.cli.correlation", "command", "Does a channel measure correlation? Linear templates, raw vs normalised, tuning."),
     "atlas": ("kernelscope.cli.atlas", "atlas_command", "How close a layer's kernels are to classical filters, against null controls."),
     "replicate": ("kernelscope.cli.replicate", "replicate_command", "Train a recipe over N seeds: every headline number with its 95% interval over seeds."),
+    "visualize": ("kernelscope.cli.visualize", "command", "Images that excite each channel, beside its top patches and their projections."),
     "serve": ("kernelscope.cli.serve", "serve_command", "The interactive explorer: the operation explained cell by cell, and runs, in a local web page."),
 }
 
