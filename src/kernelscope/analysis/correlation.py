@@ -62,6 +62,7 @@ from kernelscope.analysis.receptive import receptive_field, unit_field_box
 from kernelscope.errors import KernelscopeError
 from kernelscope.models.layers import get_layer
 from kernelscope.ops import correlate2d
+from kernelscope.ops._threads import single_threaded_blas
 
 if TYPE_CHECKING:
     from torch import nn
@@ -356,7 +357,8 @@ def layer_templates(model: nn.Module, layers: Sequence[str], images: Any, *, at:
     if seen < MIN_IMAGES:
         raise KernelscopeError(f"linear templates need at least {MIN_IMAGES} images (fit, validation and test "
                                f"splits), got {seen}")
-    return {layer: state[layer].solve(at, alphas, dict(counts)) for layer in layers}
+    with single_threaded_blas():  # small eigendecompositions: threads fighting over 2 cores cost 40x (measured)
+        return {layer: state[layer].solve(at, alphas, dict(counts)) for layer in layers}
 
 
 def linear_templates(model: nn.Module, layer: str, images: Any, *, at: str = "conv", positions: int = 3,
