@@ -43,7 +43,8 @@ def command(source, arch, epoch, mean, std, trust_code, device, batch_size, laye
 
     from kernelscope._io import write_json, write_npz
     from kernelscope.analysis.projection import project_top_patches
-    from kernelscope.analysis.visualize import feature_visualization, over_training, parse_channels, patch_stability
+    from kernelscope.analysis.visualize import feature_visualization, parse_channels, patch_stability
+    from kernelscope.analysis.visualize import over_training as render_over_training
     from kernelscope.errors import KernelscopeError
     from kernelscope.models.layers import get_layer
     from kernelscope.report.figures.common import save_figure
@@ -89,7 +90,7 @@ def command(source, arch, epoch, mean, std, trust_code, device, batch_size, laye
     if over_training:
         if src.run is None:
             raise KernelscopeError("--over-training needs a run directory as SOURCE")
-        evolution = over_training(src.run, layer, inputs, channels=chosen[:8], mean=src.mean, std=src.std, at=at,
+        evolution = render_over_training(src.run, layer, inputs, channels=chosen[:8], mean=src.mean, std=src.std, at=at,
                                   objective=objective, steps=steps, seed=seed, batch_size=batch_size)
         stability = patch_stability(src.run, inputs, k=k, at=at, batch_size=batch_size)
         save_figure(evolution_figure(evolution), out / f"visualize_epochs_{layer}.png")
