@@ -133,3 +133,15 @@ def test_cli_tensorboard_option_and_resume(tmp_path):
         [m["test_acc"] for m in run.manifest["metrics"]])
     assert [e.step for e in acc.Images(f"kernels/{run.manifest['conv_layers'][0]}")] == [0, 1, 2]
     assert run.manifest["config"]["tensorboard"] == str(events)
+
+
+def test_numpy_backend_writes_the_same_tags(tmp_path):
+    config = TrainConfig(data="digits", model="tinyvgg", epochs=1, train_limit=64, batch_size=32, n_probe=4,
+                         progress=False, backend="numpy", lr_schedule="constant", tensorboard=str(tmp_path / "tb"))
+    run = train(config, tmp_path / "run")
+    events = _events(tmp_path / "tb")
+    layers = run.manifest["conv_layers"]
+    assert set(events.Tags()["images"]) == {f"kernels/{layers[0]}", *(f"featuremaps/{n}" for n in layers)}
+    assert events.Scalars("accuracy/test")[0].value == pytest.approx(run.metrics[0]["test_acc"], rel=1e-6)
+    kernels = events.Images(f"kernels/{layers[0]}")[-1]
+    np.testing.assert_array_equal(_png(kernels.encoded_image_string), kernel_grid(run.kernels(1, layers[0])))
