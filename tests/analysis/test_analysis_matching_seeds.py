@@ -9,7 +9,12 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from kernelscope.analysis.atlas.templates import gabor_template
-from kernelscope.analysis.matching_seeds import activation_similarity, kernel_similarity, match_pair, match_seeds
+from kernelscope.analysis.matching_seeds import (
+    activation_similarity,
+    kernel_similarity,
+    match_pair,
+    match_seeds,
+)
 from kernelscope.errors import KernelscopeError
 
 

@@ -7,7 +7,12 @@ import numpy as np
 from kernelscope.analysis.atlas import atlas
 from kernelscope.analysis.atlas.templates import gabor_template
 from kernelscope.analysis.dissect import dissect
-from kernelscope.report.controls import controls_section, replication_rows, strict_lines, strict_numbers
+from kernelscope.report.controls import (
+    controls_section,
+    replication_rows,
+    strict_lines,
+    strict_numbers,
+)
 
 
 def test_strict_numbers_lines_and_section(rng):
