@@ -8,6 +8,10 @@ makes ``kernelscope demo`` exit 1; an ImportError of kernelscope's own modules i
    structure-revealing recipe (TRAINING's ``structure`` preset), recording a run.
 2. ``atlas``: the kernel atlas of its first layer against the nulls and the
    initialisation control: which fraction of kernels is edge- or Gabor-like.
+   ``correlation``: does each channel of the MNIST net measure correlation with a template?
+   The held-out R^2 of a linear template per layer, activation vs normalised correlation,
+   orientation tuning, against the network at initialisation
+   (:func:`kernelscope.analysis.channel_correlation.correlation_of`).
 3. ``faces``: train the faces model (face vs. non-face, ``faces`` preset).
 4. ``dissect``: Network Dissection of every conv layer with eye and mouth masks,
    IoU against chance and against the same network at initialisation.
@@ -43,7 +47,7 @@ from kernelscope.errors import KernelscopeError
 
 __all__ = ["DemoResult", "StageResult", "run_demo", "STAGES"]
 
-STAGES = ("mnist", "atlas", "faces", "dissect", "shift", "parts", "facenet", "report")
+STAGES = ("mnist", "atlas", "correlation", "faces", "dissect", "shift", "parts", "facenet", "report")
 
 
 @dataclass
@@ -100,6 +104,13 @@ def _summary_lines(n: dict[str, Any]) -> list[str]:
                      f"{n.get('atlas_n', '?')} (at initialisation: {_pct(n.get('atlas_init_fraction'))}; "
                      f"random kernels: {_pct(n.get('atlas_random_fraction'))}); median best match "
                      f"{_num(n.get('atlas_median'), 2)} vs {_num(n.get('atlas_init_median'), 2)} at init")
+    if "correlation" in n:
+        c = n["correlation"]
+        per_layer = "; ".join(f"{r['layer']} {_num(r['median_r2'], 2)} (init {_num(r['init_median_r2'], 2)})"
+                              for r in c["per_layer"])
+        lines.append(f"  does a channel measure correlation? median held-out R^2 of a linear template "
+                     f"({c['at']}): {per_layer}; first layer, rank correlation of activation with normalised "
+                     f"correlation {_num(c['rho_ncc'], 2)} (init {_num(c['rho_ncc_init'], 2)})")
     if "faces_test_acc" in n:
         lines.append(f"  faces net: test accuracy {_pct(n['faces_test_acc'])} (face vs. non-face)")
     for concept in ("eyes", "mouth"):
@@ -274,6 +285,25 @@ def _parts(out: Path, *, quick: bool, seed: int) -> dict[str, Any]:
     return result
 
 
+def _correlation(run_dir: Path, out: Path, *, quick: bool, seed: int) -> Any:
+    """Templates, raw vs normalised correlation and tuning of the MNIST run; writes correlation.json."""
+    from kernelscope._io import write_json
+    from kernelscope.analysis.channel_correlation import correlation_of
+    from kernelscope.sources import open_source
+
+    result = correlation_of(open_source(run_dir), limit=300 if quick else 1000, seed=seed)
+    write_json(out / "correlation.json", result.to_dict())
+    return result
+
+
+def _correlation_numbers(result: Any) -> dict[str, Any]:
+    raw = result.raw.to_dict() if result.raw is not None else {}
+    raw_init = result.raw_init.to_dict() if result.raw_init is not None else {}
+    return {"at": result.at, "per_layer": [{k: r[k] for k in ("layer", "median_r2", "init_median_r2")}
+                                           for r in result.layer_rows()],
+            "rho_ncc": (raw.get("median") or {}).get("rho_ncc"), "rho_ncc_init": (raw_init.get("median") or {}).get("rho_ncc")}
+
+
 def _facenet(out: Path, *, quick: bool, seed: int) -> Any:
     """dlib's face ResNet on real photos; writes facenet.json."""
     from kernelscope._io import write_json
@@ -371,6 +401,15 @@ def run_demo(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, 
                                   log=log)
             if atlas_result is not None:
                 result.numbers.update(_atlas_numbers(atlas_result))
+    correlation_result = None
+    if "correlation" in chosen:
+        if mnist_run is None:
+            skip("correlation", "needs the MNIST run (stage 'mnist')")
+        else:
+            correlation_result = _stage(result, "correlation", lambda: _correlation(mnist_dir, out, quick=quick,
+                                                                                      seed=seed), strict=strict, log=log)
+            if correlation_result is not None:
+                result.numbers["correlation"] = _correlation_numbers(correlation_result)
     if "faces" in chosen:
         faces_run = _stage(result, "faces", lambda: _train("faces", faces_dir, quick=quick, seed=seed,
                                                             progress=progress), strict=strict, log=log)
@@ -415,7 +454,8 @@ def run_demo(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, 
                          ["training", "kernels", "featuremaps", "patches", "receptive", "dissect", "shift"],
                          {"dissect": dissect_result, "shift": shift_result}))
         report_path = _stage(result, "report", lambda: build_story_report(
-            out / "report.html", runs, parts=parts_result, facenet=facenet_result, numbers=result.numbers,
+            out / "report.html", runs, parts=parts_result, facenet=facenet_result, correlation=correlation_result,
+            numbers=result.numbers,
             stages=result.stages, strict=strict, progress=progress, figures_dir=out / "figures"),
             strict=strict, log=log)
         result.report_path = report_path

@@ -18,7 +18,7 @@ from kernelscope.demo import run_demo
 from kernelscope.errors import KernelscopeError
 from kernelscope.report.sections import parts_contrast_section
 
-STAGES = ("mnist", "atlas", "faces", "dissect", "shift", "report")
+STAGES = ("mnist", "atlas", "correlation", "faces", "dissect", "shift", "report")
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,11 @@ def test_quick_demo_summary_numbers(quick_demo):
         d = n[f"dissect_{concept}"]
         assert 0.0 <= d["chance"] <= 1.0 and 0.0 <= d["iou"] <= 1.0
     assert 0.0 <= n["shift"]["network_auroc"] <= 1.0
+    c = n["correlation"]
+    assert [r["layer"] for r in c["per_layer"]] == ["features.0", "features.3"] and c["at"] == "activation"
+    assert all(0.0 <= r["init_median_r2"] <= 1.0 for r in c["per_layer"]) and -1.0 <= c["rho_ncc"] <= 1.0
+    assert "does a channel measure correlation? median held-out R^2" in result.summary()
+    assert (result.out_dir / "correlation.json").is_file()
     atlas = json.loads((result.out_dir / "atlas.json").read_text())
     assert atlas["fractions"]["edge-like"] + atlas["fractions"]["gabor-like"] == pytest.approx(n["atlas_fraction"])
     text = result.summary()
@@ -65,7 +70,7 @@ def test_quick_demo_report_has_every_section(quick_demo):
     page = result.report_path.read_text()
     expected = ["operation", "mnist", "mnist-run", "mnist-training", "mnist-kernels", "mnist-atlas",
                 "mnist-featuremaps", "faces", "faces-run", "faces-training", "faces-kernels", "faces-featuremaps",
-                "faces-patches", "faces-receptive", "faces-dissect", "faces-shift", "stages"]
+                "faces-patches", "faces-receptive", "faces-dissect", "faces-shift", "correlation", "stages"]
     for section_id in expected:
         match = re.search(rf'<section id="{section_id}" class="(\w+)">', page)
         assert match, f"section {section_id} missing"

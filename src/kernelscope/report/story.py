@@ -77,7 +77,7 @@ def headline_numbers(numbers: Mapping[str, Any]) -> H.Html:
 
 def build_story_report(out_path: str | os.PathLike,
                        runs: Sequence[tuple[str, str, str | os.PathLike, Sequence[str], Mapping[str, Any]]], *,
-                       parts: Mapping[str, Any] | None = None, facenet: Any = None,
+                       parts: Mapping[str, Any] | None = None, facenet: Any = None, correlation: Any = None,
                        numbers: Mapping[str, Any] | None = None,
                        stages: Mapping[str, Any] | None = None, strict: bool = False, progress: bool = True,
                        title: str = "kernelscope: what the convolution kernels learned",
@@ -92,6 +92,8 @@ def build_story_report(out_path: str | os.PathLike,
         One group of sections per run; ``label`` prefixes the section ids.
     parts : dict, optional
         The result of :func:`kernelscope.analysis.part_contrast.part_contrast`.
+    correlation : CorrelationResult, optional
+        The result of :func:`kernelscope.analysis.channel_correlation.correlation_of`.
     facenet : FaceNetworkResult, optional
         The result of :func:`kernelscope.analysis.face_network.face_network`.
     numbers : dict, optional
@@ -114,6 +116,11 @@ def build_story_report(out_path: str | os.PathLike,
     if parts is not None:
         body.append(guarded("parts", "Part detectors: which face networks have eye channels",
                             lambda: S.parts_contrast_section(parts), strict=strict))
+    if correlation is not None:
+        from kernelscope.report.correlation import correlation_section
+
+        body.append(guarded("correlation", "Does a channel measure correlation?",
+                            lambda: correlation_section(correlation), strict=strict))
     if facenet is not None:
         body.append(guarded("facenet", "A real face network", lambda: S.face_network_section(facenet),
                             strict=strict))
