@@ -56,10 +56,6 @@ def test_question_notebook_runs_on_a_real_kernel():
     assert "epoch 2: train loss" in text and "kernel atlas: 16 kernels of 1x7x7" in text
     assert "smooth (300)" in text  # the atlas table carries its controls
     stderr = "".join(o["text"] for o in _outputs(notebook, "stderr"))
-    # Known, not this notebook's: kernelscope._progress imports tqdm.auto, which in a Jupyter kernel without
-    # ipywidgets warns once that it falls back to text bars. Any other warning fails.
-    stderr = "\n".join(line for line in stderr.splitlines()
-                       if "TqdmWarning: IProgress not found" not in line and "notebook_tqdm" not in line)
     assert "Warning" not in stderr and "Traceback" not in stderr, stderr
     figures = [o for o in _outputs(notebook, "display_data") + _outputs(notebook, "execute_result")
                if "image/png" in o.get("data", {})]

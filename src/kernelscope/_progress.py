@@ -74,7 +74,7 @@ class LineProgress:
 def progress(iterable: Iterable[Any] | None = None, *, desc: str = "", total: int | None = None,
              disable: bool | None = None, **kwargs: Any) -> Any:
     """A progress bar on a terminal, one line per finished piece of work in a log (see the module docstring)."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # the plain bar (tqdm.auto warns in Jupyter kernels without ipywidgets)
 
     mode = os.environ.get("KERNELSCOPE_PROGRESS", "")
     if disable is None:

@@ -73,7 +73,9 @@ class DemoResult:
 
     def summary(self) -> str:
         """The short printed summary: key numbers, then what was unavailable, then the report's path."""
-        lines = ["kernelscope demo: what the kernels learned", ""]
+        lines = ["kernelscope demo: what the kernels learned",
+                 "(one seed; `kernelscope replicate --preset structure --seeds 10` gives every number with its interval "
+                 "over seeds, see docs/controls.md)", ""]
         lines.extend(_summary_lines(self.numbers))
         problems = [s for s in self.stages.values() if s.status != "ok"]
         if problems:
@@ -99,6 +101,12 @@ def _summary_lines(n: dict[str, Any]) -> list[str]:
     if "mnist_test_acc" in n:
         lines.append(f"  MNIST large-kernel net: test accuracy {_pct(n['mnist_test_acc'])} "
                      f"({n.get('mnist_n_test', '?')} held-out digits)")
+    if "strict" in n:
+        from kernelscope.report.controls import strict_lines
+
+        for line in strict_lines(n["strict"]):
+            where = "MNIST first layer" if line.startswith(("structured", "classical")) else "faces net"
+            lines.append(f"  {where}, {line}")
     if "atlas_fraction" in n:
         lines.append(f"  first-layer kernels edge-/Gabor-like: {_pct(n['atlas_fraction'])} of "
                      f"{n.get('atlas_n', '?')} (at initialisation: {_pct(n.get('atlas_init_fraction'))}; "
@@ -207,6 +215,13 @@ def _atlas(run_dir: Path, out: Path, *, quick: bool) -> Any:
     result = atlas_of(run_dir, **({"n_null": 300} if quick else {}))
     write_bytes(out / "atlas.json", result.to_json().encode("utf-8"))
     return result
+
+
+def _strict_numbers(atlas_result: Any, dissect_results: Any = None) -> dict[str, Any]:
+    """The stricter headline: surrogate tests beside smoothed random kernels, detectors gated on the null."""
+    from kernelscope.report.controls import strict_numbers
+
+    return strict_numbers(atlas_result, dissect_results)
 
 
 def _atlas_numbers(result: Any) -> dict[str, Any]:
@@ -401,6 +416,7 @@ def run_demo(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, 
                                   log=log)
             if atlas_result is not None:
                 result.numbers.update(_atlas_numbers(atlas_result))
+                result.numbers["strict"] = _strict_numbers(atlas_result)
     correlation_result = None
     if "correlation" in chosen:
         if mnist_run is None:
@@ -424,6 +440,8 @@ def run_demo(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, 
                                     strict=strict, log=log)
             if dissect_result is not None:
                 result.numbers.update(_dissect_numbers(dissect_result))
+                if atlas_result is not None:
+                    result.numbers["strict"] = _strict_numbers(atlas_result, dissect_result)
     if "shift" in chosen:
         if faces_run is None:
             skip("shift", "needs the faces run (stage 'faces')")

@@ -54,6 +54,11 @@ def test_quick_demo_summary_numbers(quick_demo):
     assert [r["layer"] for r in c["per_layer"]] == ["features.0", "features.3"] and c["at"] == "activation"
     assert all(0.0 <= r["init_median_r2"] <= 1.0 for r in c["per_layer"]) and -1.0 <= c["rho_ncc"] <= 1.0
     assert "does a channel measure correlation? median held-out R^2" in result.summary()
+    strict = n["strict"]  # issue 19: the stricter headline, each beside its control
+    assert 0.0 <= strict["structured_beyond_spectrum"] <= 1.0 and "structured_beyond_spectrum_control_smooth" in strict
+    assert strict["detectors_eyes_gated"] <= strict["detectors_eyes"]
+    assert "MNIST first layer, structured beyond its spectrum: " in result.summary()
+    assert "faces net, eyes detectors: " in result.summary() and "(one seed; " in result.summary()
     assert (result.out_dir / "correlation.json").is_file()
     atlas = json.loads((result.out_dir / "atlas.json").read_text())
     assert atlas["fractions"]["edge-like"] + atlas["fractions"]["gabor-like"] == pytest.approx(n["atlas_fraction"])
