@@ -42,6 +42,15 @@ def headline_numbers(numbers: Mapping[str, Any]) -> H.Html:
 
     if "mnist_test_acc" in numbers:
         boxes.append((pct(numbers["mnist_test_acc"]), "MNIST test accuracy", "chance 10%"))
+    strict = numbers.get("strict") or {}
+    if "structured_beyond_spectrum" in strict:
+        boxes.append((pct(strict["structured_beyond_spectrum"]), "MNIST first-layer kernels structured beyond "
+                      "their spectrum (surrogate test, q < 0.05)",
+                      f"smoothed random kernels {pct(strict.get('structured_beyond_spectrum_control_smooth'))}"))
+    for concept in ("eyes", "mouth"):
+        if f"detectors_{concept}_gated" in strict:
+            boxes.append((str(strict[f"detectors_{concept}_gated"]), f"{concept} detectors gated on the null",
+                          f"IoU > 0.04 alone {strict[f'detectors_{concept}']}"))
     if "atlas_fraction" in numbers:
         boxes.append((pct(numbers["atlas_fraction"]), "first-layer kernels edge-/Gabor-like",
                       f"at initialisation {pct(numbers.get('atlas_init_fraction'))}"))
