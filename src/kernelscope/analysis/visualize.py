@@ -50,7 +50,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kernelscope.analysis.hooks import _to_tensor, capture, forward_until, iter_batches, model_device, read_point
+from kernelscope.analysis.hooks import (
+    _to_tensor,
+    capture,
+    forward_until,
+    iter_batches,
+    model_device,
+    read_point,
+)
 from kernelscope.errors import KernelscopeError
 
 if TYPE_CHECKING:

@@ -43,7 +43,11 @@ def command(source, arch, epoch, mean, std, trust_code, device, batch_size, laye
 
     from kernelscope._io import write_json, write_npz
     from kernelscope.analysis.projection import project_top_patches
-    from kernelscope.analysis.visualize import feature_visualization, parse_channels, patch_stability
+    from kernelscope.analysis.visualize import (
+        feature_visualization,
+        parse_channels,
+        patch_stability,
+    )
     from kernelscope.analysis.visualize import over_training as render_over_training
     from kernelscope.errors import KernelscopeError
     from kernelscope.models.layers import get_layer

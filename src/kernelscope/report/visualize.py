@@ -119,7 +119,7 @@ def visualization_section(result: Any, *, projections: dict[str, Any] | None = N
         control="the same optimisation on the network at initialisation (its own data-set max), and "
                 f"{len(result.random_reached)} random unit directions in the layer's activation space"))
     rows = []
-    for i, unit in enumerate(result.to_dict()["units"]):
+    for unit in result.to_dict()["units"]:
         rows.append([unit["channel"], unit["reached"], unit["data_max"], unit["ratio"], unit["init_ratio"],
                      "yes" if unit["beats_init"] else "no (not a finding)"])
     body.append(H.table(["channel", "reached", "data-set max", "ratio", "init ratio", "beats init"], rows,
