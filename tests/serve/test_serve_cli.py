@@ -29,7 +29,8 @@ def test_serve_prints_the_address_and_serves_the_given_runs(cli_runner, serve_ru
     (app, addresses), = no_serving
     host, port = addresses[0]
     assert host == "127.0.0.1" and port > 0
-    assert result.output == f"kernelscope explorer: http://127.0.0.1:{port}/  (serving 1 run; Ctrl+C stops)\n"
+    assert result.stdout == f"kernelscope explorer: http://127.0.0.1:{port}/  (serving 1 run; Ctrl+C stops)\n"
+    assert result.stderr == "kernelscope explorer stopped\n"  # printed however the server ends
     assert [run.path for run in app.state.store.runs] == [serve_run]
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
