@@ -67,7 +67,7 @@ def test_preset_structure_values_reach_the_manifest(cli_runner, tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--data", "mnsit"], "Error: unknown dataset 'mnsit'; did you mean 'mnist'? (valid: animal-mnist, "
-                          "cifar10:PATH, digits, faces, folder:PATH, idx:PATH, mnist)\n"),
+                          "cifar10:PATH, digits, faces, fashion-mnist, folder:PATH, idx:PATH, mnist)\n"),
     (["--model", "tinyvg"], "Error: unknown model 'tinyvg'; did you mean 'tinyvgg'? (valid: large-kernel, lenet5, "
                             "resnet-small, tinyvgg)\n"),
     (["--preset", "face"], "Error: unknown preset 'face'; did you mean 'faces'? (valid: faces, plain, structure)\n"),
