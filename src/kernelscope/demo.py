@@ -145,6 +145,10 @@ def _summary_lines(n: dict[str, Any]) -> list[str]:
     if "facenet" in n:
         f = n["facenet"]
         a, colour = f["atlas"], f.get("colour", {})
+        if "structured_beyond_spectrum" in a:
+            lines.append(f"  {f['source']}, first layer ({a['n']} RGB kernels): structured beyond its spectrum "
+                         f"{_pct(a['structured_beyond_spectrum'])} (smoothed random kernels: "
+                         f"{_pct(a.get('structured_beyond_spectrum_control_smooth'))})")
         lines.append(f"  {f['source']}, first layer ({a['n']} RGB kernels): edge-/Gabor-like {_pct(a['edge_or_gabor'])} "
                      f"(init {_pct(a['controls'].get('init'))}, random {_pct(a['controls'].get('random'))}, "
                      f"smoothed random {_pct(a['controls'].get('smooth'))})"

@@ -54,6 +54,11 @@ class FaceNetworkResult:
                       "controls": {name: float(sum(f.get(c, 0.0) for c in spatial))
                                    for name, f in a.control_fractions.items()}},
         }
+        headline = a.headline()
+        if "structured_beyond_spectrum" in headline:
+            out["atlas"]["structured_beyond_spectrum"] = headline["structured_beyond_spectrum"]
+            out["atlas"]["structured_beyond_spectrum_control_smooth"] = headline.get(
+                "structured_beyond_spectrum_control_smooth")
         colour = a.to_dict().get("colour")
         if colour:
             out["colour"] = {"fractions": colour["fractions"], "control_fractions": colour["control_fractions"]}
