@@ -97,3 +97,21 @@ def test_errors(tiny_net, images):
     with pytest.raises(KernelscopeError, match=r"^display images must match the inputs"):
         top_patches(tiny_net, "3", images, display=images[:3])
     assert torch.is_grad_enabled()
+
+
+def test_a_field_larger_than_the_image_crops_the_image_not_a_canvas():
+    """Deep layers of real networks see more than the input: the crop is the image, no larger."""
+    import torch
+    from torch import nn
+
+    from kernelscope.analysis.toppatches import top_patches
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 7, padding=3), nn.ReLU(), nn.Conv2d(2, 2, 7, padding=3), nn.ReLU())
+    images = np.random.default_rng(0).normal(size=(5, 1, 9, 9)).astype(np.float32)  # the field is 13 px
+    result = top_patches(net, "2", images, k=2)
+    assert result.field.size == (13, 13)
+    assert result.crops.shape == (2, 2, 1, 9, 9)
+    for c in range(2):
+        for slot in range(2):
+            np.testing.assert_array_equal(result.crops[c, slot], images[result.image_index[c, slot]])

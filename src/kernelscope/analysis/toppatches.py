@@ -27,6 +27,27 @@ if TYPE_CHECKING:
 __all__ = ["TopPatches", "TopK", "top_patches", "crop_field"]
 
 
+def fit_box(box: tuple[int, int, int, int], height: int, width: int) -> tuple[int, int, int, int]:
+    """A receptive-field box cut down to the image where the field is larger than the image.
+
+    Deep layers of real networks see more than the whole input (dlib's face ResNet: 355 px at
+    ``layer3`` on a 150 px chip); their crop is then the image itself along that axis, not a
+    mostly empty canvas the size of the field. Boxes no larger than the image are unchanged
+    (they may still reach past its border; :func:`crop_field` fills that part).
+
+    Examples
+    --------
+    >>> fit_box((-100, 254, 10, 14), 150, 150)
+    (0, 149, 10, 14)
+    """
+    top, bottom, left, right = box
+    if bottom - top + 1 > height:
+        top, bottom = 0, height - 1
+    if right - left + 1 > width:
+        left, right = 0, width - 1
+    return top, bottom, left, right
+
+
 def crop_field(image: np.ndarray, box: tuple[int, int, int, int], fill: float = np.nan) -> np.ndarray:
     """Crop ``image`` ``(C, H, W)`` to the inclusive box ``(top, bottom, left, right)``; outside -> ``fill``.
 
@@ -107,7 +128,9 @@ class TopK:
         for channel, slot in zip(*np.nonzero(~kept), strict=True):  # only new winners are cropped
             j = order[channel, slot]
             y, x = new_position[channel, j]
-            crops[channel, slot] = crop_field(display[j - old], unit_field_box(self.field, int(y), int(x)))
+            image = display[j - old]  # (C_in, H, W)
+            box = fit_box(unit_field_box(self.field, int(y), int(x)), *image.shape[1:])
+            crops[channel, slot] = crop_field(image, box)
         self.values = np.take_along_axis(values, order, axis=1)
         self.image_index = np.take_along_axis(new_index, order, axis=1)
         self.position = np.take_along_axis(new_position, order[..., None], axis=1)
@@ -192,7 +215,7 @@ def top_patches(model: nn.Module, layer: str, images: Any, *, k: int = 9, displa
                 raise KernelscopeError(f"layer {layer!r} output has shape {tuple(acts.shape)}, not (N, C, H, W)")
             if top is None:
                 field = receptive_field(model, layer, tuple(x.shape[1:]))
-                crop_shape = (shown.shape[1], field.size[0], field.size[1])
+                crop_shape = (shown.shape[1], min(field.size[0], shown.shape[2]), min(field.size[1], shown.shape[3]))
                 top = TopK(acts.shape[1], k, field, crop_shape)
             maxima, argmax = acts.flatten(2).max(dim=2)  # (B, C) each
             top.update(maxima.float().cpu().numpy(), argmax.cpu().numpy(), seen, shown)
