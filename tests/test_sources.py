@@ -64,3 +64,13 @@ def test_images_a_model_cannot_run_on_are_one_line(tmp_path):
     with pytest.raises(KernelscopeError, match=r"^model tv.pt cannot run on images 'faces' of shape \(1, 25, 25\) "
                                                r"\(C, H, W\): .*give images of the size it was built for$"):
         src.images("faces")
+
+
+def test_the_seeded_face_net_is_the_init_control():
+    """build_face_net(seed) and reinitialised(any face net, seed) give the same weights: one init control."""
+    from kernelscope.models.init import reinitialised
+    from kernelscope.models.zoo import build_face_net
+
+    built, reset = build_face_net(0), reinitialised(build_face_net(5), seed=0)
+    assert all(torch.equal(p, q) for p, q in zip(built.parameters(), reset.parameters(), strict=True))
+    assert not torch.equal(build_face_net(5)[0].weight, built[0].weight)

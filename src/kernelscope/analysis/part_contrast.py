@@ -197,7 +197,10 @@ def part_contrast(seed: int = 0, quick: bool = False, *, part: str = "eyes",
         models[name] = {**measure(model, test, masks, layers), "test_accuracy": info["test_accuracy"],
                         "train_seconds": info["seconds"]}
     test = ((test_faces - data_easy["mean"]) / data_easy["std"]).astype(np.float32)
-    models["random"] = measure(build_face_net(seed), test, masks, layers)
+    from kernelscope.models.init import reinitialised
+
+    # the control: the network at initialisation through the one init control (bit-identical to build_face_net(seed))
+    models["random"] = measure(reinitialised(model, seed=seed), test, masks, layers)
     return {"part": part, "models": models,
             "settings": {**options, "epochs": epochs, "layers_small": layers, "layers_onet": onet_layers,
                          "images": {"onet": 100, "small": int(len(test_faces))}, "dissection": dissection},
