@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 
 from kernelscope import _io
-from kernelscope._io import atomic_write, dumps_json, finite_or_none, json_safe, write_bytes, write_json
+from kernelscope._io import (
+    atomic_write,
+    dumps_json,
+    finite_or_none,
+    json_safe,
+    write_bytes,
+    write_json,
+)
 
 
 def _mode(path) -> int:

@@ -153,7 +153,6 @@ def part_contrast(seed: int = 0, quick: bool = False, *, part: str = "eyes",
     from kernelscope.data.face_tasks import face_task_data
     from kernelscope.data.faces import lfw_faces
     from kernelscope.models.onet import load_onet, preprocess_faces
-    from kernelscope.models.zoo import build_face_net
 
     if part not in ("eyes", "nose", "mouth"):
         raise KernelscopeError(f"part: expected 'eyes', 'nose' or 'mouth', got {part!r}")
