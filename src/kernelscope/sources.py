@@ -129,16 +129,10 @@ class Source:
             return self.model
         import torch
 
-        from kernelscope.models.zoo import build_model
-
-        spec = self.run.manifest.get("model") or {}
-        kwargs = dict(spec.get("kwargs", {}))
-        if isinstance(kwargs.get("input_size"), list):
-            kwargs["input_size"] = tuple(kwargs["input_size"])
         state = torch.random.get_rng_state()
         try:
-            return build_model(spec.get("name"), **kwargs).eval()
-        except (KernelscopeError, TypeError):
+            return self.run.architecture().eval()
+        except (KernelscopeError, TypeError, KeyError):
             return None
         finally:
             torch.random.set_rng_state(state)

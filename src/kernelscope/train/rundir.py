@@ -474,15 +474,19 @@ class Run:
         epoch = self._epoch(epoch, self.checkpoint_epochs, "checkpoints")
         return read_checkpoint(self.path / "checkpoints" / f"epoch_{epoch:03d}.pt")
 
-    def model(self, epoch: int | None = None):
-        """The zoo model with the weights of ``epoch`` (default: newest), in eval mode."""
+    def architecture(self):
+        """The run's zoo model as its manifest describes it, freshly initialised (no checkpoint read)."""
         from kernelscope.models.zoo import build_model
 
         spec = self.manifest["model"]
         kwargs = dict(spec.get("kwargs", {}))
         if isinstance(kwargs.get("input_size"), list):
             kwargs["input_size"] = tuple(kwargs["input_size"])
-        model = build_model(spec["name"], **kwargs)
+        return build_model(spec["name"], **kwargs)
+
+    def model(self, epoch: int | None = None):
+        """The zoo model with the weights of ``epoch`` (default: newest), in eval mode."""
+        model = self.architecture()
         state = self.checkpoint(epoch)["model"]
         model.load_state_dict(state)
         return model.eval()
