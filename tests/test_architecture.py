@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "kernelscope"
 
 #: Floors: a part may import only from its own floor or below (see docs/architecture.md).
 FLOOR = {
-    "errors": 0, "_io": 0, "_progress": 0, "py": 0,
+    "errors": 0, "_io": 0, "_progress": 0, "_display": 0, "py": 0,
     "ops": 1,
     "kernels": 2, "data": 2,
     "models": 3, "npnet": 3,
