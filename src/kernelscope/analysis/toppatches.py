@@ -16,15 +16,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kernelscope._progress import progress
-from kernelscope.analysis.hooks import _as_nchw, _to_tensor, forward_until, read_point
+from kernelscope.analysis.hooks import _to_tensor, forward_until, read_point
+from kernelscope.analysis.passes import Batch, Checkpoint, PassReport, run_pass
 from kernelscope.analysis.receptive import LayerField, receptive_field, unit_field_box
 from kernelscope.errors import KernelscopeError
 
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["TopPatches", "TopK", "top_patches", "crop_field"]
+    from kernelscope.train.distributed import Context
+
+__all__ = ["TopPatches", "TopK", "TopPatchesReducer", "top_patches", "crop_field"]
 
 
 def fit_box(box: tuple[int, int, int, int], height: int, width: int) -> tuple[int, int, int, int]:
@@ -95,9 +97,10 @@ class TopK:
         self.position = np.zeros((channels, 0, 2), dtype=np.int64)  # (C, k_so_far, 2) = (y, x)
         self.crops = np.zeros((channels, 0, *crop_shape), dtype=np.float32)  # (C, k_so_far, C_in, rh, rw)
 
-    def update(self, maxima: np.ndarray | None, argmax_or_acts: np.ndarray, start_index: int,
+    def update(self, maxima: np.ndarray | None, argmax_or_acts: np.ndarray, start_index: int | np.ndarray,
                display: np.ndarray) -> None:
-        """Merge a batch of ``B`` images starting at ``start_index`` in the stream.
+        """Merge a batch of ``B`` images starting at ``start_index`` in the stream (or with the
+        global indices ``start_index`` (B,), in increasing order).
 
         ``maxima`` (B, C) are the spatial maxima and ``argmax_or_acts`` (B, C) the flat
         argmax positions, or ``argmax_or_acts`` is the full maps (B, C, H', W') and
@@ -114,9 +117,9 @@ class TopK:
         batch = maxima.shape[0]
         values = np.concatenate([self.values, maxima.T.astype(np.float32)], axis=1)  # (C, k + B)
         order = np.argsort(-values, axis=1, kind="stable")[:, : self.k]  # (C, k)
-        new_index = np.concatenate(
-            [self.image_index, np.broadcast_to(start_index + np.arange(batch), (values.shape[0], batch))], axis=1
-        )
+        index = (np.asarray(start_index, dtype=np.int64) if np.ndim(start_index)
+                 else start_index + np.arange(batch, dtype=np.int64))  # (B,) global indices
+        new_index = np.concatenate([self.image_index, np.broadcast_to(index, (values.shape[0], batch))], axis=1)
         pos_batch = np.stack([argmax.T // width, argmax.T % width], axis=-1)  # (C, B, 2)
         new_position = np.concatenate([self.position, pos_batch], axis=1)
         old = self.values.shape[1]
@@ -151,10 +154,12 @@ class TopPatches:
     n_images: int
     at: str = "activation"
     read: str = ""  # what was read, e.g. "features.5 (ReLU after conv features.4)"
+    data: dict[str, Any] | None = None  # what the pass read (PassReport.to_dict: images used, skipped, processes)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "layer": self.layer, "at": self.at, "read": self.read, "k": self.k, "n_images": self.n_images,
+            **({"data": self.data} if self.data is not None else {}),
             "receptive_field": self.field.to_dict(),
             "channels": [
                 {"channel": c, "values": self.values[c].tolist(), "image_index": self.image_index[c].tolist(),
@@ -166,7 +171,8 @@ class TopPatches:
 
 def top_patches(model: nn.Module, layer: str, images: Any, *, k: int = 9, display: Any = None,
                 batch_size: int = 64, n_images: int | None = None, desc: str | None = None,
-                at: str = "activation") -> TopPatches:
+                at: str = "activation", context: Context | None = None, workers: int = 0,
+                checkpoint: Checkpoint | None = None) -> TopPatches:
     """The ``k`` most activating images of every channel of ``layer``, cropped by the receptive field.
 
     Parameters
@@ -186,6 +192,9 @@ def top_patches(model: nn.Module, layer: str, images: Any, *, k: int = 9, displa
     at : {"activation", "conv"}
         Read a conv ``layer`` after the nonlinearity that follows it, or its own output
         (:func:`~kernelscope.analysis.hooks.read_point`). The receptive field is the same.
+    context, workers, checkpoint
+        Run sharded over ``torchrun`` ranks, read a folder with workers, save and resume
+        (:func:`kernelscope.analysis.passes.run_pass`); ``images`` may then be an image folder.
 
     Examples
     --------
@@ -201,55 +210,97 @@ def top_patches(model: nn.Module, layer: str, images: Any, *, k: int = 9, displa
     """
     if k < 1:
         raise KernelscopeError(f"k must be >= 1, got {k}")
-    hooked, read = read_point(model, layer, at)
-    stream = _pairs(images, display, batch_size)
-    total = n_images if n_images is not None else (len(images) if hasattr(images, "__len__") else None)
-    top: TopK | None = None
-    seen = 0
-    bar = progress(desc=desc or f"top patches {layer}", total=total, unit="img")
-    try:
-        for x, shown in stream:
-            tensor = _to_tensor(x, model)
-            acts = forward_until(model, hooked, tensor)  # (B, C, H', W')
-            if acts.dim() != 4:
-                raise KernelscopeError(f"layer {layer!r} output has shape {tuple(acts.shape)}, not (N, C, H, W)")
-            if top is None:
-                field = receptive_field(model, layer, tuple(x.shape[1:]))
-                crop_shape = (shown.shape[1], min(field.size[0], shown.shape[2]), min(field.size[1], shown.shape[3]))
-                top = TopK(acts.shape[1], k, field, crop_shape)
-            maxima, argmax = acts.flatten(2).max(dim=2)  # (B, C) each
-            top.update(maxima.float().cpu().numpy(), argmax.cpu().numpy(), seen, shown)
-            seen += x.shape[0]
-            bar.update(x.shape[0])
-    finally:
-        bar.close()
-    if top is None:
-        raise KernelscopeError("the dataset has no images (0 given); give at least one image")
-    return TopPatches(layer, min(k, seen), top.values, top.image_index, top.position, top.crops, top.field, seen,
-                      at, read)
+    reducer = TopPatchesReducer(model, layer, k, at=at)
+    report = run_pass({"top": reducer}, images, display=display, batch_size=batch_size, context=context,
+                      workers=workers, checkpoint=checkpoint, name=f"patches-{layer}",
+                      desc=desc or f"top patches {layer}")
+    return reducer.result(report)
 
 
-def _pairs(images: Any, display: Any, batch_size: int):
-    if hasattr(images, "shape") and hasattr(images, "__getitem__"):
-        array = _as_nchw(images)
-        shown_all = array if display is None else _as_nchw(display)
-        if shown_all.shape[0] != array.shape[0] or shown_all.shape[2:] != array.shape[2:]:
-            raise KernelscopeError(
-                f"display images must match the inputs in number and size: got {shown_all.shape} "
-                f"for inputs {array.shape}"
-            )
-        if array.shape[0] == 0:
+class TopPatchesReducer:
+    """:func:`top_patches` as a reducer of :func:`kernelscope.analysis.passes.run_pass`.
+
+    The state is the running top-k (values, global image indices, positions, crops); the merge
+    of several re-selects the top ``k`` of their union per channel, ties broken by the lower
+    global index, which is the order one process keeps (so the sets and their order are equal).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from kernelscope.analysis.passes import run_pass, shard
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 1))
+    >>> x = np.random.default_rng(0).random((10, 1, 4, 4)).astype(np.float32)
+    >>> halves = []
+    >>> for rank in range(2):                        # two "ranks", each on its half, then merged
+    ...     part = TopPatchesReducer(net, "0", 3)
+    ...     index = shard(10, rank, 2)
+    ...     part.update(Batch(index, x[index], x[index]))
+    ...     halves.append(part.state())
+    >>> merged = TopPatchesReducer(net, "0", 3)
+    >>> merged.merge(halves)
+    >>> one = top_patches(net, "0", x, k=3)
+    >>> bool((merged.top.image_index == one.image_index).all())
+    True
+    """
+
+    def __init__(self, model: nn.Module, layer: str, k: int, *, at: str = "activation"):
+        self.model, self.layer, self.k, self.at = model, layer, k, at
+        self.hooked, self.read = read_point(model, layer, at)
+        self.top: TopK | None = None
+        self.input_shape: tuple[int, ...] | None = None
+        self.seen = 0
+
+    def _start(self, input_shape: tuple[int, ...], crop_shape: tuple[int, ...], channels: int) -> None:
+        self.input_shape = tuple(int(v) for v in input_shape)
+        field = receptive_field(self.model, self.layer, self.input_shape)
+        self.top = TopK(channels, self.k, field, tuple(int(v) for v in crop_shape))
+
+    def update(self, batch: Batch) -> None:
+        x, shown = batch.inputs, batch.raw
+        acts = forward_until(self.model, self.hooked, _to_tensor(x, self.model))  # (B, C, H', W')
+        if acts.dim() != 4:
+            raise KernelscopeError(f"layer {self.layer!r} output has shape {tuple(acts.shape)}, not (N, C, H, W)")
+        if self.top is None:
+            field = receptive_field(self.model, self.layer, tuple(x.shape[1:]))
+            crop = (shown.shape[1], min(field.size[0], shown.shape[2]), min(field.size[1], shown.shape[3]))
+            self._start(x.shape[1:], crop, acts.shape[1])
+        maxima, argmax = acts.flatten(2).max(dim=2)  # (B, C) each
+        self.top.update(maxima.float().cpu().numpy(), argmax.cpu().numpy(), batch.indices, shown)
+        self.seen += x.shape[0]
+
+    def state(self) -> dict[str, Any]:
+        if self.top is None:
+            return {"seen": self.seen}
+        return {"seen": self.seen, "input_shape": list(self.input_shape), "crop_shape": list(self.top.crops.shape[2:]),
+                "values": self.top.values, "image_index": self.top.image_index, "position": self.top.position,
+                "crops": self.top.crops}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.seen = int(state["seen"])
+        self.top = None
+        if "values" in state:
+            self._start(state["input_shape"], state["crop_shape"], state["values"].shape[0])
+            self.top.values, self.top.image_index = state["values"], state["image_index"]
+            self.top.position, self.top.crops = state["position"], state["crops"]
+
+    def merge(self, states: list[dict[str, Any]]) -> None:
+        held = [s for s in states if "values" in s]
+        seen = sum(int(s["seen"]) for s in states)
+        if not held:
+            self.load({"seen": seen})
+            return
+        values = np.concatenate([s["values"] for s in held], axis=1)  # (C, sum k_r)
+        index = np.concatenate([s["image_index"] for s in held], axis=1)
+        order = np.lexsort((index, -values), axis=1)[:, : self.k]  # value down, then the earlier image
+        rows = np.arange(values.shape[0])[:, None]
+        self.load({**held[0], "seen": seen, "values": values[rows, order], "image_index": index[rows, order],
+                   "position": np.concatenate([s["position"] for s in held], axis=1)[rows, order],
+                   "crops": np.concatenate([s["crops"] for s in held], axis=1)[rows, order]})
+
+    def result(self, report: PassReport | None = None) -> TopPatches:
+        if self.top is None:
             raise KernelscopeError("the dataset has no images (0 given); give at least one image")
-        for start in range(0, array.shape[0], batch_size):
-            stop = start + batch_size
-            yield (np.ascontiguousarray(array[start:stop], dtype=np.float32),
-                   np.asarray(shown_all[start:stop], dtype=np.float32))
-        return
-    if display is not None:
-        raise KernelscopeError("display must be given inside the stream as (inputs, display) pairs")
-    for batch in images:
-        if isinstance(batch, tuple):
-            x, shown = _as_nchw(batch[0]), _as_nchw(batch[1])
-        else:
-            x = shown = _as_nchw(batch)
-        yield np.ascontiguousarray(x, dtype=np.float32), np.asarray(shown, dtype=np.float32)
+        return TopPatches(self.layer, min(self.k, self.seen), self.top.values, self.top.image_index,
+                          self.top.position, self.top.crops, self.top.field, self.seen, self.at, self.read,
+                          report.to_dict() if report is not None else None)
