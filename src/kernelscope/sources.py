@@ -42,6 +42,10 @@ Image sets (:meth:`Source.images`):
   ``split_seed``; seed 0 otherwise). They are the faces net's own negative class, held out,
   not a novel domain;
 - a path to ``.npy`` (N, C, H, W) / (N, H, W) or ``.npz`` (key ``images``) with values in [0, 1].
+
+A folder of image files, however large, is not an image set held in memory: :meth:`Source.image_folder`
+lists it at the model's input spec and :func:`kernelscope.data.folder.load_batches` streams it in batches
+(worker processes decode and resize; unreadable files are skipped and reported).
 """
 
 from __future__ import annotations
@@ -54,11 +58,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kernelscope.data.folder import resize_images
 from kernelscope.errors import KernelscopeError, suggest
 
 if TYPE_CHECKING:
     from torch import nn
 
+    from kernelscope.data.folder import ImageFolder
     from kernelscope.train.rundir import Run
 
 __all__ = ["Source", "InputSpec", "open_source", "load_model", "NAMED_SETS"]
@@ -246,6 +252,31 @@ class Source:
             self._check_runs_on(inputs[:1], spec)
         return inputs, raw, description
 
+    def image_folder(self, path: str | os.PathLike) -> ImageFolder:
+        """The image files under folder ``path`` as an :class:`~kernelscope.data.folder.ImageFolder` at the
+        model's input spec: resized to :attr:`input_shape` (grey <-> RGB), then the source's ``prepare``.
+
+        Nothing is decoded here; load batches with :func:`kernelscope.data.folder.load_batches`
+        (``normalise=self.normalise`` gives the inputs). Large folders go this way; named sets
+        and ``.npy`` files through :meth:`images`.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> from kernelscope.data.folder import load_batches
+        >>> root = tempfile.mkdtemp()
+        >>> Image.new("RGB", (64, 48), (255, 255, 255)).save(f"{root}/white.jpg")
+        >>> src = open_source("onet")
+        >>> ds = src.image_folder(root)
+        >>> batch = next(load_batches(ds, range(len(ds)), batch_size=8, normalise=src.normalise))
+        >>> batch.raw.shape, batch.inputs.shape
+        ((1, 3, 48, 48), (1, 3, 48, 48))
+        """
+        from kernelscope.data.folder import ImageFolder
+
+        return ImageFolder(path, shape=self.spec.shape, prepare=self.spec.prepare)
+
     def _check_runs_on(self, one: np.ndarray, spec: str) -> None:
         """A model whose input size is not known: one forward pass on one image, a failure as one line."""
         import torch
@@ -297,30 +328,6 @@ class Source:
             return 0
         info = self.run.manifest.get("dataset", {})
         return int(info.get("split_seed", 0)) if info.get("name") == "faces" else 0
-
-
-def resize_images(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """(N, c, h, w) in [0, 1] -> (N, C, H, W): bilinear resize (clamped to [0, 1]), grey <-> RGB.
-
-    Examples
-    --------
-    >>> resize_images(np.ones((2, 1, 4, 4), np.float32), (3, 8, 8)).shape
-    (2, 3, 8, 8)
-    """
-    import torch
-    import torch.nn.functional as F
-
-    c, h, w = shape
-    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-    if tuple(x.shape[-2:]) != (h, w):
-        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
-    if x.shape[1] == 1 and c == 3:
-        x = x.repeat(1, 3, 1, 1)
-    elif x.shape[1] == 3 and c == 1:
-        x = x.mean(dim=1, keepdim=True)
-    elif x.shape[1] != c:
-        raise KernelscopeError(f"images have {x.shape[1]} channels but the model takes {c}")
-    return x.numpy()
 
 
 def resize_masks(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
