@@ -209,3 +209,17 @@ def test_a_wrong_explanation_would_fail_the_check():
     from kernelscope.analysis.cell import cell_tolerance
 
     assert abs((good.total - 0.5) - good.network_total) > cell_tolerance(10.0, 0.5)
+
+
+def test_pretrained_onet_every_conv():
+    """A pretrained network (MTCNN's ONet, shipped weights; PReLU after each conv)."""
+    from kernelscope.sources import open_source
+
+    src = open_source("onet")
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, *src.input_shape)).astype(np.float32))
+    for name in src.conv_layers:
+        expected_map, network_map = _maps(src.model, name, x)
+        c, h, w = expected_map.shape
+        cell = explain_cell(src.model, name, x, c // 2, h - 1, 0)
+        assert abs(cell.total - float(expected_map[c // 2, h - 1, 0])) < 1e-9
+        assert cell.total_agrees and cell.post_agrees and cell.after == [f"prelu{name[-1]} (PReLU)"]
