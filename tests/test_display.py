@@ -144,3 +144,123 @@ def test_format_value_never_dumps_an_array():
     assert format_value(np.zeros((100, 100))) == "array of shape (100, 100)"
     assert format_value(list(range(50))) == "50 values"
     assert re.fullmatch(r".{80}", format_value("x" * 500))
+
+
+# --- every result class of the atlas, tuning, replication, seed matching, face network and conventions ---------------
+
+
+@pytest.fixture(scope="module")
+def grey_atlas():
+    from kernelscope.analysis.atlas import atlas
+
+    edge = np.outer([1.0, 2.0, 1.0], [-1.0, 0.0, 1.0])
+    kernels = np.random.default_rng(0).normal(scale=0.2, size=(8, 1, 5, 5))
+    kernels[:4, 0, 1:4, 1:4] += edge  # four edges among noise
+    return atlas(kernels, n_null=100, surrogates=19, layer=HOSTILE, surrogate_control_layers=2)
+
+
+def test_atlas_shows_its_headline_table_and_kernels(grey_atlas):
+    a = grey_atlas
+    head = a.headline()
+    parsed = check_display(a, numbers=[head["structured_beyond_spectrum"], head["classical"],
+                                       head["structured_beyond_spectrum_control_smooth"], a.fractions["edge-like"]],
+                           picture=True, max_repr=450)
+    text = repr(a)
+    assert "8 kernels of 1x5x5" in text and "structured beyond spectrum" in text and "smooth random kernels" in text
+    assert "edge-like" in " ".join(parsed.text)
+    assert len(parsed.images) == 1
+
+
+def test_atlas_of_rgb_kernels_shows_the_colour_census():
+    from kernelscope.analysis.atlas import atlas
+
+    a = atlas(np.random.default_rng(1).normal(size=(6, 3, 3, 3)), n_null=100, surrogates=0, layer="conv1")
+    assert a.colour is not None
+    parsed = check_display(a, numbers=[a.colour.fractions["luminance"]], picture=True)
+    assert "colour: luminance" in " ".join(parsed.text)
+    check_display(a.colour, numbers=[a.colour.fractions["colour-opponent"]], picture=False)
+    assert repr(a.colour).startswith("<ColourCensus: colour census of 6 RGB kernels")
+
+
+def test_surrogate_test_shows_count_and_control(grey_atlas):
+    test = grey_atlas.surrogate["phase"]
+    check_display(test, numbers=[test.fraction, test.control_fractions["smooth"]], picture=False)
+    assert f"{test.count} of 8" in repr(test)
+
+
+def test_evolution_shows_each_snapshot():
+    from kernelscope.analysis.atlas import evolution
+
+    edge = np.outer([1.0, 2.0, 1.0], [-1.0, 0.0, 1.0])
+    init = np.random.default_rng(0).standard_normal((2, 1, 3, 3))
+    ev = evolution({0: init, 1: 0.5 * init + edge, 2: 0.01 * init + edge},
+                   thresholds={"edge": 0.95, "centre-surround": 0.95, "blob": 0.95})
+    parsed = check_display(ev, numbers=[ev.median_match[1]], picture=False)
+    assert repr(ev).startswith("<Evolution: 2 kernels over 3 snapshots (epochs 0..2)")
+    assert parsed.text.count("edge-like") == 1
+
+
+def test_tuning_shows_channels_and_response_maps():
+    import torch
+
+    from kernelscope.analysis.tuning import tuning_curves
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 5), torch.nn.ReLU())
+    t = tuning_curves(model, "0", (1, 15, 15), orientations=4, frequencies=[0.1, 0.2], phases=4)
+    t.layer = HOSTILE
+    check_display(t, numbers=[t.summary()["responsive"]], picture=True)
+    assert "4 channels, 4 orientations x 2 frequencies x 4 phases" in repr(t)
+
+
+def _replication():
+    from kernelscope.analysis.replicate import Replication, summarise
+
+    per_seed = [{"seed": s, "accuracy": 0.9 + 0.01 * s, "structured_beyond_spectrum": 0.5 + 0.1 * s,
+                 "structured_beyond_spectrum_control_smooth": 0.1, "classical": 0.8} for s in range(3)]
+    summary = summarise([{k: v for k, v in r.items() if k != "seed"} for r in per_seed])
+    return Replication(preset=HOSTILE, seeds=[0, 1, 2], per_seed=per_seed, summary=summary,
+                       interval="percentile bootstrap")
+
+
+def test_replication_shows_mean_and_interval_per_number():
+    r = _replication()
+    low, high = r["summary"]["structured_beyond_spectrum"]["ci95"]
+    check_display(r, numbers=[r["summary"]["accuracy"]["mean"]], picture=False, max_repr=500)
+    text = repr(r)
+    assert f"structured_beyond_spectrum 0.600 [{low:.3f}, {high:.3f}]" in text and "over 3 seeds" in text
+    assert dict(r)["seeds"] == [0, 1, 2]  # still the dict it was
+
+
+def test_seed_matching_shows_counts_and_matched_kernels():
+    from kernelscope.analysis.matching_seeds import SeedMatching, match_pair
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(6, 1, 5, 5))
+    others = [ref[rng.permutation(6)] + 0.1 * rng.normal(size=ref.shape) for _ in range(2)]
+    pairs = [match_pair(ref, k, n_permutations=20, rng=j) for j, k in enumerate(others)]
+    m = SeedMatching(layer=HOSTILE, kind="kernels", sources=["a", "b", "c"], pairs=pairs,
+                     in_every_seed=np.all([p.recurs for p in pairs], axis=0), kernels=[ref, *others])
+    check_display(m, numbers=[np.median([p.null_p95 for p in pairs])], picture=True)
+    assert "6 of 6" in repr(m)  # every noisy copy recurs
+    check_display(pairs[0], numbers=[pairs[0].null_p95], picture=False)
+    grid, shown = image_grid(m._display_picture().images)
+    assert shown == 18
+
+
+def test_face_network_result_shows_its_numbers(grey_atlas):
+    from kernelscope.analysis.face_network import FaceNetworkResult
+
+    result = FaceNetworkResult("dlib-face-resnet", grey_atlas, None, {}, {}, {})
+    check_display(result, numbers=[grey_atlas.headline()["structured_beyond_spectrum"]], picture=True, max_repr=450)
+    assert "face network dlib-face-resnet" in repr(result)
+
+
+def test_conventions_show_one_row_per_call():
+    from kernelscope.analysis.conventions import probe_conventions
+
+    report = probe_conventions(["numpy", "kernelscope"])
+    parsed = check_display(report, numbers=[2], picture=False)
+    assert "numpy.convolve" in " ".join(parsed.text)
+    assert repr(report).startswith("<ConventionsReport: 4 library calls") and "cross-correlation 2" in repr(report)
+    check_display(report.results[0], picture=False)

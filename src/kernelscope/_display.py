@@ -44,10 +44,8 @@ import numpy as np
 
 from kernelscope.errors import KernelscopeError
 
-__all__ = ["Displayed", "Summary", "Picture", "image_grid", "png_bytes", "format_value"]
+__all__ = ["Displayed", "Summary", "Picture", "image_grid", "png_bytes", "format_value", "kernel_tiles"]
 
-#: Items shown in the one-line repr (the HTML shows them all).
-REPR_ITEMS = 8
 #: Table rows shown in the HTML (the rest are counted).
 HTML_ROWS = 40
 #: Tiles drawn in a picture (the rest are counted in its caption).
@@ -69,12 +67,16 @@ class Summary:
         One row per unit (channel, kernel, seed, ...); columns are the union of the keys.
     notes : list of str, optional
         Caveats, shown under the table.
+    brief : int
+        How many of the first items the one-line ``repr`` shows (the HTML shows all): put the
+        headline numbers first.
     """
 
     title: str
     items: list[tuple[str, Any]] = field(default_factory=list)
     table: list[dict[str, Any]] | None = None
     notes: list[str] = field(default_factory=list)
+    brief: int = 4
 
 
 @dataclass
@@ -125,9 +127,9 @@ class Displayed:
 
     def __repr__(self) -> str:
         s = self._display_summary()
-        items = ", ".join(f"{k} {format_value(v)}" for k, v in s.items[:REPR_ITEMS])
-        more = len(s.items) - REPR_ITEMS
-        parts = [items + (f", ... ({more} more)" if more > 0 else "")] if s.items else []
+        items = ", ".join(f"{k} {format_value(v)}" for k, v in s.items[:s.brief])
+        more = len(s.items) - s.brief
+        parts = [items + (f", ... ({more} more)" if more > 0 else "")] if s.items[:s.brief] else []
         if s.table:
             parts.append(f"table of {len(s.table)} row{'s' if len(s.table) != 1 else ''}")
         return f"<{type(self).__name__}: {s.title}" + ("; " + "; ".join(parts) if parts else "") + ">"
@@ -201,6 +203,25 @@ def format_value(value: Any) -> str:
             ", ..." if len(value) > 6 else "")
     text = str(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def kernel_tiles(kernels: np.ndarray) -> np.ndarray:
+    """Conv kernels ``(O, C, kh, kw)`` as picture tiles: RGB when ``C == 3``, else one grey profile each.
+
+    With ``C`` other than 1 or 3, each kernel is drawn by its input channel of largest weight norm.
+
+    Examples
+    --------
+    >>> kernel_tiles(np.zeros((8, 3, 5, 5))).shape, kernel_tiles(np.zeros((8, 1, 5, 5))).shape
+    ((8, 5, 5, 3), (8, 5, 5))
+    """
+    k = np.asarray(kernels, dtype=np.float64)
+    if k.ndim != 4:
+        raise KernelscopeError(f"kernels must be (O, C, kh, kw); got shape {k.shape}")
+    if k.shape[1] == 3:
+        return k.transpose(0, 2, 3, 1)  # (O, kh, kw, 3)
+    strongest = np.argmax(np.square(k).sum(axis=(2, 3)), axis=1)  # (O,)
+    return k[np.arange(k.shape[0]), strongest]  # (O, kh, kw)
 
 
 def image_grid(images: np.ndarray | Sequence[np.ndarray], *, signed: bool = True,

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from kernelscope._display import Displayed, Summary
 from kernelscope.ops.correlate import convolve2d, correlate2d
 
 __all__ = ["probe_conventions", "format_conventions", "ConventionResult", "ConventionsReport",
@@ -42,8 +43,8 @@ CROSS = "cross-correlation"
 CONV = "true convolution"
 
 
-@dataclass
-class ConventionResult:
+@dataclass(repr=False)
+class ConventionResult(Displayed):
     """What one library function computed."""
 
     library: str  # "torch", "scipy", ...
@@ -55,13 +56,30 @@ class ConventionResult:
     note: str = ""
 
 
-@dataclass
-class ConventionsReport:
-    """All probes, with the input and kernel they used."""
+    def _display_summary(self) -> Summary:
+        return Summary(f"{self.library}: {self.call}", [("computes", self.verdict)]
+                       + ([("note", self.note)] if self.note else []))
+
+
+@dataclass(repr=False)
+class ConventionsReport(Displayed):
+    """All probes, with the input and kernel they used.
+
+    In a notebook: one row per library call with what it computes.
+    """
 
     input: list
     kernel: list
     results: list[ConventionResult] = field(default_factory=list)
+
+    def _display_summary(self) -> Summary:
+        verdicts = [r.verdict for r in self.results]
+        items = [(v, verdicts.count(v)) for v in dict.fromkeys(verdicts)]
+        table = [{"library": r.library, "call": r.call, "computes": r.verdict, "note": r.note} for r in self.results]
+        shape = np.asarray(self.input).shape
+        k = np.asarray(self.kernel).shape
+        return Summary(f"{len(self.results)} library calls probed with a {shape[0]}x{shape[1]} input and a "
+                       f"{k[0]}x{k[1]} asymmetric kernel", items, table, brief=len(items))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able Python."""

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from kernelscope._display import Displayed, Picture, Summary
+
 __all__ = ["FaceNetworkResult", "face_network", "chip_part_masks", "PART_LAYERS", "PATCH_LAYER"]
 
 #: Where the occlusion protocol looks: the last conv of stages 2-4 (receptive fields from about an eye to a face).
@@ -32,9 +34,13 @@ PATCH_LAYER = "layer2.3.conv2"
 SHIFT_LAYER = "layer5.0.conv2"
 
 
-@dataclass
-class FaceNetworkResult:
-    """What :func:`face_network` measured; ``summary()`` holds the numbers the demo prints."""
+@dataclass(repr=False)
+class FaceNetworkResult(Displayed):
+    """What :func:`face_network` measured; ``summary()`` holds the numbers the demo prints.
+
+    In a notebook: those numbers, each beside its control, the shift per image set and the
+    first layer's kernels.
+    """
 
     source: str
     atlas: Any
@@ -74,6 +80,33 @@ class FaceNetworkResult:
                                "n_in": r.n_in, "n_out": r.n_out}
                         for name, r in self.shifts.items()}
         return out
+
+
+    def _display_summary(self) -> Summary:
+        s = self.summary()
+        a = s["atlas"]
+        items: list[tuple[str, Any]] = []
+        if "structured_beyond_spectrum" in a:
+            items += [(f"{a['layer']}: structured beyond spectrum", a["structured_beyond_spectrum"]),
+                      ("  smoothed random kernels, same test", a["structured_beyond_spectrum_control_smooth"])]
+        items.append((f"{a['layer']}: edge- or Gabor-like", a["edge_or_gabor"]))
+        items += [(f"  control {name}", v) for name, v in a["controls"].items()]
+        for part in ("eyes", "mouth"):
+            o = s[f"occlusion_{part}"]
+            items += [(f"{part} detectors by occlusion (init)", f"{o['n_detectors']} ({o['init_detectors']})"),
+                      (f"best {part} selectivity (init)", f"{_num(o['selectivity'])} ({_num(o['init_selectivity'])}), "
+                                                          f"{o['layer']} channel {o['channel']}")]
+        table = [{"faces against": name, **r} for name, r in s["shift"].items()]
+        return Summary(f"face network {self.source}: first layer {a['layer']} ({a['n']} kernels), occlusion at "
+                       f"{len(self.parts)} layers, shift against {len(self.shifts)} image sets", items, table,
+                       brief=3 if "structured_beyond_spectrum" in a else 1)
+
+    def _display_picture(self) -> Picture | None:
+        return self.atlas._display_picture() if isinstance(self.atlas, Displayed) else None
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _best(results: dict[str, Any], part: str) -> dict[str, Any]:

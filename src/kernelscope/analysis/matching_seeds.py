@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from kernelscope._display import Displayed, Picture, Summary, kernel_tiles
 from kernelscope._io import finite_or_none as _f
 from kernelscope.errors import KernelscopeError
 
@@ -85,8 +86,8 @@ def activation_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return fa @ fb.T  # (C_a, C_b)
 
 
-@dataclass
-class PairMatch:
+@dataclass(repr=False)
+class PairMatch(Displayed):
     """The one-to-one matching of the channels of network A to those of network B.
 
     Attributes
@@ -111,6 +112,16 @@ class PairMatch:
     null_matched: np.ndarray = field(repr=False)
     null_p95: float = float("nan")
     recurs: np.ndarray = field(default=None, repr=False)
+
+    def _display_summary(self) -> Summary:
+        n = self.partner.size
+        items = [("recur (above the null's p95)", f"{int(np.sum(self.recurs))} of {n}"),
+                 ("null p95", self.null_p95), ("median matched similarity", float(np.nanmedian(self.similarity))
+                                                if np.isfinite(self.similarity).any() else None)]
+        table = [{"channel": i, "partner": int(self.partner[i]), "similarity": self.similarity[i],
+                  "recurs": bool(self.recurs[i])} for i in range(n)]
+        what = "kernel cosine" if self.kind == "kernels" else "activation correlation"
+        return Summary(f"{n} channels matched one-to-one on {what}", items, table, brief=2)
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "partner": [int(v) for v in self.partner],
@@ -172,9 +183,12 @@ def match_pair(a: np.ndarray, b: np.ndarray, *, kind: str = "kernels", n_permuta
                      recurs=np.nan_to_num(value, nan=-np.inf) > p95)
 
 
-@dataclass
-class SeedMatching:
+@dataclass(repr=False)
+class SeedMatching(Displayed):
     """Every seed matched to a reference seed, at one layer.
+
+    In a notebook: the counts, one row per reference channel and, for the first layer, the
+    matched kernels across seeds (one row per seed, columns matched to the reference's channels).
 
     Attributes
     ----------
@@ -213,6 +227,29 @@ class SeedMatching:
                 f"of seed {self.sources[0]} recur in all {n - 1} other seeds, {idio} in none (matched "
                 f"{'cosine' if self.kind == 'kernels' else 'correlation'} above the permutation null's p95; "
                 f"median null p95 {np.median([p.null_p95 for p in self.pairs]):.2f})")
+
+    def _display_summary(self) -> Summary:
+        counts = self.recurrence_counts
+        items = [(f"in all {len(self.pairs)} other seeds", f"{int(np.sum(self.in_every_seed))} of {counts.size}"),
+                 ("in none (idiosyncratic)", int(np.sum(counts == 0))),
+                 ("median null p95", float(np.median([p.null_p95 for p in self.pairs])))]
+        table = [{"channel": c, "recurs in": int(counts[c]),
+                  **{f"{src} (partner, similarity)": (int(p.partner[c]), p.similarity[c])
+                     for src, p in zip(self.sources[1:], self.pairs, strict=True)}} for c in range(counts.size)]
+        return Summary(f"channels of {self.layer} ({self.kind}) matched across {len(self.sources)} seeds, reference "
+                       f"{self.sources[0]}", items, table, brief=2)
+
+    def _display_picture(self) -> Picture | None:
+        if not self.kernels:
+            return None
+        rows = [kernel_tiles(self.kernels[0])]
+        for pair, kernels in zip(self.pairs, self.kernels[1:], strict=True):
+            tiles = kernel_tiles(kernels)
+            rows.append(np.where((pair.partner >= 0).reshape((-1,) + (1,) * (tiles.ndim - 1)),
+                                 tiles[np.maximum(pair.partner, 0)], 0.0))
+        return Picture(np.concatenate(rows), columns=len(rows[0]),
+                       caption=f"one row per seed ({self.sources[0]} on top); each column: a reference channel and "
+                       "its matched kernel in every other seed")
 
     def to_dict(self) -> dict:
         return {"layer": self.layer, "kind": self.kind, "sources": list(self.sources),

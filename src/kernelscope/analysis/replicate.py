@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from kernelscope._display import Displayed, Summary, format_value
 from kernelscope._io import finite_or_none as _f
 from kernelscope.errors import KernelscopeError
 
@@ -127,8 +128,28 @@ def _faces_numbers(run_dir, *, quick: bool, seed: int) -> dict[str, Any]:
     return numbers
 
 
-class Replication(dict):
-    """``{"preset", "seeds", "per_seed", "summary", "seconds", ...}`` with :meth:`table` (markdown)."""
+#: The numbers a replication leads with (its repr shows those present, in this order).
+LEAD = ("accuracy", "structured_beyond_spectrum", "structured_beyond_spectrum_control_smooth", "classical",
+        "detectors_eyes_gated", "occlusion_eyes_detectors", "shift_auroc")
+
+
+class Replication(Displayed, dict):
+    """``{"preset", "seeds", "per_seed", "summary", "seconds", ...}`` with :meth:`table` (markdown).
+
+    In a notebook: one row per number (mean, 95% interval over seeds, min, max); ``repr`` says
+    the preset, the seeds and the lead numbers as ``mean [low, high]``.
+    """
+
+    def _display_summary(self) -> Summary:
+        summary = self["summary"]
+        order = [k for k in LEAD if k in summary] + [k for k in summary if k not in LEAD]
+        items = [(k, f"{_num(summary[k]['mean'])} [{_num(summary[k]['ci95'][0])}, {_num(summary[k]['ci95'][1])}]")
+                 for k in order if summary[k]["mean"] is not None]
+        table = [{"number": k, "mean": s["mean"], "95% interval": s["ci95"], "min": s["min"], "max": s["max"],
+                  "n": s["n"]} for k, s in ((k, summary[k]) for k in order)]
+        return Summary(f"{self['preset']} over {len(self['seeds'])} seeds {format_value(self['seeds'])}", items, table,
+                       [self.get("interval", "")] if self.get("interval") else [],
+                       brief=sum(k in summary for k in LEAD[:4]))
 
     def table(self) -> str:
         """A markdown table: one row per number, mean [95% interval] over seeds, min-max."""

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kernelscope._display import Displayed, Picture, Summary
 from kernelscope._io import finite_or_none
 from kernelscope.analysis.hooks import forward_until, model_device, read_point
 from kernelscope.errors import KernelscopeError
@@ -84,9 +85,13 @@ def gratings(shape: tuple[int, int, int], orientations: Sequence[float], frequen
     return np.repeat(g[:, :, :, None], c, axis=3).astype(np.float32)
 
 
-@dataclass
-class Tuning:
-    """Tuning of every channel of one layer (arrays of shape (C_out,) unless said otherwise)."""
+@dataclass(repr=False)
+class Tuning(Displayed):
+    """Tuning of every channel of one layer (arrays of shape (C_out,) unless said otherwise).
+
+    In a notebook: the summary, one row per channel and each channel's response map
+    (orientation across, frequency down, best phase).
+    """
 
     layer: str
     read: str
@@ -124,6 +129,18 @@ class Tuning:
                  "osi": finite_or_none(self.osi[c]), "f1_f0": finite_or_none(self.f1_f0[c]),
                  "simple": bool(self.simple[c]), "responsive": bool(self.responsive[c]),
                  "peak": finite_or_none(self.peak[c])} for c in range(self.osi.size)]
+
+    def _display_summary(self) -> Summary:
+        o, f, p = len(self.orientations), len(self.frequencies), len(self.phases)
+        return Summary(f"grating tuning of {self.layer} ({self.read}): {self.osi.size} channels, {o} orientations x "
+                       f"{f} frequencies x {p} phases", list(self.summary().items()), self.rows())
+
+    def _display_picture(self) -> Picture | None:
+        if self.responses.size == 0:
+            return None
+        best_phase = self.responses.max(axis=3).transpose(0, 2, 1)  # (C_out, F, O)
+        return Picture(best_phase, caption="response per channel: orientation across, frequency down (max over "
+                       "phase, less the blank response; mid-grey is the blank)", columns=min(16, len(best_phase)))
 
     def to_dict(self) -> dict[str, Any]:
         return {"layer": self.layer, "read": self.read,

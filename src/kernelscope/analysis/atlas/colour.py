@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kernelscope._display import Displayed, Summary
 from kernelscope.errors import KernelscopeError
 
 __all__ = ["off_luminance_fraction", "COLOUR_CLASSES", "COLOUR_SCORES", "COLOUR_NULL_KINDS",
@@ -343,8 +344,8 @@ def classify_colour(stats: ColourStats, thresholds: dict[str, float]) -> tuple[n
     return classes.astype(str), np.where(np.isfinite(best), best, np.nan)
 
 
-@dataclass
-class ColourCensus:
+@dataclass(repr=False)
+class ColourCensus(Displayed):
     """The colour classes of one RGB layer beside the same census of its colour nulls.
 
     Attributes
@@ -402,6 +403,16 @@ class ColourCensus:
                 "counts": dict(self.counts), "fractions": dict(self.fractions),
                 "control_fractions": {n: dict(d) for n, d in self.control_fractions.items()},
                 "notes": list(self.notes)}
+
+    def _display_summary(self) -> Summary:
+        items = [(cls, self.fractions[cls]) for cls in COLOUR_CLASSES]
+        items += [(f"threshold {c} ({', '.join(self.threshold_nulls[c]) or 'no null'})", v)
+                  for c, v in self.thresholds.items()]
+        table = [{"colour class": cls, "count": self.counts[cls], "fraction": self.fractions[cls],
+                  **{f"{n} ({self.control_sizes[n]})": self.control_fractions[n][cls] for n in self.control_fractions}}
+                 for cls in COLOUR_CLASSES]
+        return Summary(f"colour census of {len(self.classes)} RGB kernels (p{self.percentile:g} of the nulls)",
+                       items, table, list(self.notes))
 
     def summary_lines(self) -> list[str]:
         """The census as table lines (class, count, fraction, every control's fraction) with thresholds."""

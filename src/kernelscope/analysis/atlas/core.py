@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kernelscope._display import Displayed, Picture, Summary, kernel_tiles
 from kernelscope._io import dumps_json, json_safe
 from kernelscope._io import finite_or_none as _f
 from kernelscope.analysis.atlas.classify import CLASSES, classify, thresholds_from_nulls
@@ -34,9 +35,12 @@ MIN_THRESHOLD_NULL = 100
 _NULL_CACHE: dict[tuple, Measures] = {}
 
 
-@dataclass
-class AtlasResult:
+@dataclass(repr=False)
+class AtlasResult(Displayed):
     """The atlas of one layer: per-kernel records, class fractions beside the controls.
+
+    In a notebook it shows its headline numbers, the class table beside every control and
+    the kernels themselves; ``repr`` says the layer, sizes and key fractions.
 
     Attributes
     ----------
@@ -215,6 +219,36 @@ class AtlasResult:
                 row += _colour_csv_row(r)
             writer.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in row])
         return buffer.getvalue()
+
+    def _display_summary(self) -> Summary:
+        o, c, kh, kw = self.shape
+        where = "".join(x for x in (f" of {self.layer}" if self.layer else "",
+                                    f" at epoch {self.epoch}" if self.epoch is not None else ""))
+        head = self.headline()
+
+        def test(key: str, label: str) -> list[tuple[str, object]]:  # a surrogate test, then its controls
+            return ([(f"{label} (q < 0.05)", head[key])] if key in head else []) + [
+                (f"{label}, {k.removeprefix(key + '_control_')} random kernels", v)
+                for k, v in head.items() if k.startswith(key + "_control_")]
+
+        items = test("structured_beyond_spectrum", "structured beyond spectrum")  # the headline first
+        items += [("classical (any class)", head["classical"]), ("median best match", head["median_best_match"])]
+        items += [(f"classical, control {n}", head[f"classical_control_{n}"]) for n in self.control_fractions]
+        items += test("structured_beyond_pixels", "structured beyond pixel values")
+        items += [(f"threshold {k}", v) for k, v in self.thresholds.items()]
+        table = [{"class": cls, "count": self.counts[cls], "fraction": self.fractions[cls],
+                  **{f"{n} ({self.control_sizes[n]})": self.control_fractions[n][cls] for n in self.control_fractions}}
+                 for cls in CLASSES if not (cls == "gabor-like" and "gabor" not in self.thresholds)]
+        if self.colour is not None:
+            table += [{"class": f"colour: {cls}", "count": self.colour.counts[cls],
+                       "fraction": self.colour.fractions[cls]} for cls in self.colour.counts]
+        return Summary(f"kernel atlas{where}: {o} kernels of {c}x{kh}x{kw}", items, table, list(self.notes))
+
+    def _display_picture(self) -> Picture | None:
+        if self.kernels is None:
+            return None
+        return Picture(kernel_tiles(self.kernels), caption=f"the {self.shape[0]} kernels, in order (each scaled "
+                       "to its largest weight; mid-grey is zero)", columns=min(16, self.shape[0]))
 
     def summary_table(self) -> str:
         """A plain-text table: per class count, fraction and every control's fraction, with thresholds."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kernelscope._display import Displayed, Summary
 from kernelscope._io import finite_or_none
 from kernelscope.analysis.atlas.classify import CLASSES, classify
 from kernelscope.analysis.atlas.matching import as_kernel_stack
@@ -28,8 +29,8 @@ from kernelscope.errors import KernelscopeError
 __all__ = ["Evolution", "evolution", "drift"]
 
 
-@dataclass(frozen=True)
-class Evolution:
+@dataclass(frozen=True, repr=False)
+class Evolution(Displayed):
     """The atlas at every snapshot (lists/arrays indexed like ``epochs``).
 
     Attributes
@@ -61,6 +62,17 @@ class Evolution:
     cosine_to_init: np.ndarray
     settle_epoch: np.ndarray
     unit: str = "epoch"
+
+    def _display_summary(self) -> Summary:
+        e, n = self.classes.shape
+        items: list[tuple[str, object]] = [
+            ("median best match", f"{self.median_match[0]:.2f} -> {self.median_match[-1]:.2f}"),
+            ("median distance from init (x initial norm)", nanmedian(self.distance[-1])),
+            (f"median settle {self.unit}", int(np.median(self.settle_epoch)) if n else None)]
+        table = [{self.unit: ep, "median best match": self.median_match[i], "median Gabor R^2": self.median_gabor_r2[i],
+                  **{cls: self.fractions[cls][i] for cls in self.fractions}} for i, ep in enumerate(self.epochs)]
+        return Summary(f"{n} kernels over {e} snapshots ({self.unit}s {self.epochs[0]}..{self.epochs[-1]})",
+                       items, table)
 
     def to_dict(self) -> dict:
         """JSON-ready dict."""

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kernelscope._display import Displayed, Summary
 from kernelscope._io import finite_or_none as _f
 from kernelscope.analysis.atlas.matching import _unit_rows, as_kernel_stack, spatial_profiles
 from kernelscope.analysis.atlas.templates import TemplateBank, template_bank
@@ -219,8 +220,8 @@ def surrogate_pvalues(kernels: np.ndarray, *, kind: str = "phase", n_surrogates:
     return observed, median, p
 
 
-@dataclass
-class SurrogateTest:
+@dataclass(repr=False)
+class SurrogateTest(Displayed):
     """One surrogate test of a layer, beside the same test of control kernels.
 
     Attributes
@@ -270,6 +271,18 @@ class SurrogateTest:
         return (f"structured {what} ({KEEPS[self.kind]}, {self.n_surrogates} surrogates, BH q < {self.alpha:g}): "
                 f"{self.count} of {self.structured.size} ({self.fraction:.2f})" + (f"; controls: {controls}"
                                                                                  if controls else ""))
+
+    def _display_summary(self) -> Summary:
+        items: list[tuple[str, object]] = [(f"passing (BH q < {self.alpha:g})", f"{self.count} of {self.structured.size}"),
+                                           ("fraction", self.fraction)]
+        items += [(f"{name} random kernels, same test (n={self.control_sizes[name]})", v)
+                  for name, v in self.control_fractions.items()]
+        items.append(("surrogates per kernel", self.n_surrogates))
+        table = [{"kernel": i, "best match": self.observed[i], "surrogate median": self.surrogate_median[i],
+                  "p": self.p[i], "q": self.q[i], "structured": bool(self.structured[i])}
+                 for i in range(self.structured.size)]
+        return Summary(f"surrogate test ({self.kind}: keeps the {KEEPS[self.kind]}) of {self.structured.size} "
+                       "kernels", items, table, brief=3)
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "keeps": KEEPS[self.kind], "n_surrogates": self.n_surrogates,
