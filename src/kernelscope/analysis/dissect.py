@@ -31,8 +31,12 @@ activations and upsampled values above a floor far below the threshold (the top 
 first batch), in 1024 bins of equal mass, for all pixels and for the pixels inside each mask --
 under the true pairing and under each permutation. The threshold and the counts above it are
 read from those at the end, linearly inside the threshold's bin. If the threshold ends below
-the floor, it is read from a full histogram (4096 bins whose range grows by merging) and an
-exact second pass counts at it.
+the floor, it is read from a histogram (4096 bins over each channel's range, which the first
+pass records) in a second pass, and an exact third pass counts at it.
+
+The pass is a reducer of :func:`kernelscope.analysis.passes.run_pass`: under ``torchrun`` each
+rank counts its shard in the same bins (set by the data set's first batch, which every rank
+computes) and the integer counts are summed, so the result is that of one process.
 
 Most of that work is skipped without changing a count that is read. Only the bins from the
 threshold's up are read, and the raw counts so far bound the threshold's bin from below, so
@@ -61,8 +65,10 @@ import numpy as np
 from kernelscope._progress import progress
 from kernelscope.analysis.bilinear import _Bilinear
 from kernelscope.analysis.hooks import _as_nchw, _to_tensor, forward_until, iter_batches, read_point
+from kernelscope.analysis.passes import Batch, Checkpoint, PassReport, as_images, run_pass
 from kernelscope.analysis.sketches import Permutations, StreamingHistogram, _Orders, _Tail
 from kernelscope.errors import KernelscopeError
+from kernelscope.train.distributed import Context
 
 if TYPE_CHECKING:
     from torch import nn
@@ -120,7 +126,8 @@ def chance_iou(fire_fraction: np.ndarray, coverage: float) -> np.ndarray:
 def dissect_layer(model: nn.Module, layer: str, images: Any, masks: dict[str, Any], *,
                   top_fraction: float = TOP_FRACTION, n_permutations: int = 20, seed: int = 0,
                   batch_size: int = 64, n_bins: int = 4096, tail_bins: int = 1024,
-                  tail_fraction: float = 0.05, at: str = "activation") -> dict[str, Any]:
+                  tail_fraction: float = 0.05, at: str = "activation", context: Context | None = None,
+                  workers: int = 0, checkpoint: Checkpoint | None = None) -> dict[str, Any]:
     """IoU of every channel of ``layer`` with every concept, in one streaming pass (see below).
 
     One forward pass (stopped at the layer) per image. The first batch fixes, per channel, a
@@ -130,171 +137,344 @@ def dissect_layer(model: nn.Module, layer: str, images: Any, masks: dict[str, An
     all of them, and those inside each concept's mask under the true pairing and under each
     permutation. At the end the threshold ``t_c`` is read from the raw counts and the counts
     above it from the upsampled ones, both linearly inside ``t_c``'s bin. Should ``t_c`` fall
-    below the floor (a first batch unlike the rest), it is read from a full histogram of the
-    activations instead and an exact second pass counts at it.
+    below the floor (a first batch unlike the rest), it is read from a histogram of the
+    activations over their range (known from the first pass) in a second pass, and an exact
+    third pass counts at it.
 
     Values in bins that cannot hold the threshold (known from the raw counts so far) are left
     out, and the upsampled values of a batch are counted once later batches have raised that
     bound (see the module's notes): the counts that are read, and so every result, are those of
     counting everything above the floor.
 
+    Under ``torchrun`` (``context`` from :func:`kernelscope.train.distributed.setup`) every rank
+    counts its shard in the bins of the data set's first batch (each rank computes it), and the
+    counts are summed: integers, so the result is that of one process
+    (:func:`kernelscope.analysis.passes.run_pass`).
+
     Parameters
     ----------
-    images : ndarray (N, C, H, W) or iterable of batches
-        Model inputs, in the same order as the masks. A stream is consumed once, or twice in
-        the rare fallback (give a re-iterable).
+    images : ndarray (N, C, H, W), image folder, or iterable of batches
+        Model inputs, in the same order as the masks. A stream is consumed once, or three times
+        in the rare fallback (give a re-iterable).
     masks : dict of str to array (N, Hm, Wm) bool
         Concept masks, indexable by an index array (``masks[k][idx]``).
     at : "activation" or "conv"
         Read a conv layer after the activation that follows it (default) or its own signed
         output (:func:`kernelscope.analysis.hooks.read_point`; other layers are read as they are).
+    context, workers, checkpoint
+        Sharding, folder workers, checkpoints: see :func:`kernelscope.analysis.passes.run_pass`.
 
     Returns
     -------
     dict
-        ``threshold`` (C,), ``fire_fraction`` (C,), ``passes`` (1 or 2), ``at`` and ``read`` (what
-        was read for ``layer``) and per concept: ``iou``, ``chance``, ``null_mean``, ``null_p95``
-        (C,) and ``coverage``.
+        ``threshold`` (C,), ``fire_fraction`` (C,), ``passes`` (1 or 3), ``at`` and ``read`` (what
+        was read for ``layer``), ``n_images`` (used) and per concept: ``iou``, ``chance``,
+        ``null_mean``, ``null_p95`` (C,) and ``coverage``.
     """
-    if not masks:
-        raise KernelscopeError("masks: no concept given; give at least one (N, H, W) mask array")
-    hook, read = read_point(model, layer, at)  # the module whose output is dissected
-    concepts = list(masks)
-    n_images = len(masks[concepts[0]])
-    mask_size = tuple(masks[concepts[0]].shape[1:])
-    pixels = mask_size[0] * mask_size[1]
-    perms = Permutations(n_images, n_permutations, seed)
-    pairing = _Pairing(masks, perms)
-    n_orders = 1 + n_permutations  # row 0: the true pairing
-    mask_total = np.zeros((len(concepts), n_orders))  # the same under every pairing: a permutation moves masks
-    hist: StreamingHistogram | None = None
-    tail: _Tail | None = None
-    upsample: _Bilinear | None = None
-    pending: list[np.ndarray] = []  # layer outputs (B, C, h, w) whose upsampled values wait
-    uncounted: list[np.ndarray] = []  # those whose raw values wait
-    held = seen = counted = raw_counted = 0  # bytes in ``pending``; images seen, and counted (upsampled, raw)
+    options = dict(top_fraction=top_fraction, n_permutations=n_permutations, seed=seed, n_bins=n_bins,
+                   tail_bins=tail_bins, tail_fraction=tail_fraction, at=at)
+    return _dissect_models({"dissect": model}, layer, images, masks, options, context=context,
+                           batch_size=batch_size, workers=workers, checkpoint=checkpoint)["dissect"]
 
-    def count_raw() -> None:
+
+def _dissect_models(models: dict[str, nn.Module], layer: str, images: Any, masks: dict[str, Any],
+                    options: dict[str, Any], *, context: Context | None, batch_size: int, workers: int,
+                    checkpoint: Checkpoint | None) -> dict[str, dict[str, Any]]:
+    """:func:`dissect_layer` of several models in one read of the images."""
+    reducers = {key: DissectReducer(model, layer, masks, **options) for key, model in models.items()}
+    source = as_images(images)
+    context = context if context is not None else Context()
+    if context.rank > 0:  # the bins are set by the data set's first batch, on every rank alike
+        first = source.first(batch_size, workers).inputs
+        for reducer in reducers.values():
+            reducer.first(first)
+    report = run_pass(reducers, source, context=context, batch_size=batch_size, workers=workers,
+                      checkpoint=checkpoint, name=f"dissect-{layer}", desc=f"dissect {layer}")
+    return {key: reducer.finish(source, context=context, batch_size=batch_size, workers=workers, report=report)
+            for key, reducer in reducers.items()}
+
+
+class DissectReducer:
+    """The counting pass of :func:`dissect_layer` as a reducer of :func:`~kernelscope.analysis.passes.run_pass`.
+
+    State: the tail's bins (floor and edges, the same on every rank: set by the data set's first
+    batch) and its counts, the per-channel range (for the fallback), the mask pixel counts.
+    Merge: counts summed, ranges widened: integers, so merged counts equal one process's.
+    :meth:`finish` reads the thresholds and IoUs (running the fallback passes if needed).
+    """
+
+    def __init__(self, model: nn.Module, layer: str, masks: dict[str, Any], *, top_fraction: float = TOP_FRACTION,
+                 n_permutations: int = 20, seed: int = 0, n_bins: int = 4096, tail_bins: int = 1024,
+                 tail_fraction: float = 0.05, at: str = "activation"):
+        if not masks:
+            raise KernelscopeError("masks: no concept given; give at least one (N, H, W) mask array")
+        self.model, self.layer, self.masks, self.at = model, layer, masks, at
+        self.hook, self.read = read_point(model, layer, at)  # the module whose output is dissected
+        self.concepts = list(masks)
+        self.n_images = len(masks[self.concepts[0]])
+        self.mask_size = tuple(masks[self.concepts[0]].shape[1:])
+        self.top_fraction, self.n_bins, self.tail_bins, self.tail_fraction = top_fraction, n_bins, tail_bins, tail_fraction
+        self.n_permutations = n_permutations
+        self.perms = Permutations(self.n_images, n_permutations, seed)
+        self.pairing = _Pairing(masks, self.perms)
+        self.n_orders = 1 + n_permutations  # row 0: the true pairing
+        self.mask_total = np.zeros((len(self.concepts), self.n_orders))  # the same under every pairing
+        self.tail: _Tail | None = None
+        self.upsample: _Bilinear | None = None
+        self.low = self.high = None  # (C,) the range of the activations (for the fallback's histogram)
+        self.pending: list[tuple[np.ndarray, np.ndarray]] = []  # (acts, indices) whose upsampled values wait
+        self.uncounted: list[tuple[np.ndarray, np.ndarray]] = []  # those whose raw values wait
+        self.held = self.seen = 0  # bytes in ``pending``; images seen
+
+    def first(self, inputs: np.ndarray) -> None:
+        """Set the bins from the data set's first batch (``inputs``); else the first batch seen sets them."""
+        self._start(_layer_output(self.model, self.hook, inputs))
+
+    def _start(self, acts: np.ndarray) -> None:
+        first = acts.transpose(1, 0, 2, 3).reshape(acts.shape[1], -1)  # (C, B h w)
+        self.tail = _Tail(first, 1 + len(self.concepts) * self.n_orders, self.tail_fraction, self.tail_bins)
+        self.upsample = _Bilinear(acts.shape[2:], self.mask_size)
+        self.target = self.top_fraction * (self.n_images * acts.shape[2] * acts.shape[3])  # final count above t
+        self.needed = self.tail.needed_bin(self.target)
+        self.low = np.full(acts.shape[1], np.inf)
+        self.high = np.full(acts.shape[1], -np.inf)
+
+    def update(self, batch: Batch) -> None:
+        index = batch.indices
+        if index.size and int(index[-1]) >= self.n_images:
+            raise KernelscopeError(f"masks: there are more images than the {self.n_images} masks")
+        acts = _layer_output(self.model, self.hook, batch.inputs)  # (B, C, h, w)
+        if np.may_share_memory(acts, batch.inputs):  # (a layer that passes its input on: the stream may reuse it)
+            acts = acts.copy()
+        if self.tail is None:
+            self._start(acts)
+        self.low = np.minimum(self.low, acts.min(axis=(0, 2, 3)))
+        self.high = np.maximum(self.high, acts.max(axis=(0, 2, 3)))
+        # raw values are counted _GROUP images at a time; upsampled values wait longer (up to
+        # _DEFER_BYTES of batches): by then the level has risen and fewer of them count
+        self.pending.append((acts, index))
+        self.uncounted.append((acts, index))
+        self.held += acts.nbytes
+        self.seen += len(index)
+        if sum(len(i) for _, i in self.uncounted) >= _GROUP or self.held >= _DEFER_BYTES:
+            self._count_raw()
+        if self.held >= _DEFER_BYTES:
+            self._count_up()
+
+    def _count_raw(self) -> None:
         """Count the raw values of the batches not counted yet, above the level the counts so far allow."""
-        nonlocal needed, raw_counted
-        if uncounted:
-            level = tail.level(needed)  # bins below the needed one are never read
-            for acts in uncounted:
-                tail.add_raw(acts, level)
-            needed = tail.needed_bin(target)  # (C,)
-            images = sum(len(acts) for acts in uncounted)
-            for k, concept in enumerate(concepts):
-                mask_total[k] += np.count_nonzero(masks[concept][np.arange(raw_counted, raw_counted + images)])
-            raw_counted += images
-            uncounted.clear()
+        if self.uncounted:
+            level = self.tail.level(self.needed)  # bins below the needed one are never read
+            for acts, index in self.uncounted:
+                self.tail.add_raw(acts, level)
+                for k, concept in enumerate(self.concepts):
+                    self.mask_total[k] += np.count_nonzero(self.masks[concept][index])
+            self.needed = self.tail.needed_bin(self.target)  # (C,)
+            self.uncounted.clear()
 
-    def count_up(last: bool) -> None:
+    def _count_up(self) -> None:
         """Count the upsampled values of the pending batches, above the level the raw counts allow.
 
         The candidate cells are found for as many images at a time as should give about half of
         ``_CHUNK_CELLS`` (judged from the share of raw values above the level: a source above it
         makes at most 4 candidate cells), gathered up to ``_CHUNK_CELLS``, then evaluated in
         bounded pieces: memory stays bounded, whatever the level."""
-        nonlocal held, counted
-        batches = list(pending)
-        pending.clear()
-        held = 0
-        if (needed < 0).any():  # some threshold may still fall below the floor: the fallback's histogram
-            for acts in batches:  # batch by batch, in order
-                hist.add(acts.transpose(1, 0, 2, 3).reshape(acts.shape[1], -1))
-        if last and (needed < 0).any():  # the exact second pass counts instead
-            counted += sum(acts.shape[0] for acts in batches)
+        batches = list(self.pending)
+        self.pending.clear()
+        self.held = 0
+        if not batches:
             return
-        level = tail.level(needed)
+        tail, upsample = self.tail, self.upsample
+        level = tail.level(self.needed)
         screen = _Bilinear.screen(level)
-        hot = float(tail.share_from(needed).sum()) * upsample.in_size[0] * upsample.in_size[1]  # per image
+        hot = float(tail.share_from(self.needed).sum()) * upsample.in_size[0] * upsample.in_size[1]  # per image
         images = max(1, int(_CHUNK_CELLS / (2 * 4 * hot + 1)))
         parts: list[tuple[np.ndarray, ...]] = []  # candidate cells gathered: cell, channel, image, corners
-        for acts, final in _groups(batches, images):
+        for acts, index, final in _groups(batches, images):
             cell, channel, image, corners = upsample.candidates(acts, screen)
-            parts.append((cell, channel, image + counted, corners))
-            counted += acts.shape[0]
+            parts.append((cell, channel, np.take(index, image), corners))  # global image indices
             del acts, cell, channel, image, corners  # (a joined group and its cells: not held while counting)
             if final or sum(part[0].size for part in parts) >= _CHUNK_CELLS:
-                _count_up(tail, upsample, *(np.concatenate(v) for v in zip(*parts, strict=True)), level, pairing)
+                _count_up(tail, upsample, *(np.concatenate(v) for v in zip(*parts, strict=True)), level,
+                          self.pairing)
                 parts = []
 
-    bar = progress(desc=f"dissect {layer}", total=n_images, unit="img")
-    try:
-        for x in iter_batches(images, batch_size):
-            b = x.shape[0]
-            if seen + b > n_images:
-                raise KernelscopeError(f"masks: there are more images than the {n_images} masks")
-            acts = _layer_output(model, hook, x)  # (B, C, h, w)
-            if np.may_share_memory(acts, x):  # (a layer that passes its input on: the stream may reuse it)
-                acts = acts.copy()
-            if tail is None:
-                first = acts.transpose(1, 0, 2, 3).reshape(acts.shape[1], -1)  # (C, B h w)
-                hist = StreamingHistogram(acts.shape[1], n_bins)  # for the rare fallback only
-                tail = _Tail(first, 1 + len(concepts) * n_orders, tail_fraction, tail_bins)
-                upsample = _Bilinear(acts.shape[2:], mask_size)
-                target = top_fraction * (n_images * acts.shape[2] * acts.shape[3])  # final count above t, as read
-                needed = tail.needed_bin(target)
-            # raw values are counted _GROUP images at a time; upsampled values wait longer (up to
-            # _DEFER_BYTES of batches): by then the level has risen and fewer of them count
-            pending.append(acts)
-            uncounted.append(acts)
-            held += acts.nbytes
-            seen += b
-            if sum(len(a) for a in uncounted) >= _GROUP or held >= _DEFER_BYTES:
-                count_raw()
-            if held >= _DEFER_BYTES:
-                count_up(last=False)
-            bar.update(b)
-        if pending:
-            count_raw()
-            count_up(last=True)
-    finally:
-        bar.close()
-    if hist is None:
-        raise KernelscopeError("the dataset has no images (0 given); give at least one image")
-    if seen != n_images:
-        raise KernelscopeError(f"masks: there are {n_images} masks but {seen} images")
-    found = tail.threshold(top_fraction)
-    if found is None:  # the threshold lies below the floor: read it from the full histogram, count again
-        passes = 2
-        thresholds = hist.upper_quantile(top_fraction)
-        fired, intersect = _counting_pass(model, hook, images, masks, thresholds, perms, batch_size)
-    else:
-        passes = 1
-        thresholds, bins, share = found
-        counts = tail.above(bins, share)  # (1 + K * orders, C)
-        fired = counts[0]
-        intersect = counts[1:].reshape(len(concepts), n_orders, -1)
-    total_pixels = float(n_images * pixels)
-    out: dict[str, Any] = {"threshold": thresholds, "fire_fraction": fired / total_pixels, "concepts": {},
-                           "passes": passes, "at": at, "read": read}
-    for k, concept in enumerate(concepts):
-        union = fired[None] + mask_total[k][:, None] - intersect[k]  # (1 + P, C)
-        iou = np.divide(intersect[k], union, out=np.zeros_like(union), where=union > 0)
-        coverage = float(mask_total[k, 0] / total_pixels)
-        null = iou[1:] if n_permutations else np.full((1, iou.shape[1]), np.nan)
-        out["concepts"][concept] = {
-            "iou": iou[0], "coverage": coverage, "chance": chance_iou(fired / total_pixels, coverage),
-            "null_mean": null.mean(axis=0), "null_p95": np.quantile(null, 0.95, axis=0),
-        }
-    return out
+    def flush(self) -> None:
+        """Count everything that waits (before a state is read; no count that is read changes)."""
+        if self.tail is not None:
+            self._count_raw()
+            self._count_up()
+
+    def state(self) -> dict[str, Any]:
+        self.flush()
+        if self.tail is None:
+            return {"seen": self.seen}
+        t = self.tail
+        return {"seen": self.seen, "floor": t.floor, "edges": t.edges, "top": t.top, "raw": t.raw, "up": t.up,
+                "total": t.total, "in_size": list(self.upsample.in_size), "mask_total": self.mask_total,
+                "low": self.low, "high": self.high, "target": self.target}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.pending.clear()
+        self.uncounted.clear()
+        self.held, self.seen = 0, int(state["seen"])
+        if "raw" not in state:
+            self.tail = None
+            self.mask_total = np.zeros((len(self.concepts), self.n_orders))
+            return
+        tail = _Tail.__new__(_Tail)
+        tail.floor, tail.edges, tail.top = (np.array(state[k], dtype=np.float64) for k in ("floor", "edges", "top"))
+        tail.raw, tail.up, tail.total = (np.array(state[k], dtype=np.int64) for k in ("raw", "up", "total"))
+        self.tail = tail
+        self.upsample = _Bilinear(tuple(state["in_size"]), self.mask_size)
+        self.mask_total = np.array(state["mask_total"], dtype=np.float64)
+        self.low, self.high = np.array(state["low"]), np.array(state["high"])
+        self.target = float(state["target"])
+        self.needed = tail.needed_bin(self.target)
+
+    def merge(self, states: list[dict[str, Any]]) -> None:
+        held = [s for s in states if "raw" in s]
+        seen = sum(int(s["seen"]) for s in states)
+        if not held:
+            self.load({"seen": seen})
+            return
+        for s in held[1:]:
+            if not (np.array_equal(s["floor"], held[0]["floor"]) and np.array_equal(s["edges"], held[0]["edges"])):
+                raise KernelscopeError("dissect: the ranks' bins differ (the first batch gave other activations "
+                                       "on another rank); run on one device type")
+        merged = dict(held[0], seen=seen)
+        for key in ("raw", "up", "total", "mask_total"):
+            merged[key] = sum(np.asarray(s[key]) for s in held)
+        merged["top"] = np.max([s["top"] for s in held], axis=0)
+        merged["low"] = np.min([s["low"] for s in held], axis=0)
+        merged["high"] = np.max([s["high"] for s in held], axis=0)
+        self.load(merged)
+
+    def finish(self, images: Any, *, context: Context | None = None, batch_size: int = 64, workers: int = 0,
+               report: PassReport | None = None) -> dict[str, Any]:
+        """The thresholds and IoUs from the merged counts (the fallback's two passes if the threshold lies
+        below the floor)."""
+        self.flush()
+        if self.tail is None:
+            raise KernelscopeError("the dataset has no images (0 given); give at least one image")
+        n_used = report.n_used if report is not None else self.seen
+        given = report.n_images if report is not None else n_used
+        if given != self.n_images:
+            raise KernelscopeError(f"masks: there are {self.n_images} masks but {given} images")
+        concepts, n_orders = self.concepts, self.n_orders
+        found = self.tail.threshold(self.top_fraction)
+        if found is None:  # below the floor: a histogram over the known range, then an exact count at it
+            passes = 3
+            hist = _RangeHistogram(self.model, self.hook, self.low, self.high, self.n_bins)
+            run_pass({"hist": hist}, images, context=context, batch_size=batch_size, workers=workers,
+                     name=f"dissect-{self.layer}-histogram", desc=f"dissect {self.hook}: thresholds")
+            thresholds = hist.hist.upper_quantile(self.top_fraction)
+            count = _CountAt(self.model, self.hook, self.masks, thresholds, self.perms)
+            run_pass({"count": count}, images, context=context, batch_size=batch_size, workers=workers,
+                     name=f"dissect-{self.layer}-count", desc=f"dissect {self.hook}: exact pass")
+            fired, intersect = count.fired, count.intersect
+        else:
+            passes = 1
+            thresholds, bins, share = found
+            counts = self.tail.above(bins, share)  # (1 + K * orders, C)
+            fired = counts[0]
+            intersect = counts[1:].reshape(len(concepts), n_orders, -1)
+        pixels = self.mask_size[0] * self.mask_size[1]
+        total_pixels = float(n_used * pixels)
+        mask_total = self.mask_total
+        out: dict[str, Any] = {"threshold": thresholds, "fire_fraction": fired / total_pixels, "concepts": {},
+                               "passes": passes, "at": self.at, "read": self.read, "n_images": n_used}
+        if report is not None:
+            out["data"] = report.to_dict()
+        for k, concept in enumerate(concepts):
+            union = fired[None] + mask_total[k][:, None] - intersect[k]  # (1 + P, C)
+            iou = np.divide(intersect[k], union, out=np.zeros_like(union), where=union > 0)
+            coverage = float(mask_total[k, 0] / total_pixels)
+            null = iou[1:] if self.n_permutations else np.full((1, iou.shape[1]), np.nan)
+            out["concepts"][concept] = {
+                "iou": iou[0], "coverage": coverage, "chance": chance_iou(fired / total_pixels, coverage),
+                "null_mean": null.mean(axis=0), "null_p95": np.quantile(null, 0.95, axis=0),
+            }
+        return out
 
 
-def _groups(batches: list[np.ndarray], size: int) -> Iterator[tuple[np.ndarray, bool]]:
-    """``batches`` (B, C, h, w) cut and joined into groups of ``size`` images (the last may be
-    smaller), one at a time, each with whether it is the last."""
+class _RangeHistogram:
+    """A reducer: per-channel histograms over a range known before the pass (so merging is a sum)."""
+
+    def __init__(self, model: nn.Module, layer: str, low: np.ndarray, high: np.ndarray, n_bins: int):
+        self.model, self.layer = model, layer
+        self.hist = StreamingHistogram.over(low, high, n_bins)
+
+    def update(self, batch: Batch) -> None:
+        acts = _layer_output(self.model, self.layer, batch.inputs)  # (B, C, h, w)
+        self.hist.add(acts.transpose(1, 0, 2, 3).reshape(acts.shape[1], -1))
+
+    def state(self) -> dict[str, Any]:
+        return {"counts": self.hist.counts, "vmax": self.hist.vmax}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.hist.counts, self.hist.vmax = np.array(state["counts"]), np.array(state["vmax"])
+
+    def merge(self, states: list[dict[str, Any]]) -> None:
+        self.load({"counts": sum(s["counts"] for s in states), "vmax": np.max([s["vmax"] for s in states], axis=0)})
+
+
+class _CountAt:
+    """A reducer: exact counts of fired pixels and intersections at known thresholds (the fallback)."""
+
+    def __init__(self, model: nn.Module, layer: str, masks: dict[str, Any], thresholds: np.ndarray,
+                 perms: Permutations):
+        self.model, self.layer, self.masks = model, layer, masks
+        self.concepts = list(masks)
+        self.mask_size = tuple(masks[self.concepts[0]].shape[1:])
+        self.n_orders = 1 + perms.count
+        self.channels = thresholds.shape[0]
+        self.fired = np.zeros(self.channels)
+        self.intersect = np.zeros((len(self.concepts), self.n_orders, self.channels))
+        self.level = thresholds.astype(np.float32).astype(np.float64)  # fire: up > t, compared in float32
+        self.pairing = _Pairing(masks, perms)
+        self.upsample: _Bilinear | None = None
+
+    def update(self, batch: Batch) -> None:
+        acts = _layer_output(self.model, self.layer, batch.inputs)  # (B, C, h, w)
+        if self.upsample is None:
+            self.upsample = _Bilinear(acts.shape[2:], self.mask_size)
+        channel, image, pixel, _ = self.upsample.above(acts, self.level)  # the fired pixels, (E,) each
+        channels, n_orders = self.channels, self.n_orders
+        self.fired += np.bincount(channel, minlength=channels)
+        for k, concept in enumerate(self.concepts):
+            inside = (self.pairing.inside(concept, np.take(batch.indices, image), pixel) if pixel.size
+                      else np.zeros((n_orders, 0), bool))
+            order, which = np.divmod(np.flatnonzero(inside), channel.size)
+            counts = np.bincount(order * channels + channel[which], minlength=n_orders * channels)
+            self.intersect[k] += counts.reshape(n_orders, channels)  # (1 + P, C)
+
+    def state(self) -> dict[str, Any]:
+        return {"fired": self.fired, "intersect": self.intersect}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.fired, self.intersect = np.array(state["fired"]), np.array(state["intersect"])
+
+    def merge(self, states: list[dict[str, Any]]) -> None:
+        self.load({"fired": sum(s["fired"] for s in states), "intersect": sum(s["intersect"] for s in states)})
+
+
+def _groups(batches: list[tuple[np.ndarray, np.ndarray]], size: int) -> Iterator[tuple[np.ndarray, np.ndarray, bool]]:
+    """``batches`` (acts (B, C, h, w), indices (B,)) cut and joined into groups of ``size`` images (the
+    last may be smaller), one at a time, each with whether it is the last."""
     group: list[np.ndarray] = []
+    index: list[np.ndarray] = []
     held = 0
-    for i, acts in enumerate(batches):
+    for i, (acts, where) in enumerate(batches):
         for start in range(0, len(acts), size):
             part = acts[start : start + size]
             group.append(part)
+            index.append(where[start : start + size])
             held += len(part)
             last = i == len(batches) - 1 and start + size >= len(acts)
             if held >= size or last:
-                yield (np.concatenate(group) if len(group) > 1 else group[0]), last
-                group, held = [], 0
+                yield ((np.concatenate(group) if len(group) > 1 else group[0]), np.concatenate(index), last)
+                group, index, held = [], [], 0
 
 
 def _count_up(tail: _Tail, upsample: _Bilinear, cell: np.ndarray, channel: np.ndarray, image: np.ndarray,
@@ -357,39 +537,6 @@ class _Pairing:
         return inside
 
 
-def _counting_pass(model, layer, images, masks, thresholds, perms, batch_size):
-    """Exact counts of fired pixels and intersections at known thresholds (a second pass)."""
-    concepts = list(masks)
-    mask_size = tuple(masks[concepts[0]].shape[1:])
-    n_orders = 1 + perms.count
-    channels = thresholds.shape[0]
-    fired = np.zeros(channels)
-    intersect = np.zeros((len(concepts), n_orders, channels))
-    level = thresholds.astype(np.float32).astype(np.float64)  # fire: up > t, compared in float32
-    pairing = _Pairing(masks, perms)
-    upsample = None
-    seen = 0
-    bar = progress(desc=f"dissect {layer}: exact pass", total=perms.n, unit="img")
-    try:
-        for x in iter_batches(images, batch_size):
-            b = x.shape[0]
-            acts = _layer_output(model, layer, x)  # (B, C, h, w)
-            if upsample is None:
-                upsample = _Bilinear(acts.shape[2:], mask_size)
-            channel, image, pixel, _ = upsample.above(acts, level)  # the fired pixels, (E,) each
-            fired += np.bincount(channel, minlength=channels)
-            for k, concept in enumerate(concepts):
-                inside = pairing.inside(concept, image + seen, pixel) if pixel.size else np.zeros((n_orders, 0), bool)
-                order, which = np.divmod(np.flatnonzero(inside), channel.size)
-                counts = np.bincount(order * channels + channel[which], minlength=n_orders * channels)
-                intersect[k] += counts.reshape(n_orders, channels)  # (1 + P, C)
-            seen += b
-            bar.update(b)
-    finally:
-        bar.close()
-    return fired, intersect
-
-
 def _layer_output(model: nn.Module, layer: str, x: Any) -> np.ndarray:
     """The layer's output for a batch: (B, C, h, w) float32."""
     acts = forward_until(model, layer, _to_tensor(x, model))
@@ -426,6 +573,7 @@ class DissectResult:
     mask_counts: dict[str, Any] | None = None
     at: str = "activation"
     read: str = ""
+    data: dict[str, Any] | None = None  # what the pass read (images used, skipped, processes)
 
     def detectors(self, which: str = "trained", *, gated: bool = False) -> dict[str, list[int]]:
         """Channels with IoU above ``iou_threshold``, per concept.
@@ -487,6 +635,7 @@ class DissectResult:
             "detectors_gated": {"trained": self.detectors("trained", gated=True),
                                 "init": self.detectors("init", gated=True)},
             "mask_sources": self.mask_counts,
+            **({"data": self.data} if self.data is not None else {}),
             "channels": self.rows(),
         }
 
@@ -494,7 +643,8 @@ class DissectResult:
 def dissect(model: nn.Module, layer: str, images: Any, masks: dict[str, Any], *,
             init_model: nn.Module | None = None, n_permutations: int = 20, seed: int = 0,
             batch_size: int = 64, iou_threshold: float = DETECTOR_IOU, top_fraction: float = TOP_FRACTION,
-            mask_counts: dict[str, Any] | None = None, at: str = "activation") -> DissectResult:
+            mask_counts: dict[str, Any] | None = None, at: str = "activation", context: Context | None = None,
+            workers: int = 0, checkpoint: Checkpoint | None = None) -> DissectResult:
     """Network Dissection of ``layer`` for ``model`` and (when given) its initialisation ``init_model``.
 
     Parameters
@@ -510,6 +660,9 @@ def dissect(model: nn.Module, layer: str, images: Any, masks: dict[str, Any], *,
         recorded initial weights exist.
     at : "activation" or "conv"
         Where a conv ``layer`` is read (see :func:`dissect_layer`); the same for both models.
+    context, workers, checkpoint
+        Sharding over ``torchrun`` ranks, folder workers, checkpoints
+        (:func:`kernelscope.analysis.passes.run_pass`); both models count in one read of the images.
 
     Examples
     --------
@@ -531,15 +684,14 @@ def dissect(model: nn.Module, layer: str, images: Any, masks: dict[str, Any], *,
 
     if n_images is not None:
         masks = check_masks(masks, n_images, size)
-    trained = dissect_layer(model, layer, images, masks, n_permutations=n_permutations, seed=seed,
-                            batch_size=batch_size, top_fraction=top_fraction, at=at)
-    init = None
-    if init_model is not None:
-        init = dissect_layer(init_model, layer, images, masks, n_permutations=n_permutations, seed=seed,
-                             batch_size=batch_size, top_fraction=top_fraction, at=at)
-    first = next(iter(masks.values()))
-    return DissectResult(layer, list(masks), trained, init, len(first), n_permutations, iou_threshold,
-                         top_fraction, mask_counts, at=at, read=trained["read"])
+    models = {"trained": model} if init_model is None else {"trained": model, "init": init_model}
+    options = dict(top_fraction=top_fraction, n_permutations=n_permutations, seed=seed, at=at)
+    found = _dissect_models(models, layer, images, masks, options, context=context, batch_size=batch_size,
+                            workers=workers, checkpoint=checkpoint)
+    trained = found["trained"]
+    return DissectResult(layer, list(masks), trained, found.get("init"), trained["n_images"], n_permutations,
+                         iou_threshold, top_fraction, mask_counts, at=at, read=trained["read"],
+                         data=trained.get("data"))
 
 
 def _count_and_size(images: Any) -> tuple[int | None, tuple[int, int] | None]:

@@ -53,6 +53,25 @@ class StreamingHistogram:
         self.width = np.full(channels, np.nan)
         self.vmax = np.full(channels, -np.inf)  # exact largest value seen
 
+    @classmethod
+    def over(cls, low: np.ndarray, high: np.ndarray, n_bins: int = 4096) -> StreamingHistogram:
+        """Histograms whose bins cover ``[low_c, high_c]`` from the start (a range known before the pass,
+        e.g. all-reduced over ranks): values inside never make the bins grow, so two of them over the
+        same range merge exactly by adding their counts.
+
+        Examples
+        --------
+        >>> a, b = (StreamingHistogram.over(np.array([0.0]), np.array([8.0]), 4) for _ in range(2))
+        >>> a.add(np.array([[0.0, 3.0]])); b.add(np.array([[8.0]]))
+        >>> (a.counts + b.counts).tolist()
+        [[1, 1, 0, 1]]
+        """
+        hist = cls(len(low), n_bins)
+        low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+        span = np.maximum.reduce([high - low, 1e-6 * np.maximum(np.abs(high), 1.0), np.full(len(low), 1e-12)])
+        hist.lo, hist.width = low.copy(), span * 1.0001 / n_bins  # as the first data of :meth:`add` set them
+        return hist
+
     def _grow(self, channel: int, low: float, high: float) -> None:
         lo, width, n = self.lo[channel], self.width[channel], self.n_bins
         low, high = min(low, lo), max(high, lo + (n - 1) * width)  # the new range keeps the old one
