@@ -31,12 +31,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kernelscope._progress import progress
-from kernelscope.analysis.hooks import _as_nchw, _to_tensor, capture, iter_batches, read_point
+from kernelscope.analysis.hooks import _to_tensor, capture, read_point
+from kernelscope.analysis.passes import Batch, Checkpoint, Images, PassReport, as_images, run_pass
 from kernelscope.errors import KernelscopeError
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from kernelscope.train.distributed import Context
 
 __all__ = ["auroc", "bootstrap_auroc", "fpr_at_tpr", "collect", "mahalanobis_fit", "shift_report",
            "ShiftResult", "shift", "check_not_identical"]
@@ -132,35 +134,158 @@ def check_not_identical(in_images: np.ndarray, out_images: np.ndarray) -> None:
 
 
 def collect(model: nn.Module, layer: str, images: Any, *, batch_size: int = 64,
-            desc: str = "", logits: bool = True) -> dict[str, np.ndarray]:
+            desc: str = "", logits: bool = True, context: Context | None = None, workers: int = 0,
+            checkpoint: Checkpoint | None = None, name: str = "shift") -> dict[str, np.ndarray]:
     """One pass: per-image channel maxima (N, C), pooled features (N, C) and, when the model's
-    output is logits (``logits``), the outputs (N, K)."""
-    import torch
+    output is logits (``logits``), the outputs (N, K); sharded and resumable as
+    :func:`kernelscope.analysis.passes.run_pass` (the per-image rows are gathered, in image order)."""
+    reducer = _Collect(model, layer, logits=logits)
+    report = run_pass({"collect": reducer}, images, context=context, batch_size=batch_size, workers=workers,
+                      checkpoint=checkpoint, name=name, desc=desc or f"shift {layer}")
+    return reducer.result(report)
 
-    maxima, pooled, outputs = [], [], []
-    array = _as_nchw(images)
-    bar = progress(desc=desc or f"shift {layer}", total=array.shape[0], unit="img")
-    try:
-        for x in iter_batches(array, batch_size):
-            with torch.no_grad(), capture(model, layer) as out:
-                result = model(_to_tensor(x, model))
-            acts = out[layer].float()
-            if acts.dim() != 4:
-                raise KernelscopeError(f"layer {layer!r} output has shape {tuple(acts.shape)}, not (N, C, H, W)")
-            maxima.append(acts.flatten(2).amax(dim=2).cpu().numpy())  # (B, C)
-            pooled.append(acts.mean(dim=(2, 3)).cpu().numpy())  # (B, C)
-            if logits and isinstance(result, (tuple, list)):
-                raise KernelscopeError(
-                    f"model {type(model).__name__} returns a {type(result).__name__} of outputs, not logits: "
-                    "give a model whose forward returns the logits (kernelscope.sources.open_source does so "
-                    "for the pretrained networks it knows, such as onet), or logits=False")
-            if logits and isinstance(result, torch.Tensor) and result.dim() == 2:
-                outputs.append(result.float().cpu().numpy())
-            bar.update(x.shape[0])
-    finally:
-        bar.close()
-    return {"maxima": np.concatenate(maxima), "pooled": np.concatenate(pooled),
-            "logits": np.concatenate(outputs) if outputs and len(outputs) == len(maxima) else None}
+
+class _Collect:
+    """A reducer: per-image maxima, pooled features and logits, with their global indices.
+
+    These rows are small (a few numbers per image and channel), so the merge gathers them
+    whole and puts them in image order: AUROCs and quantiles are then those of one process.
+    """
+
+    def __init__(self, model: nn.Module, layer: str, *, logits: bool = True):
+        self.model, self.layer, self.logits = model, layer, logits
+        self.parts: dict[str, list[np.ndarray]] = {"index": [], "maxima": [], "pooled": [], "logits": []}
+        self.batches = 0
+
+    def update(self, batch: Batch) -> None:
+        import torch
+
+        with torch.no_grad(), capture(self.model, self.layer) as out:
+            result = self.model(_to_tensor(batch.inputs, self.model))
+        acts = out[self.layer].float()
+        if acts.dim() != 4:
+            raise KernelscopeError(f"layer {self.layer!r} output has shape {tuple(acts.shape)}, not (N, C, H, W)")
+        if self.logits and isinstance(result, (tuple, list)):
+            raise KernelscopeError(
+                f"model {type(self.model).__name__} returns a {type(result).__name__} of outputs, not logits: "
+                "give a model whose forward returns the logits (kernelscope.sources.open_source does so "
+                "for the pretrained networks it knows, such as onet), or logits=False")
+        self.parts["index"].append(np.asarray(batch.indices, dtype=np.int64))
+        self.parts["maxima"].append(acts.flatten(2).amax(dim=2).cpu().numpy())  # (B, C)
+        self.parts["pooled"].append(acts.mean(dim=(2, 3)).cpu().numpy())  # (B, C)
+        if self.logits and isinstance(result, torch.Tensor) and result.dim() == 2:
+            self.parts["logits"].append(result.float().cpu().numpy())
+        self.batches += 1
+
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"batches": self.batches}
+        for key, parts in self.parts.items():
+            if parts:
+                state[key] = np.concatenate(parts)
+        return state
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.batches = int(state["batches"])
+        self.parts = {key: [np.asarray(state[key])] if key in state else []
+                      for key in ("index", "maxima", "pooled", "logits")}
+
+    def merge(self, states: list[dict[str, Any]]) -> None:
+        held = [s for s in states if "index" in s]
+        merged: dict[str, Any] = {"batches": sum(int(s["batches"]) for s in states)}
+        if held:
+            index = np.concatenate([s["index"] for s in held])
+            order = np.argsort(index, kind="stable")  # image order, as one process reads them
+            for key in ("index", "maxima", "pooled"):
+                merged[key] = np.concatenate([s[key] for s in held])[order]
+            if all("logits" in s and len(s["logits"]) == len(s["index"]) for s in held):
+                merged["logits"] = np.concatenate([s["logits"] for s in held])[order]
+        self.load(merged)
+
+    def result(self, report: PassReport | None = None) -> dict[str, np.ndarray]:
+        if not self.parts["index"]:
+            raise KernelscopeError("the dataset has no images (0 given); give at least one image")
+        state = self.state()
+        logits = state.get("logits")
+        out = {"maxima": state["maxima"], "pooled": state["pooled"],
+               "logits": logits if logits is not None and len(logits) == len(state["index"]) else None,
+               "index": state["index"]}
+        if report is not None:
+            out["data"] = report.to_dict()
+        return out
+
+
+class _ClassMoments:
+    """A reducer: per-class count, mean and centred scatter of the pooled features (the Mahalanobis fit).
+
+    Batches and ranks are combined with the pairwise update of Chan et al. (1979), which is as
+    stable as centring all features at once, so nothing per image is kept or gathered.
+    """
+
+    def __init__(self, model: nn.Module, layer: str, labels: np.ndarray):
+        self.model, self.layer = model, layer
+        self.labels = np.asarray(labels)
+        self.classes = np.unique(self.labels)
+        self.count = self.mean = self.scatter = None  # (K,), (K, D), (K, D, D)
+
+    def update(self, batch: Batch) -> None:
+        import torch
+
+        with torch.no_grad(), capture(self.model, self.layer) as out:
+            self.model(_to_tensor(batch.inputs, self.model))
+        acts = out[self.layer].float()
+        features = acts.mean(dim=(2, 3)).cpu().numpy().astype(np.float64)  # (B, D)
+        if not np.isfinite(features).all():
+            bad = int((~np.isfinite(features)).sum())
+            raise KernelscopeError(f"Mahalanobis fit: {bad} of {features.size} features are NaN or inf; the model's "
+                                   f"weights or the training images are not finite")
+        which = np.searchsorted(self.classes, self.labels[batch.indices])  # (B,)
+        k, d = len(self.classes), features.shape[1]
+        count = np.bincount(which, minlength=k).astype(np.float64)
+        mean = np.zeros((k, d))
+        np.add.at(mean, which, features)
+        mean = np.divide(mean, count[:, None], out=np.zeros_like(mean), where=count[:, None] > 0)
+        centred = features - mean[which]
+        scatter = np.zeros((k, d, d))
+        for j in np.unique(which):
+            rows = centred[which == j]
+            scatter[j] = rows.T @ rows
+        self._combine(count, mean, scatter)
+
+    def _combine(self, count: np.ndarray, mean: np.ndarray, scatter: np.ndarray) -> None:
+        if self.count is None:
+            self.count, self.mean, self.scatter = count, mean, scatter
+            return
+        total = self.count + count
+        delta = mean - self.mean  # (K, D)
+        weight = np.divide(count, total, out=np.zeros_like(total), where=total > 0)
+        cross = np.divide(self.count * count, total, out=np.zeros_like(total), where=total > 0)
+        self.mean = self.mean + delta * weight[:, None]
+        self.scatter = self.scatter + scatter + np.einsum("kd,ke->kde", delta, delta) * cross[:, None, None]
+        self.count = total
+
+    def state(self) -> dict[str, Any]:
+        return {} if self.count is None else {"count": self.count, "mean": self.mean, "scatter": self.scatter}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.count = self.mean = self.scatter = None
+        if state:
+            self.count, self.mean, self.scatter = (np.asarray(state[k]) for k in ("count", "mean", "scatter"))
+
+    def merge(self, states: list[dict[str, Any]]) -> None:
+        self.load({})
+        for state in states:
+            if state:
+                self._combine(np.asarray(state["count"]), np.asarray(state["mean"]), np.asarray(state["scatter"]))
+
+    def fit(self, *, ridge: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+        """Class means (K, D) and the precision (D, D), as :func:`mahalanobis_fit`."""
+        if self.count is None:
+            raise KernelscopeError("the Mahalanobis training set has no images; give at least one")
+        present = self.count > 0
+        covariance = self.scatter[present].sum(axis=0) / max(self.count.sum(), 1)
+        scale = float(np.trace(covariance) / covariance.shape[0]) or 1.0
+        precision = np.linalg.pinv(covariance + ridge * scale * np.eye(covariance.shape[0]))
+        return self.mean[present], precision
 
 
 def mahalanobis_fit(features: np.ndarray, labels: np.ndarray, *, ridge: float = 1e-6):
@@ -251,6 +376,7 @@ class ShiftResult:
     names: tuple[str, str] = ("in", "out")
     at: str = "activation"
     read: str = ""  # what was read, e.g. "features.5 (ReLU after conv features.4)"
+    data: dict[str, Any] | None = None  # what each pass read ("in", "out": images used, skipped, processes)
 
     def rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -288,13 +414,15 @@ class ShiftResult:
                                   "globally average-pooled layer features, shared covariance",
             },
             "trained": part(self.trained), "init": part(self.init), "channels": self.rows(),
+            **({"data": self.data} if self.data is not None else {}),
         }
 
 
 def shift(model: nn.Module, layer: str, in_images: Any, out_images: Any, *,
           train_images: Any = None, train_labels: Any = None, init_model: nn.Module | None = None,
           n_boot: int = 1000, seed: int = 0, batch_size: int = 64,
-          names: tuple[str, str] = ("in", "out"), at: str = "activation", logits: bool = True) -> ShiftResult:
+          names: tuple[str, str] = ("in", "out"), at: str = "activation", logits: bool = True,
+          context: Context | None = None, workers: int = 0, checkpoint: Checkpoint | None = None) -> ShiftResult:
     """Per-channel and network-level shift between ``in_images`` and ``out_images`` at ``layer``.
 
     Parameters
@@ -314,6 +442,11 @@ def shift(model: nn.Module, layer: str, in_images: Any, out_images: Any, *,
     logits : bool
         Whether the model's output is class logits (False for a descriptor or a score map:
         the softmax, logit and energy scores are then skipped, with a note).
+    context, workers, checkpoint
+        Sharding over ``torchrun`` ranks, folder workers, checkpoints
+        (:func:`kernelscope.analysis.passes.run_pass`): per-image maxima, pooled features and logits
+        are gathered in image order; the Mahalanobis fit merges per-class moments. ``in_images`` and
+        ``out_images`` may then be image folders (the identical-set check needs arrays).
 
     Examples
     --------
@@ -328,34 +461,39 @@ def shift(model: nn.Module, layer: str, in_images: Any, out_images: Any, *,
     >>> result.trained["quiet_on_ood"], result.trained["fire_more_on_ood"]
     ([0], [1])
     """
-    in_array, out_array = _as_nchw(in_images), _as_nchw(out_images)
-    for name, array in (("in-distribution", in_array), ("out-of-distribution", out_array)):
-        if array.shape[0] == 0:
+    in_src, out_src = as_images(in_images), as_images(out_images)
+    arrays = in_src.inputs is not None and out_src.inputs is not None
+    for name, src in (("in-distribution", in_src), ("out-of-distribution", out_src)):
+        if src.shardable and len(src) == 0:
             raise KernelscopeError(f"the {name} set has no images (0 given); give at least one image")
-    if in_array.shape[1:] != out_array.shape[1:]:
-        raise KernelscopeError(
-            f"in- and out-of-distribution images must have the same (C, H, W): got {in_array.shape[1:]} "
-            f"and {out_array.shape[1:]}"
-        )
-    check_not_identical(in_array, out_array)
+    if arrays:
+        in_array, out_array = in_src.inputs, out_src.inputs
+        if in_array.shape[1:] != out_array.shape[1:]:
+            raise KernelscopeError(
+                f"in- and out-of-distribution images must have the same (C, H, W): got {in_array.shape[1:]} "
+                f"and {out_array.shape[1:]}"
+            )
+        check_not_identical(in_array, out_array)
     hooked, read = read_point(model, layer, at)
+    models = {"trained": model} if init_model is None else {"trained": model, "init": init_model}
+    run = dict(context=context, batch_size=batch_size, workers=workers, checkpoint=checkpoint)
 
-    def report(net: nn.Module, tag: str):
-        stats_in = collect(net, hooked, in_array, batch_size=batch_size, desc=f"shift {tag}: {names[0]}",
-                           logits=logits)
-        stats_out = collect(net, hooked, out_array, batch_size=batch_size, desc=f"shift {tag}: {names[1]}",
-                            logits=logits)
-        maha = None
-        if train_images is not None and train_labels is not None:
-            train = collect(net, hooked, train_images, batch_size=batch_size, desc=f"shift {tag}: fit",
-                            logits=False)
-            maha = mahalanobis_fit(train["pooled"], np.asarray(train_labels))
-        return shift_report(stats_in, stats_out, maha=maha, n_boot=n_boot, seed=seed), stats_in, stats_out
+    def stats(src: Images, which: str) -> dict[str, dict[str, np.ndarray]]:
+        reducers = {key: _Collect(net, hooked, logits=logits) for key, net in models.items()}
+        report = run_pass(reducers, src, name=f"shift-{which}", desc=f"shift: {which}", **run)
+        return {key: reducer.result(report) for key, reducer in reducers.items()}
 
-    trained, t_in, t_out = report(model, "trained")
-    maxima = {"in": t_in["maxima"], "out": t_out["maxima"]}
-    init = None
+    found_in, found_out = stats(in_src, names[0]), stats(out_src, names[1])
+    maha: dict[str, Any] = {key: None for key in models}
+    if train_images is not None and train_labels is not None:
+        fits = {key: _ClassMoments(net, hooked, np.asarray(train_labels)) for key, net in models.items()}
+        run_pass(fits, as_images(train_images), name="shift-fit", desc="shift: Mahalanobis fit", **run)
+        maha = {key: fit.fit() for key, fit in fits.items()}
+    reports = {key: shift_report(found_in[key], found_out[key], maha=maha[key], n_boot=n_boot, seed=seed)
+               for key in models}
+    maxima = {"in": found_in["trained"]["maxima"], "out": found_out["trained"]["maxima"]}
     if init_model is not None:
-        init, i_in, i_out = report(init_model, "init")
-        maxima.update(init_in=i_in["maxima"], init_out=i_out["maxima"])
-    return ShiftResult(layer, in_array.shape[0], out_array.shape[0], trained, init, maxima, tuple(names), at, read)
+        maxima.update(init_in=found_in["init"]["maxima"], init_out=found_out["init"]["maxima"])
+    data = {"in": found_in["trained"].get("data"), "out": found_out["trained"].get("data")}
+    return ShiftResult(layer, len(maxima["in"]), len(maxima["out"]), reports["trained"], reports.get("init"),
+                       maxima, tuple(names), at, read, data)
