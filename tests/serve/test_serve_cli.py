@@ -49,7 +49,8 @@ def test_serve_warns_when_not_bound_to_loopback(cli_runner, no_serving):
 def test_serve_refuses_a_missing_run(cli_runner, tmp_path, no_serving):
     result = cli_runner("serve", tmp_path / "nope")
     assert result.exit_code == 2
-    assert result.output == f"Error: run directory '{tmp_path / 'nope'}' does not exist\n"
+    assert result.output == (f"Error: source '{tmp_path / 'nope'}' does not exist (give a run directory or a "
+                             "model file)\n")
     assert no_serving == []
 
 

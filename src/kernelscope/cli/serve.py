@@ -43,7 +43,7 @@ def _is_loopback(host: str) -> bool:
 
 
 @click.command("serve")
-@click.argument("runs", nargs=-1, type=click.Path(), metavar="[RUN]...")
+@click.argument("runs", nargs=-1, type=str, metavar="[RUN|SOURCE]...")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
               help="TCP port (0: any free port).")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -51,14 +51,17 @@ def _is_loopback(host: str) -> bool:
 @click.option("--atlas-nulls", default=300, show_default=True, type=click.IntRange(50, 5000),
               help="Null kernels per control when a layer's atlas is computed (hover information).")
 def serve_command(runs: tuple[str, ...], port: int, host: str, atlas_nulls: int) -> None:
-    """Start the explorer: the operation, explained cell by cell, and the given runs.
+    """Start the explorer: the operation, explained cell by cell, the given runs, and the network view.
 
-    Only the RUN directories named here are served (by index); nothing else on disk is
-    reachable from the page. Stop with Ctrl+C.
+    Each argument is a RUN directory or any other SOURCE (a model file, a pretrained name
+    of `kernelscope models` such as onet): every one gets the network view (each conv
+    layer's feature maps for one image, any cell explained); runs also get the Runs view.
+    Only what is named here is served (by index); nothing else on disk is reachable from
+    the page. Stop with Ctrl+C.
 
     \b
     Example:
-      kernelscope serve runs/mnist --port 8765
+      kernelscope serve runs/mnist onet --port 8765
     """
     import uvicorn
 
@@ -66,12 +69,17 @@ def serve_command(runs: tuple[str, ...], port: int, host: str, atlas_nulls: int)
 
     # loopback: only local host names (no DNS rebinding); another address: the names it is reached by are unknown
     hosts = (*LOCAL_HOSTS, host) if _is_loopback(host) else None
-    app = create_app(list(runs), atlas_n_null=atlas_nulls, allowed_hosts=hosts)
+    from pathlib import Path
+
+    run_dirs = [r for r in runs if (Path(r) / "manifest.json").is_file()]
+    others = [r for r in runs if r not in run_dirs]
+    app = create_app(run_dirs, sources=others, atlas_n_null=atlas_nulls, allowed_hosts=hosts)
     sock = bind(host, port)
     actual = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    click.echo(f"kernelscope explorer: http://{shown}:{actual}/  (serving {len(runs)} run"
-               f"{'' if len(runs) == 1 else 's'}; Ctrl+C stops)")
+    extra = f" and {len(others)} other source{'' if len(others) == 1 else 's'}" if others else ""
+    click.echo(f"kernelscope explorer: http://{shown}:{actual}/  (serving {len(run_dirs)} run"
+               f"{'' if len(run_dirs) == 1 else 's'}{extra}; Ctrl+C stops)")
     if not _is_loopback(host):
         click.echo(f"warning: bound to {host}, not loopback: other machines can reach this page", err=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))

@@ -45,6 +45,12 @@ RUN_ERRORS = {**ERRORS, 404: {"model": s.ErrorResponse, "description": "No such 
 RunId = Annotated[int, PathParam(ge=0, le=1_000_000, description="Index of a run given on the command line")]
 Epoch = Annotated[int | None, Query(ge=-1, le=1_000_000, description="Recorded epoch (default: last)")]
 Layer = Annotated[str | None, Query(max_length=200, description="Conv layer (default: the first)")]
+Image = Annotated[str, Query(min_length=3, max_length=120, pattern=r"^(probe|sample|upload):[A-Za-z0-9_.-]+$",
+                             description="probe:I, sample:NAME or upload:ID")]
+NetEpoch = Annotated[int | None, Query(ge=-1, le=1_000_000, description="Checkpoint epoch of a run "
+                                                                       "(default: last; others: none)")]
+NetLayer = Annotated[str, Query(min_length=1, max_length=200, description="Conv layer (dotted name)")]
+Coord = Annotated[int, Query(ge=0, le=100_000)]
 
 
 class NotFound(KernelscopeError):
@@ -130,7 +136,7 @@ def _sample_gray(name: str):
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]", "testserver")
 
 
-def create_app(runs: Sequence[str | Path] = (), *, atlas_n_null: int = 300,
+def create_app(runs: Sequence[str | Path] = (), *, sources: Sequence[str | Path] = (), atlas_n_null: int = 300,
                allowed_hosts: Sequence[str] | None = LOCAL_HOSTS) -> FastAPI:
     """Build the explorer app serving the run directories ``runs`` (and the operation view).
 
@@ -138,6 +144,9 @@ def create_app(runs: Sequence[str | Path] = (), *, atlas_n_null: int = 300,
     ----------
     runs : sequence of path
         Run directories; only these are ever read, addressed by their index.
+    sources : sequence of str or path
+        Other SOURCEs for the network view (model files, pretrained names such as ``onet``),
+        opened with :func:`kernelscope.sources.open_source`; numbered after the runs.
     atlas_n_null : int
         Null kernels per control when the atlas of a run's layer is computed.
     allowed_hosts : sequence of str or None
@@ -158,12 +167,16 @@ def create_app(runs: Sequence[str | Path] = (), *, atlas_n_null: int = 300,
     """
     from kernelscope import __version__
 
+    from kernelscope.serve.network import NetworkStore
+
     store = RunStore(runs, atlas_n_null=atlas_n_null)
+    networks = NetworkStore(store.runs, sources)
     # no /docs or /redoc: FastAPI's pages for them load scripts from a CDN; /openapi.json is the schema
     app = FastAPI(title="kernelscope explorer", version=__version__, docs_url=None, redoc_url=None,
                   description="The operation (cross-correlation, convolution, explained cell by cell) and the "
                               "runs given on the command line, as JSON.")
     app.state.store = store
+    app.state.networks = networks
 
     # ---- errors ---------------------------------------------------------------------------
     @app.exception_handler(KernelscopeError)
@@ -321,6 +334,38 @@ def create_app(runs: Sequence[str | Path] = (), *, atlas_n_null: int = 300,
     def run_probe(run_id: RunId) -> dict[str, Any]:
         """The probe images (raw, in [0, 1]) and their labels."""
         return store.probe(run_id)
+
+    # ---- the network view -----------------------------------------------------------------
+    @app.get("/api/network", response_model=list[s.NetworkInfo], tags=["network"])
+    def list_networks() -> list[dict[str, Any]]:
+        """The networks of the network view: the runs (same indices), then the other SOURCEs."""
+        return [networks.info(i) for i in range(len(networks))]
+
+    @app.get("/api/network/{net_id}/maps", response_model=s.NetworkMapsResponse, responses=RUN_ERRORS,
+             tags=["network"])
+    def network_maps(net_id: RunId, image: Image, epoch: NetEpoch = None,
+                     max_channels: Annotated[int, Query(ge=1, le=64)] = 8) -> dict[str, Any]:
+        """Every conv layer's feature maps (the conv's own output) for one image; a channel sample of wide layers."""
+        return networks.maps(net_id, image=image, epoch=epoch, max_channels=max_channels)
+
+    @app.get("/api/network/{net_id}/cell", response_model=s.CellResponse, responses=RUN_ERRORS, tags=["network"])
+    def network_cell(net_id: RunId, image: Image, layer: NetLayer, channel: Coord, row: Coord, col: Coord,
+                     epoch: NetEpoch = None) -> dict[str, Any]:
+        """One cell explained: windows, kernel slices, products, sums, bias, total, value after the activation."""
+        return networks.cell(net_id, image=image, layer=layer, channel=channel, row=row, col=col, epoch=epoch)
+
+    @app.get("/api/network/{net_id}/channel", response_model=s.ChannelPartResponse, responses=RUN_ERRORS,
+             tags=["network"])
+    def network_channel(net_id: RunId, layer: NetLayer, channel: Coord,
+                        part: Annotated[str, Query(pattern="^(atlas|patches|template|visualization|projection)$")],
+                        epoch: NetEpoch = None) -> dict[str, Any]:
+        """One analysis of one channel (computed in the background once, cached; ``computing`` until ready)."""
+        return networks.channel(net_id, layer=layer, channel=channel, part=part, epoch=epoch)
+
+    @app.post("/api/network/upload", response_model=s.UploadResponse, responses=ERRORS, tags=["network"])
+    async def network_upload(request: Request) -> dict[str, Any]:
+        """An image file as the request body (at most MAX_BODY bytes and 2048x2048 pixels); answers its name."""
+        return networks.add_upload(await request.body())
 
     return app
 

@@ -17,6 +17,8 @@ __all__ = [
     "BackwardRequest", "BackwardResponse", "OutputPosition", "ChannelTerm", "Info", "BankKernel",
     "MatrixResponse", "RunInfo", "RunSummary", "FlatArray", "KernelsResponse", "AtlasKernel",
     "AtlasResponse", "FeatureMapsResponse", "PatchesResponse", "ProbeResponse", "ErrorResponse",
+    "NetworkInfo", "ByteImage", "LayerMaps", "NetworkMapsResponse", "CellChannelTerm", "CellResponse",
+    "UploadResponse", "ChannelPartResponse",
 ]
 
 MAX_INPUT = 64  #: rows and columns of the input matrix (and of downscaled sample images)
@@ -303,3 +305,116 @@ class ProbeResponse(BaseModel):
     images: FlatArray = Field(description="(P, C, H, W) raw, in [0, 1]")
     labels: list[int]
     label_names: list[str]
+
+
+# ---- the network view -------------------------------------------------------------------------
+
+class NetworkInfo(BaseModel):
+    """One network of the network view: a run (epochs: its checkpoints) or another SOURCE."""
+
+    id: int
+    label: str
+    kind: str = Field(description="run, file, module or pretrained")
+    epochs: list[int]
+    conv_layers: list[str]
+    input_shape: list[int] = Field(description="(C, H, W) the image is brought to")
+    images: list[str] = Field(description="probe:I, sample:NAME; an uploaded image is upload:ID")
+    note: str = ""
+
+
+class ByteImage(BaseModel):
+    """An array quantised to 0..255 (uint8, C order), base64: ``(value - lo) / (hi - lo) * 255``."""
+
+    shape: list[int]
+    data: str
+
+
+class LayerMaps(BaseModel):
+    layer: str
+    shape: list[int] = Field(description="(C, H', W') the whole output map")
+    channels: list[int] = Field(description="The channels shown (a sample for wide layers)")
+    sample: str = Field(description="Which channels are shown, in words")
+    read_at: str = Field(description="What 'after the activation' reads for this conv")
+    vmin: float
+    vmax: float
+    scale: float = Field(description="data maps [-scale, scale] to 0..255 (diverging, symmetric about 0)")
+    data: str = Field(description="(len(channels), H', W') uint8, base64")
+
+
+class NetworkMapsResponse(BaseModel):
+    network: int
+    label: str
+    epoch: int | None
+    image: str
+    image_note: str
+    input: ByteImage = Field(description="The image at the model's input, (C, H, W) in [0, 1] as 0..255")
+    layers: list[LayerMaps]
+    seconds: float
+    note: str
+
+
+class CellChannelTerm(BaseModel):
+    channel: int
+    window: list[list[float]]
+    kernel: list[list[float]]
+    products: list[list[float]]
+    sum: float
+
+
+class CellResponse(BaseModel):
+    """``kernelscope.analysis.cell.explain_cell(...).to_dict()`` for one cell of one conv layer."""
+
+    network: int
+    epoch: int | None
+    image: str
+    image_note: str
+    layer: str
+    channel: int
+    row: int
+    col: int
+    input_shape: list[int]
+    output_shape: list[int]
+    kernel_size: list[int]
+    stride: list[int]
+    dilation: list[int]
+    padding: list[int] = Field(description="(top, bottom, left, right)")
+    padding_mode: str
+    groups: int
+    group: int
+    input_rows: list[int] = Field(description="Rows of the conv's input; < 0 or >= H is padding")
+    input_cols: list[int]
+    padding_mask: list[list[bool]]
+    channels: list[CellChannelTerm]
+    bias: float | None
+    total: float | None = Field(description="Sum of the channel sums plus the bias (float64)")
+    network_total: float | None = Field(description="The network's own conv output at the cell")
+    total_agrees: bool
+    tolerance: float
+    after: list[str]
+    read_at: str
+    post: float | None = Field(description="The value after the activation, from total")
+    network_post: float | None = Field(description="The network's own output at the read point")
+    post_agrees: bool
+    post_note: str
+    engine_agrees: bool
+    notes: list[str]
+
+
+class UploadResponse(BaseModel):
+    image: str = Field(description="upload:ID, to name the image in other requests")
+    width: int
+    height: int
+
+
+class ChannelPartResponse(BaseModel):
+    """One analysis of one channel; ``status`` is ``computing`` until it is ready (ask again)."""
+
+    network: int
+    layer: str
+    channel: int
+    epoch: int | None
+    part: Literal["atlas", "patches", "template", "visualization", "projection"]
+    status: Literal["computing", "done", "error"]
+    message: str = ""
+    seconds: float | None = None
+    result: dict[str, Any] | None = None
