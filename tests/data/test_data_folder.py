@@ -90,6 +90,7 @@ def test_lists_every_image_sorted_and_decodes_nothing(photo_folder, monkeypatch)
     assert len(ds) == len(expected) + len(corrupt) == 41
     assert names == sorted(list(expected) + corrupt)
     assert ds.path(-1) == ds.path(len(ds) - 1)
+    assert list(ds.paths) == [ds.path(i) for i in range(len(ds))] and ds.paths[1::20] == [ds.path(1), ds.path(21)]
     with pytest.raises(IndexError):
         ds.path(len(ds))
 

@@ -176,6 +176,11 @@ class ImageFolder:
     def __repr__(self) -> str:
         return f"ImageFolder({self.root!r}, {len(self)} images, shape={self.shape})"
 
+    @property
+    def paths(self) -> Sequence[str]:
+        """All paths as a read-only sequence view (indexing and slicing make the strings on demand)."""
+        return _Paths(self)
+
     def path(self, index: int) -> str:
         """The path of image ``index`` (``root`` joined with its relative name)."""
         if not -len(self) <= index < len(self):
@@ -200,6 +205,21 @@ class ImageFolder:
         if self.prepare is not None:
             x = self.prepare(x)  # (1, C', H', W')
         return np.ascontiguousarray(x[0], dtype=np.float32)  # (C, H, W)
+
+
+class _Paths(Sequence[str]):
+    """The paths of an :class:`ImageFolder`, made when asked for: ``paths[::100]`` is a list of strings."""
+
+    def __init__(self, folder: ImageFolder) -> None:
+        self._folder = folder
+
+    def __len__(self) -> int:
+        return len(self._folder)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self._folder.path(i) for i in range(*index.indices(len(self)))]
+        return self._folder.path(index)
 
 
 class FolderBatch(NamedTuple):
