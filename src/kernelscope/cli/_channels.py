@@ -83,3 +83,87 @@ def open_from_options(source: str, arch: str | None, epoch: int | None, mean, st
     from kernelscope.sources import open_source
 
     return open_source(source, arch=arch, epoch=epoch, mean=mean, std=std, trust_code=trust_code, device=device)
+
+
+def scale_options(function):
+    """``--workers``, ``--checkpoint-every``, ``--resume``: the options of a data-set pass at scale.
+
+    The same command runs in one process or under ``torchrun --standalone --nproc_per_node=N -m
+    kernelscope ...`` (each rank reads its share; rank 0 writes ``--out``); see docs/scale.md.
+    """
+    function = click.option("--resume", is_flag=True,
+                            help="Continue from the state saved in --out by --checkpoint-every (the same "
+                                 "command, options and number of processes).")(function)
+    function = click.option("--checkpoint-every", type=click.IntRange(0, None), default=0, show_default=True,
+                            help="Save the pass's state into --out every N batches (0: never).")(function)
+    function = click.option("--workers", type=click.IntRange(0, 256), default=0, show_default=True,
+                            help="Processes that decode an image folder (--images DIR); 0: in this process.")(function)
+    return function
+
+
+class Scale:
+    """A command's place in a sharded run: the rank context, the checkpoint, and who writes.
+
+    ``Scale.start(device, out_dir, every, resume)`` joins the process group when launched by
+    ``torchrun``; :meth:`for_pass` gives the checkpoint of a pass with its fingerprint;
+    :meth:`close` removes the checkpoints once the results are written, and leaves the group.
+    """
+
+    def __init__(self, context, out_dir: str, every: int, resume: bool):
+        self.context, self.out, self.every, self.resume = context, Path(out_dir), every, resume
+
+    @classmethod
+    def start(cls, device: str, out_dir: str, every: int, resume: bool) -> Scale:
+        from kernelscope.errors import KernelscopeError
+        from kernelscope.train.distributed import setup
+
+        folder = Path(out_dir) / "checkpoint"
+        if resume and not folder.is_dir():
+            raise KernelscopeError(f"--resume: no saved state in {folder} (run with --checkpoint-every N first)")
+        return cls(setup(device), out_dir, every, resume)
+
+    @property
+    def device(self) -> str:
+        """This rank's device for ``open_source`` (``cuda:<local rank>`` on a GPU)."""
+        return str(self.context.device)
+
+    @property
+    def is_main(self) -> bool:
+        return self.context.is_main
+
+    def checkpoint(self, **fingerprint: Any):
+        """The :class:`~kernelscope.analysis.passes.Checkpoint` of this command (None without
+        --checkpoint-every or --resume)."""
+        from kernelscope.analysis.passes import Checkpoint
+
+        if not self.every and not self.resume:
+            return None
+        return Checkpoint(self.out / "checkpoint", self.every, self.resume, fingerprint)
+
+    def close(self, checkpoint=None) -> None:
+        """After rank 0 wrote the results: remove the checkpoints, leave the process group."""
+        from kernelscope.train.distributed import barrier, teardown
+
+        barrier(self.context)
+        if checkpoint is not None and self.is_main:
+            checkpoint.clear()
+        teardown(self.context)
+
+    def echo(self, text: str) -> None:
+        """Print on rank 0 only."""
+        if self.is_main:
+            click.echo(text)
+
+
+def open_images(src, spec: str):
+    """``(images, raw, description)`` of an image set: a named set or ``.npy``/``.npz`` as arrays
+    (``raw``: the [0, 1] images), a folder read lazily (``raw`` None) through
+    ``Source.image_folder``."""
+    from kernelscope.analysis.passes import Images
+
+    if Path(spec).is_dir():
+        folder = src.image_folder(spec)
+        return Images(folder=folder, normalise=src.normalise, description=str(spec)), None, \
+            f"{spec} ({len(folder)} files)"
+    inputs, raw, description = src.images(spec)
+    return Images(inputs, raw, description=description), raw, description
