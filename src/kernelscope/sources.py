@@ -255,6 +255,8 @@ class Source:
     def image_folder(self, path: str | os.PathLike) -> ImageFolder:
         """The image files under folder ``path`` as an :class:`~kernelscope.data.folder.ImageFolder` at the
         model's input spec: resized to :attr:`input_shape` (grey <-> RGB), then the source's ``prepare``.
+        A model of unknown input size gets the channels of its first conv layer, each image at its
+        own size (grey and colour photos can then share a batch; sizes must agree).
 
         Nothing is decoded here; load batches with :func:`kernelscope.data.folder.load_batches`
         (``normalise=self.normalise`` gives the inputs). Large folders go this way; named sets
@@ -275,7 +277,14 @@ class Source:
         """
         from kernelscope.data.folder import ImageFolder
 
-        return ImageFolder(path, shape=self.spec.shape, prepare=self.spec.prepare)
+        shape: tuple[int, int | None, int | None] | None = self.spec.shape
+        if shape is None and self.runnable:
+            from torch import nn
+
+            first = next((m for m in self.model.modules() if isinstance(m, nn.Conv2d)), None)
+            if first is not None and first.in_channels in (1, 3):
+                shape = (first.in_channels, None, None)
+        return ImageFolder(path, shape=shape, prepare=self.spec.prepare)
 
     def _check_runs_on(self, one: np.ndarray, spec: str) -> None:
         """A model whose input size is not known: one forward pass on one image, a failure as one line."""

@@ -216,6 +216,21 @@ def test_source_image_folder_uses_the_input_spec(photo_folder):
     np.testing.assert_allclose(batch.inputs, (grey - 0.5) / 0.25, atol=1e-5)
 
 
+def test_a_model_of_unknown_size_gets_its_channels_and_images_their_own_size(tmp_path):
+    from torch import nn
+
+    _write(tmp_path / "a_grey.png", np.full((6, 7), 51, np.uint8))
+    _write(tmp_path / "b_rgb.png", np.broadcast_to(np.uint8([255, 0, 102]), (6, 7, 3)).copy())
+    src = Source(lambda: nn.Sequential(nn.Conv2d(3, 2, 3)), "a module", "module", InputSpec())
+    ds = src.image_folder(tmp_path)
+    assert ds.shape == (3, None, None)
+    (batch,) = load_batches(ds, [0, 1], batch_size=2)
+    np.testing.assert_allclose(batch.raw[:, :, 0, 0], [[0.2, 0.2, 0.2], [1.0, 0.0, 0.4]], atol=1e-6)
+    assert batch.raw.shape == (2, 3, 6, 7)
+    with pytest.raises(KernelscopeError, match=r"shape must be \(C, H, W\) or \(C, None, None\)"):
+        ImageFolder(tmp_path, shape=(3, 5, None))
+
+
 def test_pickles_for_spawned_workers(photo_folder):
     root, _, _ = photo_folder
     ds = ImageFolder(root, shape=(3, 8, 8))
@@ -241,7 +256,7 @@ def test_empty_and_missing_folders_say_what_to_do(tmp_path):
 
 def test_bad_arguments_are_one_line_errors(photo_folder):
     root, _, _ = photo_folder
-    with pytest.raises(KernelscopeError, match=r"shape must be \(C, H, W\) with C 1 or 3"):
+    with pytest.raises(KernelscopeError, match=r"shape must be \(C, H, W\) or \(C, None, None\) with C 1 or 3"):
         ImageFolder(root, shape=(4, 8, 8))
     ds = ImageFolder(root, shape=(3, 8, 8))
     for kwargs, message in [({"indices": [0, len(ds)]}, r"must lie in \[0, 41\)"),

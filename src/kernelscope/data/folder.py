@@ -116,9 +116,10 @@ class ImageFolder:
     root : str or path
         A folder; image files (``.png .jpg .jpeg .bmp .gif .tif .tiff .webp``, any case) are
         found in it and in its sub-folders, hidden names skipped.
-    shape : tuple (C, H, W) or None
-        The size every image is brought to (C is 1 or 3). None: images keep their size (then
-        they must all have one size to be batched) and their channels (1 grey, 3 colour).
+    shape : tuple (C, H, W), (C, None, None) or None
+        The size every image is brought to (C is 1 or 3). ``(C, None, None)``: C channels, each
+        image at its own size; None: images keep their size and their channels (1 grey, 3
+        colour). Images of different sizes or channels cannot share a batch (a clear error).
     prepare : callable or None
         Applied after the resize to a batch of one, ``(1, C, H, W) -> (1, C', H', W')`` in [0, 1]
         (a Source's ``spec.prepare``). With ``workers`` it runs in the worker processes: under a
@@ -155,17 +156,18 @@ class ImageFolder:
         if not path.is_dir():
             raise KernelscopeError(f"image folder {str(root)!r} is a file, not a folder; give a folder of image files")
         if shape is not None:
-            shape = tuple(int(v) for v in shape)
-            if len(shape) != 3 or shape[0] not in (1, 3) or min(shape[1:]) < 1:
-                raise KernelscopeError(f"shape must be (C, H, W) with C 1 or 3 and H, W >= 1 for image files, "
-                                       f"got {shape}")
+            shape = tuple(None if v is None else int(v) for v in shape)
+            sizes = [v for v in shape[1:] if v is not None]
+            if (len(shape) != 3 or shape[0] not in (1, 3) or len(sizes) == 1 or min(sizes, default=1) < 1):
+                raise KernelscopeError(f"shape must be (C, H, W) or (C, None, None) with C 1 or 3 and H, W >= 1 "
+                                       f"for image files, got {shape}")
         names, offsets, others, example = _list_images(path)
         if len(offsets) == 1:
             found = f"; it holds {others} other file{'s' if others != 1 else ''}, e.g. {example!r}" if others else ""
             raise KernelscopeError(f"image folder {str(root)!r} holds no image files ({' '.join(IMAGE_SUFFIXES)}, "
                                    f"searched with its sub-folders){found}; give a folder of images")
         self.root = str(path)
-        self.shape: tuple[int, int, int] | None = shape  # type: ignore[assignment]
+        self.shape: tuple[int, int | None, int | None] | None = shape  # type: ignore[assignment]
         self.prepare = prepare
         self._names = names  # the relative names, concatenated (bytes)
         self._offsets = offsets  # (n + 1,) int64: name i is _names[_offsets[i]:_offsets[i + 1]]
@@ -201,7 +203,8 @@ class ImageFolder:
             raise UnreadableImage(path, reason[len(prefix):] if reason.startswith(prefix) else reason) from None
         x = (image[None] if image.ndim == 2 else image.transpose(2, 0, 1))[None]  # (1, c, h, w)
         if self.shape is not None:
-            x = resize_images(x, self.shape)  # (1, C, H, W)
+            c, h, w = self.shape
+            x = resize_images(x, (c, h or x.shape[2], w or x.shape[3]))  # (1, C, H, W)
         if self.prepare is not None:
             x = self.prepare(x)  # (1, C', H', W')
         return np.ascontiguousarray(x[0], dtype=np.float32)  # (C, H, W)
@@ -344,7 +347,7 @@ def load_batches(dataset: ImageFolder, indices: Any, *, batch_size: int, workers
     step = int(batch_size)
     chunks = [order[s:s + step].tolist() for s in range(0, order.size, step)]
     loader = DataLoader(_Guarded(dataset), batch_sampler=chunks, num_workers=int(workers), collate_fn=_collate)
-    sample = dataset.shape or (0, 0, 0)  # the shape of an empty batch: the last one seen, else the dataset's
+    sample = tuple(v or 0 for v in dataset.shape or (0, 0, 0))  # an empty batch's: the last seen, else this
     batches = iter(loader)
     try:
         for got, raw, skipped, problem in batches:
