@@ -60,3 +60,33 @@ def test_the_command_prints_the_table(cli_runner, tmp_path):
     assert "| structured_beyond_spectrum |" in res.output and (out / "replicate.json").exists()
     bad = cli_runner("replicate", "--preset", "structur", "--seeds", "1", "--out", out)
     assert bad.exit_code == 2 and "Error:" in bad.output and "structure" in bad.output
+
+
+def test_the_faces_recipe_replicates_detectors_shift_and_occlusion_drops_with_intervals(tmp_path):
+    """End to end on the faces preset (1 epoch on 64 images, two seeds, quick analyses: ~35 s on 2 cores)."""
+    result = replicate("faces", 2, tmp_path, epochs=1, train_limit=64, n_null=30, surrogates=19, quick=True)
+    summary = result["summary"]
+    keys = ["accuracy", "structured_beyond_spectrum", "shift_auroc", "shift_auroc_init", "shift_quiet"]
+    for part in ("eyes", "mouth"):
+        keys += [f"detectors_{part}", f"detectors_{part}_gated", f"detectors_{part}_init_gated"]
+        for init in ("", "_init"):
+            keys += [f"occlusion_{part}_{what}{init}" for what in ("detectors", "drop", "control_drop", "selectivity")]
+            keys.append(f"occlusion_{part}_detectors{init}_gated")
+    for key in keys:
+        s = summary[key]
+        assert s["n"] == 2, key  # measured on both seeds
+        low, high = s["ci95"]
+        assert low <= s["mean"] + 1e-12 and s["mean"] <= high + 1e-12 and s["min"] <= low and high <= s["max"], key
+    for row in result["per_seed"]:
+        assert 0 <= row["shift_auroc"] <= 1 and 0 <= row["shift_auroc_init"] <= 1
+        for part in ("eyes", "mouth"):
+            for init in ("", "_init"):
+                o = f"occlusion_{part}"
+                # a gated detector is a detector whose drop also clears the controls' interval
+                assert row[f"{o}_detectors{init}_gated"] <= row[f"{o}_detectors{init}"]
+                assert row[f"{o}_drop{init}"] <= 1.0  # maxima are clamped at 0: no drop beyond 100%
+                assert row[f"{o}_selectivity{init}"] == pytest.approx(row[f"{o}_drop{init}"]
+                                                                     - row[f"{o}_control_drop{init}"])
+            assert row[f"detectors_{part}_gated"] <= row[f"detectors_{part}"]
+    assert "| occlusion_eyes_drop |" in (tmp_path / "replicate.md").read_text()
+    assert repr(result).startswith("<Replication: faces over 2 seeds [0, 1]; accuracy ")

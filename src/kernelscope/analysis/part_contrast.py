@@ -27,7 +27,12 @@ from kernelscope.errors import KernelscopeError
 if TYPE_CHECKING:  # torch is imported by the functions that run models
     from torch import nn
 
-__all__ = ["train_face_net", "part_contrast"]
+__all__ = ["train_face_net", "part_contrast", "PROTOCOL", "best_over_layers"]
+
+#: The occlusion protocol of the contrast, shared by the replication's faces numbers
+#: (:func:`kernelscope.analysis.replicate.headline_of_run`): fill 0 after normalisation (the data mean),
+#: 8 equal-area controls, a 15-point margin, every conv layer read after its activation.
+PROTOCOL: dict[str, Any] = {"n_controls": 8, "fill": "zero", "margin": 0.15, "at": "activation"}
 
 
 def _eye_masks() -> np.ndarray:
@@ -94,7 +99,14 @@ def train_face_net(task: str, *, seed: int = 0, epochs: int = 25, data: dict[str
     return model, data
 
 
-def _best_over_layers(results: Mapping[str, PartSelectivity], part: str) -> dict[str, Any]:
+def best_over_layers(results: Mapping[str, PartSelectivity], part: str) -> dict[str, Any]:
+    """The most selective channel for ``part`` over several layers, with detector counts per layer.
+
+    Returns ``layer`` and the channel's numbers (:meth:`PartSelectivity.best`: ``part_drop``,
+    ``control_drop``, ``selectivity``, ``ci``, ``detector``) plus ``detector_gated`` (its part drop
+    also beyond the equal-area controls' bootstrap interval), ``n_detectors`` and
+    ``n_detectors_gated`` per layer, each layer's best channel (``per_layer``) and what was read.
+    """
     best: dict[str, Any] = {"layer": None, "channel": None}
     for name, result in results.items():
         candidate = result.best(part)
@@ -102,7 +114,10 @@ def _best_over_layers(results: Mapping[str, PartSelectivity], part: str) -> dict
             continue
         if best["channel"] is None or candidate["selectivity"] > best["selectivity"]:
             best = {"layer": name, **candidate}
+    if best["channel"] is not None:
+        best["detector_gated"] = bool(results[best["layer"]].stats[part]["detector_gated"][best["channel"]])
     best["n_detectors"] = {name: len(result.detectors(part)) for name, result in results.items()}
+    best["n_detectors_gated"] = {name: len(result.detectors(part, gated=True)) for name, result in results.items()}
     best["per_layer"] = {name: result.best(part) for name, result in results.items()}
     best["read"] = {name: result.read for name, result in results.items()}
     first = next(iter(results.values()))
@@ -142,8 +157,10 @@ def part_contrast(seed: int = 0, quick: bool = False, *, part: str = "eyes",
     -------
     dict
         ``models``: per network the best channel over its conv layers (layer,
-        channel, part_drop, control_drop, selectivity, ci, detector), the best
-        channel of each layer (``per_layer``), the number of detectors per layer,
+        channel, part_drop, control_drop, selectivity, ci, detector, detector_gated: its drop
+        also beyond the equal-area controls' bootstrap interval), the best channel of each
+        layer (``per_layer``), the number of detectors per layer (``n_detectors``, and
+        ``n_detectors_gated``),
         the output effect (face probability intact, part
         occluded, controls), what was read for each layer (``read``), for the trained ones
         test accuracy, and with
@@ -159,14 +176,13 @@ def part_contrast(seed: int = 0, quick: bool = False, *, part: str = "eyes",
     started = time.perf_counter()
     n_boot = 300 if quick else 1000
     epochs = 25  # fewer (12) left the eye channels below the margin; 25 gave 4-10 detectors on seeds 0-2
-    options = {"parts": [part], "n_controls": 8, "fill": "zero", "margin": 0.15, "n_boot": n_boot, "seed": seed,
-               "at": "activation"}
+    options = {"parts": [part], **PROTOCOL, "n_boot": n_boot, "seed": seed}
     models: dict[str, Any] = {}
 
     def measure(model: nn.Module, inputs: np.ndarray, masks: dict[str, np.ndarray],
                 layers: list[str]) -> dict[str, Any]:
         results = part_selectivity_layers(model, inputs, masks, layers=layers, **options)
-        out = _best_over_layers(results, part)
+        out = best_over_layers(results, part)
         if dissection:
             from kernelscope.analysis.dissect import dissect
 

@@ -22,8 +22,9 @@ import click
 def replicate_command(preset_name, seeds, out_dir, epochs, train_limit, n_null, surrogates, quick):
     """Train PRESET once per seed (finished runs in OUT are reused) and print every headline
     number (accuracy, atlas fractions and their controls, the surrogate-test fractions and,
-    for faces, gated and ungated detector counts, shift counts and AUROC) with its mean and a
-    95% bootstrap interval over seeds.
+    for faces, gated and ungated detector counts by dissection and by occlusion, the occlusion
+    drops beside their equal-area controls, shift counts and AUROC) with its mean and a 95%
+    bootstrap interval over seeds.
     """
     from kernelscope.analysis.replicate import replicate
 
