@@ -16,23 +16,30 @@ the result an image rather than adversarial noise, as in Lucid/Lucent:
   layer pushed apart.
 
 All requested units of a layer are optimised in one batch. The objective is linear in the
-layer's activation vector ``a(y, x)`` (one vector of C channels per position):
+layer's activation vector ``a(y, x)`` (one vector of C channels per position), and what is
+optimised is what is measured:
 
-====================  ============================================  =========================
-objective             optimised (mean over positions of)            reported ("reached")
-====================  ============================================  =========================
-``channel`` c         ``a_c``                                       spatial max of ``a_c``
-``neuron`` c          ``a_c`` at the centre position only           ``a_c`` at the centre
-``direction`` u       ``u . a`` (u: unit vector, default the mean   spatial max of ``u . a``
+====================  ============================================  ==========================
+objective             of                                            optimised and reported
+====================  ============================================  ==========================
+``channel`` c         ``a_c``                                       spatial max
+``neuron`` c          ``a_c``                                       the centre position
+``direction`` u       ``u . a`` (u: unit vector, default the mean   spatial max
                       activation vector at channel c's top patches)
-====================  ============================================  =========================
+====================  ============================================  ==========================
 
-The reached value is measured on the final image without transformations, with the same
-statistic as over the data set (a top patch's value is a spatial max; a neuron's data-set
-maximum is taken at the same position), so ``ratio = reached / data_max`` says how far the
-rendered image goes beyond the best image of the data. Where ``at="activation"`` reads the
+**The ratio.** ``ratio = reached / data_max``: the activation the render reaches, on the same
+read point and with the same reduction (spatial max, or the centre position for ``neuron``)
+as the data-set maximum it is divided by (the channel's top patch; a neuron's data-set maximum
+is taken at the same position). It is measured on the final image without transformations, so
+it says how far the render goes beyond the best image of the data. ``reduce="mean"``
+optimises the mean over positions instead (Lucid's ``channel`` objective, a texture); it is
+still *reported* as the spatial max, and on a small network it stays below the data-set
+maximum (docs/visualize.md has the numbers). Where ``at="activation"`` reads the
 nonlinearity after a conv, the optimisation follows the nonlinearity's *input* (a ReLU's
 zero gradient would freeze a unit that starts below zero); the reached value is read after it.
+``starts=n`` optimises n images per unit from different random starts and keeps the one that
+reaches most (activation maximisation is not convex: a start can end in a poor local optimum).
 
 Controls, with every ratio: the same optimisation on the network at initialisation
 (``init_model``: its own data-set maxima) and random unit directions in the layer's
@@ -138,7 +145,8 @@ class FourierImage:
     """A batch of images ``(B, C, H, W)`` in [0, 1], parameterised by a scaled spectrum (see the module).
 
     The parameter is ``(B, C, H, W//2 + 1, 2)`` (real and imaginary parts), started at
-    ``N(0, sd)``; :meth:`__call__` gives ``sigmoid(colour @ irfft2(scale * spectrum) / 4)``.
+    ``N(0, sd)``; :meth:`__call__` gives ``sigmoid(colour @ irfft2(scale * spectrum) / 4 + logit(start))``:
+    the images start at the colour ``start`` (C,) in [0, 1], default grey 0.5.
     With ``fourier=False`` the parameter is the pre-sigmoid pixels themselves (the plain
     baseline). ``decorrelate`` mixes RGB by :data:`COLOUR_SQRT` (ignored for grey).
 
@@ -152,7 +160,8 @@ class FourierImage:
     """
 
     def __init__(self, batch: int, channels: int, h: int, w: int, *, fourier: bool = True, decorrelate: bool = True,
-                 decay: float = 1.0, sd: float = 0.01, device: Any = "cpu", generator: torch.Generator | None = None):
+                 decay: float = 1.0, sd: float = 0.01, device: Any = "cpu", generator: torch.Generator | None = None,
+                 start: Sequence[float] | None = None):
         import torch
 
         self.shape = (batch, channels, h, w)
@@ -165,6 +174,10 @@ class FourierImage:
             size = (batch, channels, h, w)
         self.param = (torch.randn(size, generator=generator) * sd).to(device).requires_grad_(True)
         self.colour = torch.from_numpy(COLOUR_SQRT).to(device)
+        p = np.clip(np.full(channels, 0.5) if start is None else np.asarray(start, np.float64), 0.02, 0.98)
+        if p.shape != (channels,):
+            raise KernelscopeError(f"start colour has {p.size} values but the image has {channels} channels")
+        self.offset = torch.from_numpy(np.log(p / (1 - p)).astype(np.float32)).view(1, channels, 1, 1).to(device)
 
     def parameters(self) -> list[torch.Tensor]:
         return [self.param]
@@ -180,7 +193,7 @@ class FourierImage:
             x = self.param
         if self.decorrelate:
             x = torch.einsum("ij,bjhw->bihw", self.colour, x)  # (B, 3, H, W): decorrelated -> RGB
-        return torch.sigmoid(x)
+        return torch.sigmoid(x + self.offset)
 
 
 def random_affine(x: torch.Tensor, *, shift: int, scale: float = 0.05, degrees: float = 10.0,
@@ -277,8 +290,9 @@ def _run_to_layer(model: nn.Module, x: torch.Tensor, held: dict[str, Any]) -> No
 def _objective_values(acts: torch.Tensor, weights: torch.Tensor, objective: str, reduce: str) -> torch.Tensor:
     """(B,) value of each image's objective on ``acts`` (B, C, H', W') with ``weights`` (B, C).
 
-    ``reduce="mean"``: mean over positions (what is optimised); ``"max"``: spatial max
-    (what is reported, as over the data set). A neuron reads the centre position either way.
+    ``reduce="max"``: spatial max (what is reported, as over the data set, and optimised by
+    default); ``"mean"``: mean over positions (Lucid's texture objective). A neuron reads the
+    centre position either way.
     """
     import torch
 
@@ -287,6 +301,8 @@ def _objective_values(acts: torch.Tensor, weights: torch.Tensor, objective: str,
         h, w = projected.shape[1:]
         return projected[:, h // 2, w // 2]
     flat = projected.flatten(1)  # (B, H'*W')
+    if reduce not in ("max", "mean"):
+        raise KernelscopeError(f"reduce must be 'max' or 'mean', got {reduce!r}")
     return flat.mean(dim=1) if reduce == "mean" else flat.max(dim=1).values
 
 
@@ -307,9 +323,9 @@ def _diversity(acts: torch.Tensor, groups: int) -> torch.Tensor:
 class Renders:
     """Images optimised for units of a layer (:func:`render`)."""
 
-    images: np.ndarray  # (U * n, C_in, H, W) in [0, 1], n images per unit, unit-major
+    images: np.ndarray  # (U * n, C_in, H, W) in [0, 1], n images per unit, unit-major (the best of the starts)
     reached: np.ndarray  # (U * n,) objective on the final untransformed image ("max"/centre statistic)
-    history: np.ndarray  # (steps,) mean optimised objective over the batch at each step
+    history: np.ndarray  # (steps,) mean optimised objective over the batch (all starts) at each step
     read: str
     steps: int
 
@@ -318,7 +334,8 @@ def render(model: nn.Module, layer: str, weights: np.ndarray, *, shape: tuple[in
            mean: Sequence[float] | None = None, std: Sequence[float] | None = None, at: str = "activation",
            objective: str = "channel", steps: int = 128, lr: float = 0.1, per_unit: int = 1,
            diversity: float = 0.0, transforms: bool = True, fourier: bool = True, decorrelate: bool = True,
-           seed: int = 0) -> Renders:
+           seed: int = 0, reduce: str = "max", starts: int = 1, start_colour: Sequence[float] | None = None
+           ) -> Renders:
     """Optimise ``per_unit`` images for each row of ``weights`` (U, C): one batch, Adam on the parameterisation.
 
     Parameters
@@ -332,7 +349,26 @@ def render(model: nn.Module, layer: str, weights: np.ndarray, *, shape: tuple[in
     shape : (C_in, H, W)
         The model's input; ``mean``/``std`` its normalisation of [0, 1] images.
     objective : {"channel", "neuron", "direction"}
-        ``neuron`` optimises the centre position only; the others the mean over positions.
+        ``neuron`` optimises the centre position only; the others the spatial max (``reduce``).
+    reduce : {"max", "mean"}
+        What is optimised over positions for ``channel``/``direction``: the spatial max (the
+        statistic that is reported and that the data-set maximum uses) or the mean (Lucid's texture).
+    starts : int
+        Random starts per image, optimised in the same batch; the one that reaches most is kept.
+    start_colour : sequence of float, optional
+        (C_in,) colour in [0, 1] the images start from (and that fills what transforms bring in):
+        :func:`feature_visualization` passes the data's mean colour (MNIST: near black, not grey).
+        Default: ``mean`` where given, else grey 0.5.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+    >>> done = render(net, "0", np.eye(2, dtype=np.float32), shape=(1, 8, 8), steps=5, starts=2)
+    >>> done.images.shape, done.reached.shape
+    ((2, 1, 8, 8), (2,))
     """
     import torch
 
@@ -342,21 +378,29 @@ def render(model: nn.Module, layer: str, weights: np.ndarray, *, shape: tuple[in
         raise KernelscopeError(f"steps must be >= 1, got {steps}")
     if per_unit < 1:
         raise KernelscopeError(f"per_unit must be >= 1, got {per_unit}")
+    if starts < 1:
+        raise KernelscopeError(f"starts must be >= 1, got {starts}")
+    if reduce not in ("max", "mean"):
+        raise KernelscopeError(f"reduce must be 'max' or 'mean', got {reduce!r}")
     device = model_device(model)
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
     c_in, h, w = shape
     units = weights.shape[0]
-    batch = units * per_unit
+    batch = units * per_unit * starts  # start-major: start s is rows [s*U*n, (s+1)*U*n)
     generator = torch.Generator().manual_seed(seed)
+    if start_colour is None:
+        start_colour = list(mean) if mean is not None else [0.5] * c_in
     image = FourierImage(batch, c_in, h, w, fourier=fourier, decorrelate=decorrelate, device=device,
-                         generator=generator)
+                         generator=generator, start=start_colour)
     m = torch.tensor(list(mean) if mean is not None else [0.0] * c_in, dtype=torch.float32, device=device)
     s = torch.tensor(list(std) if std is not None else [1.0] * c_in, dtype=torch.float32, device=device)
     if m.numel() != c_in or s.numel() != c_in:
         raise KernelscopeError(f"mean/std have {m.numel()}/{s.numel()} values but the input has {c_in} channels")
-    fill = m if mean is not None else torch.full((c_in,), 0.5, device=device)  # outside: the data's mean colour
+    fill = torch.tensor(np.clip(np.asarray(start_colour, np.float64), 0, 1), dtype=torch.float32,
+                        device=device)  # outside the image: the start (the data's mean) colour
     shift = max(1, round(0.04 * max(h, w)))  # Lucent's 8 + 4 px at 224 px is ~5%; 1 px at 28 px
-    wt = torch.from_numpy(np.repeat(np.asarray(weights, np.float32), per_unit, axis=0)).to(device)  # (B, C)
+    rows = np.repeat(np.asarray(weights, np.float32), per_unit, axis=0)  # (U*n, C)
+    wt = torch.from_numpy(np.tile(rows, (starts, 1))).to(device)  # (B, C)
     optimiser = torch.optim.Adam(image.parameters(), lr=lr)
     history = np.zeros(steps, dtype=np.float32)
     with _reading(model, layer, at) as held:
@@ -372,10 +416,10 @@ def render(model: nn.Module, layer: str, weights: np.ndarray, *, shape: tuple[in
             if step == 0 and target.shape[1] != wt.shape[1]:
                 raise KernelscopeError(f"weights have {wt.shape[1]} channels but layer {layer!r} has "
                                        f"{target.shape[1]}")
-            values = _objective_values(target.float(), wt, objective, "mean")  # (B,)
+            values = _objective_values(target.float(), wt, objective, reduce)  # (B,)
             loss = -values.mean()
             if diversity and per_unit > 1:
-                loss = loss + diversity * _diversity(held["out"].float(), units)
+                loss = loss + diversity * _diversity(held["out"].float(), units * starts)
             optimiser.zero_grad()
             (grad,) = torch.autograd.grad(loss, image.param)  # no gradient lands on the model's parameters
             image.param.grad = grad
@@ -384,9 +428,13 @@ def render(model: nn.Module, layer: str, weights: np.ndarray, *, shape: tuple[in
         with torch.no_grad():
             final = image()  # (B, C_in, H, W)
             _run_to_layer(model, ((final - m.view(1, -1, 1, 1)) / s.view(1, -1, 1, 1)).to(dtype), held)
-            reached = _objective_values(held["out"].float(), wt, objective, "max")
+            reached = _objective_values(held["out"].float(), wt, objective, "max").cpu().numpy()  # (B,)
             read = held["read"]
-    return Renders(final.float().cpu().numpy(), reached.cpu().numpy(), history, read, steps)
+    images = final.float().cpu().numpy().reshape(starts, units * per_unit, *final.shape[1:])  # (S, U*n, C, H, W)
+    reached = reached.reshape(starts, units * per_unit)  # (S, U*n)
+    best = np.argmax(np.where(np.isnan(reached), -np.inf, reached), axis=0)  # (U*n,)
+    keep = np.arange(units * per_unit)
+    return Renders(images[best, keep], reached[best, keep], history, read, steps)
 
 
 def data_max(model: nn.Module, layer: str, images: Any, weights: np.ndarray, *, at: str = "activation",
@@ -412,6 +460,16 @@ def data_max(model: nn.Module, layer: str, images: Any, weights: np.ndarray, *, 
             values = projected.flatten(2).max(dim=2).values  # (B, U)
         best = np.maximum(best, values.max(dim=0).values.double().cpu().numpy())
     return best
+
+
+def _mean_colour(images: np.ndarray, mean: Sequence[float] | None, std: Sequence[float] | None) -> list[float]:
+    """(C_in,) the mean colour in [0, 1] of normalised ``images`` (N, C_in, H, W): where renders start."""
+    colour = images.mean(axis=(0, 2, 3), dtype=np.float64)  # (C_in,) normalised
+    if std is not None:
+        colour = colour * np.asarray(std, np.float64)
+    if mean is not None:
+        colour = colour + np.asarray(mean, np.float64)
+    return [float(v) for v in colour]
 
 
 def _top_directions(model: nn.Module, layer: str, images: np.ndarray, top: TopPatches, channels: list[int],
@@ -463,6 +521,14 @@ class Visualization:
             return np.where(top > 0, np.asarray(reached, np.float64) / top, np.nan)
 
     @property
+    def ratio_definition(self) -> str:
+        """What ``ratio`` divides, in words (also in ``to_dict``)."""
+        where = "the centre position" if self.objective == "neuron" else "the spatial max"
+        return (f"ratio = activation the render reaches / the data-set maximum, both read at {self.read} with the "
+                f"same reduction ({where}); init control: the same on the network at initialisation, divided by "
+                "its own data-set maximum")
+
+    @property
     def ratio(self) -> np.ndarray:
         """(U,) reached / data-set max (NaN for a unit that never fires on the data)."""
         return self._ratio(self.reached, self.data_max)
@@ -506,7 +572,7 @@ class Visualization:
         init_ratio = self.init_ratio
         return {
             "layer": self.layer, "read": self.read, "at": self.at, "objective": self.objective, "steps": self.steps,
-            "settings": self.settings, "summary": self.summary(),
+            "ratio_definition": self.ratio_definition, "settings": self.settings, "summary": self.summary(),
             "units": [
                 {"channel": c, "reached": finite_or_none(float(self.reached[i])),
                  "data_max": finite_or_none(float(self.data_max[i])),
@@ -528,7 +594,8 @@ def feature_visualization(model: nn.Module, layer: str, images: Any, *, channels
                           steps: int = 128, lr: float = 0.1, per_unit: int = 1, diversity: float = 0.0,
                           transforms: bool = True, fourier: bool = True, decorrelate: bool = True,
                           init_model: nn.Module | None = None, random_directions: int = 4, k: int = 9,
-                          display: Any = None, batch_size: int = 64, seed: int = 0) -> Visualization:
+                          display: Any = None, batch_size: int = 64, seed: int = 0, reduce: str = "max",
+                          starts: int = 1) -> Visualization:
     """Render the ``channels`` of ``layer`` and measure each against the data set and the controls.
 
     Parameters
@@ -548,6 +615,9 @@ def feature_visualization(model: nn.Module, layer: str, images: Any, *, channels
         Random unit directions in the layer's activation space rendered in the same batch (control).
     k : int
         Top patches per channel (kept for drawing and for ``direction``'s vectors).
+    reduce, starts
+        As in :func:`render` (the optimised reduction over positions; random starts per image).
+        The init control and the random directions are rendered with the same settings.
 
     Examples
     --------
@@ -594,8 +664,10 @@ def feature_visualization(model: nn.Module, layer: str, images: Any, *, channels
     rng = np.random.default_rng(seed + 1)
     random = rng.normal(size=(random_directions, n_out)).astype(np.float32)
     random /= np.linalg.norm(random, axis=1, keepdims=True).clip(1e-12)
+    colour = _mean_colour(array, mean, std)
     options = dict(shape=shape, mean=mean, std=std, at=at, steps=steps, lr=lr, transforms=transforms,
-                   fourier=fourier, decorrelate=decorrelate, seed=seed)
+                   fourier=fourier, decorrelate=decorrelate, seed=seed, reduce=reduce, starts=starts,
+                   start_colour=colour)
     units = len(channels)
     both = np.concatenate([weights, random])  # (U + R, C)
     if per_unit == 1:  # units and random directions in one batch
@@ -617,6 +689,7 @@ def feature_visualization(model: nn.Module, layer: str, images: Any, *, channels
                                       batch_size=batch_size), per_unit)
     unit_channels = [c for c in channels for _ in range(per_unit)]
     settings = {"steps": steps, "lr": lr, "per_unit": per_unit, "diversity": diversity, "transforms": transforms,
+                "reduce": reduce, "starts": starts, "start_colour": [round(v, 4) for v in colour],
                 "fourier": fourier, "decorrelate": decorrelate and shape[0] == 3, "seed": seed,
                 "shape": list(shape), "random_directions": random_directions, "n_images": int(array.shape[0]), "k": k}
     return Visualization(layer, done.read, at, objective, unit_channels, steps, images_, reached, unit_max,
@@ -647,14 +720,20 @@ class Evolution:
 def over_training(run: Any, layer: str, images: Any, *, channels: Sequence[int] | None = None,
                   epochs: Sequence[int] | None = None, mean: Sequence[float] | None = None,
                   std: Sequence[float] | None = None, at: str = "activation", objective: str = "channel",
-                  steps: int = 128, seed: int = 0, batch_size: int = 64) -> Evolution:
-    """Render ``channels`` of ``layer`` at every checkpointed epoch of ``run`` (same seed: the same start image)."""
+                  steps: int = 128, seed: int = 0, batch_size: int = 64, reduce: str = "max",
+                  starts: int = 1) -> Evolution:
+    """Render ``channels`` of ``layer`` at every checkpointed epoch of ``run`` (same seed: the same start image).
+
+    Each epoch's ratio is the render's value over that epoch's own data-set maximum (same read point and
+    reduction, as in :func:`feature_visualization`); the renders start from the data's mean colour.
+    """
     from kernelscope.models.layers import get_layer
 
     epochs = list(run.checkpoint_epochs if epochs is None else epochs)
     if not epochs:
         raise KernelscopeError("the run has no checkpoints (checkpoints/epoch_*.pt): renders need the weights")
     array = np.asarray(images, dtype=np.float32)
+    colour = _mean_colour(array, mean, std)
     renders, ratios, chosen = [], [], None
     for epoch in epochs:
         model = run.model(epoch)
@@ -662,7 +741,8 @@ def over_training(run: Any, layer: str, images: Any, *, channels: Sequence[int] 
         chosen = list(range(n_out)) if channels is None else [int(c) for c in channels]
         weights = np.eye(n_out, dtype=np.float32)[chosen]
         done = render(model, layer, weights, shape=tuple(array.shape[1:]), mean=mean, std=std, at=at,
-                      objective=objective, steps=steps, seed=seed)
+                      objective=objective, steps=steps, seed=seed, reduce=reduce, starts=starts,
+                      start_colour=colour)
         top = data_max(model, layer, array, weights, at=at, objective=objective, batch_size=batch_size)
         renders.append(done.images)
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -24,6 +24,11 @@ from kernelscope.cli._channels import at_option, open_from_options, out_option, 
 @click.option("--per-unit", type=click.IntRange(1, 16), default=1, show_default=True,
               help="Images per channel (with --diversity, pushed apart).")
 @click.option("--diversity", type=float, default=0.0, show_default=True, help="Weight of the diversity term.")
+@click.option("--starts", type=click.IntRange(1, 16), default=1, show_default=True,
+              help="Random starts per image, the best kept (4 helps small grey networks; costs as many renders).")
+@click.option("--reduce", type=click.Choice(["max", "mean"]), default="max", show_default=True,
+              help="Optimise the spatial max (what is reported and what the data-set max uses) or the mean over "
+                   "positions (Lucid's texture objective).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the start images and transforms.")
 @click.option("--no-projections", is_flag=True, help="Skip the deconvnet and guided-backprop projections.")
 @click.option("--over-training", is_flag=True,
@@ -31,7 +36,7 @@ from kernelscope.cli._channels import at_option, open_from_options, out_option, 
 @at_option
 @out_option
 def command(source, arch, epoch, mean, std, trust_code, device, batch_size, layer, channels, objective, steps,
-            image_set, limit, k, per_unit, diversity, seed, no_projections, over_training, at, out_dir):
+            image_set, limit, k, per_unit, diversity, starts, reduce, seed, no_projections, over_training, at, out_dir):
     """Render images that excite each channel of SOURCE's layer (activation maximisation), beside its top patches
     and their projections; every render's value against the data-set max, the network at initialisation and
     random directions.
@@ -75,7 +80,7 @@ def command(source, arch, epoch, mean, std, trust_code, device, batch_size, laye
     result = feature_visualization(src.model, layer, inputs, channels=chosen, shape=tuple(inputs.shape[1:]),
                                    mean=src.mean, std=src.std, at=at, objective=objective, steps=steps,
                                    per_unit=per_unit, diversity=diversity, init_model=init, k=k, display=raw,
-                                   batch_size=batch_size, seed=seed)
+                                   batch_size=batch_size, seed=seed, reduce=reduce, starts=starts)
     projections = {}
     if not no_projections:
         for method in ("guided", "deconvnet"):
@@ -95,7 +100,8 @@ def command(source, arch, epoch, mean, std, trust_code, device, batch_size, laye
         if src.run is None:
             raise KernelscopeError("--over-training needs a run directory as SOURCE")
         evolution = render_over_training(src.run, layer, inputs, channels=chosen[:8], mean=src.mean, std=src.std, at=at,
-                                  objective=objective, steps=steps, seed=seed, batch_size=batch_size)
+                                  objective=objective, steps=steps, seed=seed, batch_size=batch_size, reduce=reduce,
+                                  starts=starts)
         stability = patch_stability(src.run, inputs, k=k, at=at, batch_size=batch_size)
         save_figure(evolution_figure(evolution), out / f"visualize_epochs_{layer}.png")
         summary["over_training"] = evolution.to_dict()
