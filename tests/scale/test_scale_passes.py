@@ -32,8 +32,8 @@ def test_two_processes_equal_one_for_every_pass(tmp_path):
     sys.path.insert(0, str(HERE))
     try:
         import torch
-
         from _scale_passes import compute
+
         from kernelscope.train.distributed import Context
 
         before = torch.get_num_threads()

@@ -1,0 +1,35 @@
+"""The patches, dissect and shift commands one after another in one ``torchrun`` launch (a launch costs
+seconds): the process group is joined once here, so the commands find it and leave it alone.
+
+``python _scale_cli.py OUT RUN IMAGES MASKS OOD``: each command writes into OUT/<command>.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def commands(out: str, run: str, images: str, masks: str, ood: str) -> list[list[str]]:
+    common = ["--batch-size", "8", "--device", "cpu"]
+    return [
+        ["patches", run, "--images", images, "-k", "3", *common, "--out", f"{out}/patches"],
+        ["dissect", run, "--images", images, "--masks", masks, "--layer", "features.0", "--permutations", "3",
+         *common, "--out", f"{out}/dissect"],
+        ["shift", run, "--id", images, "--ood", ood, "--no-mahalanobis", "--bootstrap", "50", *common,
+         "--out", f"{out}/shift"],
+    ]
+
+
+if __name__ == "__main__":
+    import torch
+
+    from kernelscope.cli import cli
+    from kernelscope.train.distributed import setup, teardown
+
+    torch.set_num_threads(1)
+    context = setup("cpu")
+    try:
+        for args in commands(*sys.argv[1:6]):
+            cli.main(args=args, standalone_mode=False)
+    finally:
+        teardown(context)
