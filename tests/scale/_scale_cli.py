@@ -1,7 +1,8 @@
 """The patches, dissect and shift commands one after another in one ``torchrun`` launch (a launch costs
 seconds): the process group is joined once here, so the commands find it and leave it alone.
 
-``python _scale_cli.py OUT RUN IMAGES MASKS OOD``: each command writes into OUT/<command>.
+``python _scale_cli.py OUT RUN IMAGES MASKS OOD``: each command writes into OUT/<command>; the last
+reads the image folder RUN/folder (one file in it is not an image).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ def commands(out: str, run: str, images: str, masks: str, ood: str) -> list[list
          *common, "--out", f"{out}/dissect"],
         ["shift", run, "--id", images, "--ood", ood, "--no-mahalanobis", "--bootstrap", "50", *common,
          "--out", f"{out}/shift"],
+        ["patches", run, "--images", f"{run}/folder", "-k", "2", "--workers", "1", *common,
+         "--out", f"{out}/folder"],
     ]
 
 

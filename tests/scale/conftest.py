@@ -42,4 +42,11 @@ def scale_run(tmp_path_factory):
     np.save(path / "images.npy", images)
     np.save(path / "ood.npy", images[:, :, ::-1].copy() ** 2)
     np.savez(path / "masks.npz", stripe=masks)
+    from PIL import Image
+
+    folder = path / "folder"  # the same images as files, and one that is not an image
+    folder.mkdir()
+    for i, image in enumerate(images[:24]):
+        Image.fromarray((image[0] * 255).round().astype(np.uint8)).save(folder / f"{i:03d}.png")
+    (folder / "007.png").write_bytes(b"not a png")
     return path, path / "images.npy", path / "masks.npz"

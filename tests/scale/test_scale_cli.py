@@ -63,6 +63,13 @@ def test_commands_under_torchrun_write_what_one_process_writes(scale_run, one_pr
     _assert_rows_close(_rows(tmp_path / "dissect" / "dissect.json"), _rows(one_process / "dissect" / "dissect.json"))
     _assert_rows_close(_rows(tmp_path / "shift" / "shift.json"), _rows(one_process / "shift" / "shift.json"))
     assert not (tmp_path / "patches" / "checkpoint").exists()
+    # an image folder, read by a worker process on each rank: the unreadable file skipped and counted once
+    folder_two = json.loads((tmp_path / "folder" / "patches.json").read_text())
+    folder_one = json.loads((one_process / "folder" / "patches.json").read_text())
+    assert folder_two["data"]["n_skipped"] == folder_one["data"]["n_skipped"] == 1
+    assert folder_two["data"]["skipped"][0]["index"] == 7 and folder_two["n_images"] == 23
+    assert [c["image_index"] for c in folder_two["channels"]] == [c["image_index"] for c in folder_one["channels"]]
+    assert "1 unreadable skipped" in done.stdout
 
 
 def test_a_killed_pass_resumes_to_the_uninterrupted_result(scale_run, one_process, tmp_path, cli_runner):
