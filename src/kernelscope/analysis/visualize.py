@@ -75,7 +75,7 @@ if TYPE_CHECKING:
 
 __all__ = ["OBJECTIVES", "COLOUR_SQRT", "fourier_scale", "FourierImage", "random_affine", "render", "data_max",
            "Evolution", "over_training", "Stability", "patch_stability", "jaccard", "settled_epoch",
-           "Renders", "Visualization", "feature_visualization", "parse_channels"]
+           "Renders", "Visualization", "feature_visualization", "visualize_source", "parse_channels"]
 
 OBJECTIVES = ("channel", "neuron", "direction")
 
@@ -511,6 +511,8 @@ class Visualization:
     top: Any = None  # TopPatches of the layer on the trained network
     history: np.ndarray | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    projections: dict[str, Any] = field(default_factory=dict)  # method -> Projections (:func:`visualize_source`)
+    images_description: str = ""  # what the data-set maxima were taken over (:func:`visualize_source`)
 
     @staticmethod
     def _ratio(reached: np.ndarray | None, top: np.ndarray | None) -> np.ndarray | None:
@@ -695,6 +697,67 @@ def feature_visualization(model: nn.Module, layer: str, images: Any, *, channels
     return Visualization(layer, done.read, at, objective, unit_channels, steps, images_, reached, unit_max,
                          init_images, init_reached, init_max, random_reached, maxima[units:], top, done.history,
                          settings)
+
+
+def visualize_source(source: Any, *, layer: str | None = None, channels: str | Sequence[int] | None = None,
+                     images: str | None = None, limit: int | None = 2000, projections: bool = True,
+                     seed: int = 0, batch_size: int = 64, **options: Any) -> Visualization:
+    """:func:`feature_visualization` of a SOURCE (run directory, model file, pretrained name or
+    :class:`~kernelscope.sources.Source`): its images, normalisation and init control, checked
+    input, and (``projections``) the guided-backprop and deconvnet projections of the top patches.
+
+    What ``kernelscope visualize``, the report's section and the demo's stage run.
+
+    Parameters
+    ----------
+    source : str, PathLike or Source
+    layer : str, optional
+        A conv layer; default the deepest.
+    channels : str or sequence of int, optional
+        ``"0-15"``, ``"0,3,7"`` or a list; default all.
+    images : str, optional
+        The image set (``Source.images``); default ``"test"`` for a run, else ``"faces"``.
+    **options
+        Passed to :func:`feature_visualization` (``objective``, ``steps``, ``starts``, ``k``, ...).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from kernelscope.train import preset, train
+    >>> run = train(preset("structure", epochs=1, train_limit=64, n_probe=2, progress=False), tempfile.mkdtemp())
+    >>> result = visualize_source(run.path, channels="0-1", steps=4, limit=32, k=2, random_directions=1)
+    >>> result.channels, sorted(result.projections)
+    ([0, 1], ['deconvnet', 'guided'])
+    """
+    from torch import nn as _nn
+
+    from kernelscope.analysis.projection import project_top_patches
+    from kernelscope.models.layers import get_layer
+    from kernelscope.sources import Source, open_source
+
+    src = source if isinstance(source, Source) else open_source(source)
+    if not src.runnable:
+        raise KernelscopeError(f"{src.label} holds weights without the computation, so it has no gradients to "
+                               "optimise an image with; give --arch (a state dict), or --trust-code (TorchScript)")
+    layer = src.pick_layer(layer)
+    module = get_layer(src.model, layer)
+    if not isinstance(module, _nn.Conv2d):
+        raise KernelscopeError(f"layer {layer!r} is a {type(module).__name__}, not a Conv2d; conv layers: "
+                               f"{', '.join(src.conv_layers[:12])}")
+    if channels is None or isinstance(channels, str):
+        chosen = parse_channels(channels, module.out_channels)
+    else:
+        chosen = parse_channels(",".join(str(int(c)) for c in channels), module.out_channels)
+    inputs, raw, description = src.images(images or ("test" if src.run is not None else "faces"), limit=limit)
+    result = feature_visualization(src.model, layer, inputs, channels=chosen, shape=tuple(inputs.shape[1:]),
+                                   mean=src.mean, std=src.std, init_model=src.init_model(seed), display=raw,
+                                   batch_size=batch_size, seed=seed, **options)
+    result.images_description = description
+    if projections:
+        for method in ("guided", "deconvnet"):
+            result.projections[method] = project_top_patches(src.model, layer, inputs, result.top, method=method,
+                                                             channels=chosen, batch_size=batch_size)
+    return result
 
 
 # ---------------------------------------------------------------------- over training (a run directory)

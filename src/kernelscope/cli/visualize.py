@@ -47,15 +47,9 @@ def command(source, arch, epoch, mean, std, trust_code, device, batch_size, laye
     import math
 
     from kernelscope._io import write_json, write_npz
-    from kernelscope.analysis.projection import project_top_patches
-    from kernelscope.analysis.visualize import (
-        feature_visualization,
-        parse_channels,
-        patch_stability,
-    )
     from kernelscope.analysis.visualize import over_training as render_over_training
+    from kernelscope.analysis.visualize import patch_stability, visualize_source
     from kernelscope.errors import KernelscopeError
-    from kernelscope.models.layers import get_layer
     from kernelscope.report.figures.common import save_figure
     from kernelscope.report.visualize import evolution_figure, visualization_figure
 
@@ -64,28 +58,14 @@ def command(source, arch, epoch, mean, std, trust_code, device, batch_size, laye
     if not math.isfinite(diversity) or diversity < 0:
         raise KernelscopeError(f"--diversity must be a finite number >= 0, got {diversity}")
     src = open_from_options(source, arch, epoch, mean, std, trust_code, device)
-    if not src.runnable:
-        raise KernelscopeError(f"{src.label} holds weights without the computation, so it has no gradients to "
-                               "optimise an image with; give --arch (a state dict), or --trust-code (TorchScript)")
-    layer = src.pick_layer(layer)
-    from torch import nn
-
-    module = get_layer(src.model, layer)
-    if not isinstance(module, nn.Conv2d):
-        raise KernelscopeError(f"layer {layer!r} is a {type(module).__name__}, not a Conv2d; conv layers: "
-                               f"{', '.join(src.conv_layers[:12])}")
-    chosen = parse_channels(channels, module.out_channels)
-    inputs, raw, description = src.images(image_set or ("test" if src.run is not None else "faces"), limit=limit)
-    init = src.init_model(seed)
-    result = feature_visualization(src.model, layer, inputs, channels=chosen, shape=tuple(inputs.shape[1:]),
-                                   mean=src.mean, std=src.std, at=at, objective=objective, steps=steps,
-                                   per_unit=per_unit, diversity=diversity, init_model=init, k=k, display=raw,
-                                   batch_size=batch_size, seed=seed, reduce=reduce, starts=starts)
-    projections = {}
-    if not no_projections:
-        for method in ("guided", "deconvnet"):
-            projections[method] = project_top_patches(src.model, layer, inputs, result.top, method=method,
-                                                      channels=chosen, batch_size=batch_size)
+    if over_training and src.run is None:
+        raise KernelscopeError("--over-training needs a run directory as SOURCE")
+    result = visualize_source(src, layer=layer, channels=channels, images=image_set, limit=limit,
+                              projections=not no_projections, seed=seed, batch_size=batch_size, at=at,
+                              objective=objective, steps=steps, per_unit=per_unit, diversity=diversity, k=k,
+                              reduce=reduce, starts=starts)
+    layer, chosen, projections = result.layer, list(dict.fromkeys(result.channels)), result.projections
+    description = result.images_description
     out = Path(out_dir)
     summary = {"source": src.label, "images": description, **result.to_dict(),
                "projections": {m: p.to_dict() for m, p in projections.items()}}
@@ -97,11 +77,10 @@ def command(source, arch, epoch, mean, std, trust_code, device, batch_size, laye
         arrays[f"projection_{method}"] = p.crops
     save_figure(visualization_figure(result, projections), out / f"visualize_{layer}.png")
     if over_training:
-        if src.run is None:
-            raise KernelscopeError("--over-training needs a run directory as SOURCE")
-        evolution = render_over_training(src.run, layer, inputs, channels=chosen[:8], mean=src.mean, std=src.std, at=at,
-                                  objective=objective, steps=steps, seed=seed, batch_size=batch_size, reduce=reduce,
-                                  starts=starts)
+        inputs, _, _ = src.images(image_set or "test", limit=limit)
+        evolution = render_over_training(src.run, layer, inputs, channels=chosen[:8], mean=src.mean, std=src.std,
+                                         at=at, objective=objective, steps=steps, seed=seed, batch_size=batch_size,
+                                         reduce=reduce, starts=starts)
         stability = patch_stability(src.run, inputs, k=k, at=at, batch_size=batch_size)
         save_figure(evolution_figure(evolution), out / f"visualize_epochs_{layer}.png")
         summary["over_training"] = evolution.to_dict()
