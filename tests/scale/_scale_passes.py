@@ -39,8 +39,9 @@ def data():
 
 
 def compute(context) -> dict[str, np.ndarray]:
-    """Top patches, dissection (+ init control, + the fallback) and shift (+ Mahalanobis), sharded."""
+    """Top patches, dissection (+ init control, + the fallback), shift (+ Mahalanobis), parts, sharded."""
     from kernelscope.analysis.dissect import dissect, dissect_layer
+    from kernelscope.analysis.parts import part_selectivity_layers
     from kernelscope.analysis.shift import shift
     from kernelscope.analysis.toppatches import top_patches
 
@@ -68,6 +69,13 @@ def compute(context) -> dict[str, np.ndarray]:
         for name, scores in table["network"].items():
             out[f"shift_{which}_{name}"] = np.array([scores["auroc"], scores["fpr_at_95_tpr"]])
     out["shift_maxima_in"], out["shift_maxima_out"] = moved.maxima["in"], moved.maxima["out"]
+    parts = part_selectivity_layers(net, images, {"dot": masks}, layers=["0", "3"], n_controls=3, n_boot=50,
+                                    batch_size=BATCH, context=context)
+    for name, found in parts.items():
+        out[f"parts_{name}_intact"], out[f"parts_{name}_occluded"] = found.intact, found.occluded["dot"]
+        out[f"parts_{name}_controls"] = found.controls["dot"]
+        out[f"parts_{name}_selectivity"] = found.stats["dot"]["selectivity"]
+        out[f"parts_{name}_output"] = found.output_occluded["dot"]
     return out
 
 

@@ -47,10 +47,13 @@ import numpy as np
 
 from kernelscope._io import finite_or_none
 from kernelscope.analysis.occlusion import check_part_masks, control_masks, fill_values, occlude
+from kernelscope.analysis.passes import Batch, Checkpoint, run_pass
 from kernelscope.errors import KernelscopeError
 
 if TYPE_CHECKING:  # torch is imported by the functions that run models
     from torch import nn
+
+    from kernelscope.train.distributed import Context
 
 __all__ = [
     "PartSelectivity",
@@ -89,6 +92,8 @@ class PartSelectivity:
         Where the conv layer was read (:func:`kernelscope.analysis.hooks.read_point`).
     read : str
         What was read, e.g. ``"1 (ReLU after conv 0)"``.
+    data : dict, optional
+        What the pass read (images used, processes; :class:`kernelscope.analysis.passes.PassReport`).
     """
 
     layer: str
@@ -104,6 +109,7 @@ class PartSelectivity:
     output_stats: dict[str, dict[str, float]] = field(default_factory=dict)
     at: str = "activation"
     read: str = ""
+    data: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.stats:
@@ -229,7 +235,7 @@ class PartSelectivity:
         """A JSON-ready dict: where the layer was read, settings, summary and the per-channel table."""
         return {"layer": self.layer, "at": self.at, "read": self.read, "parts": list(self.parts),
                 "n_images": self.n_images, "channels": self.channels, "settings": dict(self.settings), "summary": self.summary(),
-                "table": self.table()}
+                "table": self.table(), **({"data": self.data} if self.data is not None else {})}
 
 
 def _target_probability(output: Any, target: int):
@@ -251,13 +257,84 @@ def _target_probability(output: Any, target: int):
     return output[:, target] if probabilities else torch.softmax(output, dim=1)[:, target]
 
 
+class _OcclusionPass:
+    """A reducer: per image, the channel maxima (and the target probability) of the intact image and
+    of every occluded variant; gathered in image order by the merge."""
+
+    def __init__(self, model: nn.Module, layers: list[str], points: dict[str, tuple[str, str]],
+                 masks: dict[str, np.ndarray], controls: dict[str, np.ndarray], fill: str | float,
+                 target: int | None):
+        self.model, self.layers, self.points, self.masks, self.controls = model, layers, points, masks, controls
+        self.fill, self.target = fill, target
+        self.hooks = list(dict.fromkeys(hook for hook, _ in points.values()))  # two names may read one module
+        self.n_controls = next(iter(controls.values())).shape[1]
+        self.n_variants = 1 + len(masks) * (1 + self.n_controls)
+        self.parts: dict[str, list[np.ndarray]] = {"index": [], "scores": [], **{f"m:{n}": [] for n in layers}}
+
+    def update(self, batch: Batch) -> None:
+        import torch
+
+        from kernelscope.analysis.hooks import capture, model_device
+        from kernelscope.models.layers import conv_layer_names, get_layer
+
+        model, index, xb = self.model, batch.indices, batch.inputs  # (b, C, H, W)
+        b, _, h, w = xb.shape
+        fb = fill_values(xb, self.fill)  # (b, C, 1, 1) or (b, C, H, W): per image
+        variant_masks = [np.zeros((b, h, w), dtype=bool)]
+        for part in self.masks:
+            variant_masks.append(self.masks[part][index])
+            variant_masks.extend(self.controls[part][index, k] for k in range(self.n_controls))
+        vm = np.stack(variant_masks, axis=1)  # (b, V, H, W)
+        x = np.where(vm[:, :, None], fb[:, None], xb[:, None])  # (b, V, C, H, W)
+        dtype = next((p.dtype for p in model.parameters()), torch.float32)
+        x = torch.from_numpy(np.ascontiguousarray(x.reshape(b * self.n_variants, *xb.shape[1:])))
+        x = x.to(device=model_device(model), dtype=dtype)  # (b * V, C, H, W)
+        with torch.no_grad(), capture(model, self.hooks) as outs:
+            output = model(x)
+        for name in self.layers:
+            hook = self.points[name][0]
+            maps = outs[hook]  # (b * V, C, H', W')
+            if maps.ndim != 4:
+                raise KernelscopeError(
+                    f"layer {hook!r} ({type(get_layer(model, hook)).__name__}) gives outputs of shape "
+                    f"{tuple(maps.shape[1:])} per image, not spatial maps (C, H, W); choose a convolution "
+                    f"or pooling layer (conv layers: {', '.join(conv_layer_names(model)) or 'none'})"
+                )
+            peak = maps.amax(dim=(2, 3)).clamp(min=0)  # (b * V, C): the non-negative response's max
+            self.parts[f"m:{name}"].append(peak.float().cpu().reshape(b, self.n_variants, -1).numpy())
+        if self.target is not None:
+            probability = _target_probability(output, self.target)
+            self.parts["scores"].append(probability.float().cpu().reshape(b, self.n_variants).numpy())
+        self.parts["index"].append(np.asarray(index, dtype=np.int64))
+
+    def state(self) -> dict[str, Any]:
+        return {key: np.concatenate(parts) for key, parts in self.parts.items() if parts}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.parts = {key: ([np.asarray(state[key])] if key in state else []) for key in self.parts}
+
+    def merge(self, states: list[dict[str, Any]]) -> None:
+        held = [s for s in states if "index" in s]
+        if not held:
+            self.load({})
+            return
+        order = np.argsort(np.concatenate([s["index"] for s in held]), kind="stable")  # image order
+        self.load({key: np.concatenate([s[key] for s in held])[order] for key in held[0]})
+
+    def arrays(self) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """Maxima (N, V, C) per layer and target probabilities (N, V) (None without a target)."""
+        state = self.state()
+        return {name: state[f"m:{name}"] for name in self.layers}, state.get("scores")
+
+
 def part_selectivity_layers(model: nn.Module, images: np.ndarray, masks: Mapping[str, np.ndarray], *,
                             layers: Sequence[str] | None = None, parts: Sequence[str] | None = None,
                             fill: str | float = "zero", n_controls: int = 8,
                             allowed: np.ndarray | None = None, margin: float = 0.15, n_boot: int = 1000,
                             ci: float = 0.95, activity_floor: float = 0.01, seed: int = 0,
                             target: int | None = 1, batch_size: int = 16,
-                            at: str = "activation") -> dict[str, PartSelectivity]:
+                            at: str = "activation", context: Context | None = None,
+                            checkpoint: Checkpoint | None = None, name: str = "parts") -> dict[str, PartSelectivity]:
     """Occlusion part selectivity of every channel of several layers (one forward per batch).
 
     Parameters
@@ -300,15 +377,19 @@ def part_selectivity_layers(model: nn.Module, images: np.ndarray, masks: Mapping
         Read a conv layer after the activation that follows it (default) or its own signed
         output (:func:`kernelscope.analysis.hooks.read_point`; other layers are read as they are).
         Either way each channel's spatial maximum is clamped at 0 before the drops.
+    context, checkpoint, name
+        Sharding over ``torchrun`` ranks and checkpoints (:func:`kernelscope.analysis.passes.run_pass`):
+        the control placements are drawn for all images before the pass (the same on every rank),
+        each rank occludes its share, and the per-image maxima (a few numbers per image, variant and
+        channel) are gathered in image order, so the bootstrap sees what one process sees. ``name``
+        tells two passes apart in the checkpoint folder.
 
     Returns
     -------
     dict of str to PartSelectivity
     """
-    import torch
-
-    from kernelscope.analysis.hooks import capture, model_device, read_point
-    from kernelscope.models.layers import conv_layer_names, get_layer
+    from kernelscope.analysis.hooks import read_point
+    from kernelscope.models.layers import conv_layer_names
 
     x = np.asarray(images, dtype=np.float32)
     if x.ndim != 4:
@@ -328,7 +409,6 @@ def part_selectivity_layers(model: nn.Module, images: np.ndarray, masks: Mapping
             raise KernelscopeError(f"model {type(model).__name__} has no Conv2d layer; name a layer")
     layers = [layers] if isinstance(layers, str) else list(layers)
     points = {name: read_point(model, name, at) for name in layers}  # unknown names fail here, with suggestions
-    hooks = list(dict.fromkeys(hook for hook, _ in points.values()))  # two names may read one module
     if allowed is not None:
         allowed = np.asarray(allowed, dtype=bool)
         allowed = np.broadcast_to(allowed, (n, h, w)) if allowed.shape == (h, w) else allowed
@@ -339,45 +419,15 @@ def part_selectivity_layers(model: nn.Module, images: np.ndarray, masks: Mapping
     # control masks: (N, K, H, W) per part, drawn before any forward pass
     controls_of = {part: control_masks(checked[part], n_controls, rng, allowed=allowed) for part in part_list}
 
-    fills = fill_values(x, fill)  # (N, C, 1, 1)
-    device = model_device(model)
-    dtype = next((p.dtype for p in model.parameters()), torch.float32)
-    n_variants = 1 + len(part_list) * (1 + n_controls)
-    maxima = {name: [] for name in layers}
-    scores = []
+    reducer = _OcclusionPass(model, layers, points, checked, controls_of, fill, target)
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            for start in range(0, n, batch_size):
-                xb = x[start:start + batch_size]  # (b, C, H, W)
-                fb = fills[start:start + batch_size]
-                b = len(xb)
-                variant_masks = [np.zeros((b, h, w), dtype=bool)]
-                for part in part_list:
-                    variant_masks.append(checked[part][start:start + b])
-                    variant_masks.extend(controls_of[part][start:start + b, k] for k in range(n_controls))
-                vm = np.stack(variant_masks, axis=1)  # (b, V, H, W)
-                batch = np.where(vm[:, :, None], fb[:, None], xb[:, None])  # (b, V, C, H, W)
-                batch = torch.from_numpy(np.ascontiguousarray(batch.reshape(b * n_variants, *xb.shape[1:])))
-                batch = batch.to(device=device, dtype=dtype)  # (b * V, C, H, W)
-                with capture(model, hooks) as outs:
-                    output = model(batch)
-                for name in layers:
-                    hook = points[name][0]
-                    maps = outs[hook]  # (b * V, C, H', W')
-                    if maps.ndim != 4:
-                        raise KernelscopeError(
-                            f"layer {hook!r} ({type(get_layer(model, hook)).__name__}) gives outputs of shape "
-                            f"{tuple(maps.shape[1:])} per image, not spatial maps (C, H, W); choose a convolution "
-                            f"or pooling layer (conv layers: {', '.join(conv_layer_names(model)) or 'none'})"
-                        )
-                    peak = maps.amax(dim=(2, 3)).clamp(min=0)  # (b * V, C): the non-negative response's max
-                    maxima[name].append(peak.float().cpu().reshape(b, n_variants, -1).numpy())
-                if target is not None:
-                    scores.append(_target_probability(output, target).float().cpu().reshape(b, n_variants).numpy())
+        report = run_pass({"parts": reducer}, x, context=context, batch_size=batch_size, workers=0,
+                          checkpoint=checkpoint, name=name, desc=f"{name}: occlusion")
     finally:
         model.train(was_training)
+    maxima, s = reducer.arrays()
 
     settings = {"fill": fill, "margin": margin, "n_controls": n_controls, "n_boot": n_boot, "ci": ci,
                 "seed": seed, "activity_floor": activity_floor, "target": target,
@@ -385,9 +435,8 @@ def part_selectivity_layers(model: nn.Module, images: np.ndarray, masks: Mapping
                                      (" and the allowed region" if allowed is not None else "") +
                                      ", not overlapping the part"}
     results = {}
-    s = np.concatenate(scores) if scores else None  # (N, V)
     for name in layers:
-        m = np.concatenate(maxima[name])  # (N, V, C)
+        m = maxima[name]  # (N, V, C)
         occluded, controls, out_occ, out_ctl = {}, {}, {}, {}
         for j, part in enumerate(part_list):
             first = 1 + j * (1 + n_controls)
@@ -399,7 +448,7 @@ def part_selectivity_layers(model: nn.Module, images: np.ndarray, masks: Mapping
         results[name] = PartSelectivity(
             layer=name, parts=part_list, intact=m[:, 0], occluded=occluded, controls=controls,
             output_intact=None if s is None else s[:, 0], output_occluded=out_occ, output_controls=out_ctl,
-            settings=dict(settings), at=at, read=points[name][1])
+            settings=dict(settings), at=at, read=points[name][1], data=report.to_dict())
     return results
 
 

@@ -7,7 +7,13 @@ from pathlib import Path
 import click
 import numpy as np
 
-from kernelscope.cli._channels import at_option, open_from_options, source_options
+from kernelscope.cli._channels import (
+    Scale,
+    at_option,
+    open_from_options,
+    scale_options,
+    source_options,
+)
 from kernelscope.errors import KernelscopeError
 from kernelscope.sources import resize_images, resize_masks
 
@@ -131,17 +137,21 @@ def _masks(spec: str, raw: np.ndarray, size: tuple[int, int], parts: list[str], 
 @click.option("--no-init", is_flag=True, help="Skip the control: the same protocol on the network at initialisation.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @at_option
+@scale_options
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Folder for parts.json, parts.csv and parts.png (created).")
 def command(source, arch, epoch, mean, std, trust_code, device, batch_size,
             parts_spec, layer, image_spec, mask_spec, limit, fill_spec,
-            controls, margin, radius, boot, top, target, no_init, seed, at, out_dir):
+            controls, margin, radius, boot, top, target, no_init, seed, at, workers, checkpoint_every, resume,
+            out_dir):
     """Part detectors in SOURCE (a run directory, a model file with --arch, or 'onet'), by occlusion.
 
     For every channel of the layer: the relative drop of its spatial maximum when
     a part is covered, against equal-area occlusions elsewhere on the same faces,
     with a bootstrap interval over images; and the face probability intact vs.
-    occluded. Writes parts.json, parts.csv and parts.png.
+    occluded. Writes parts.json, parts.csv and parts.png. Runs sharded under
+    ``torchrun --standalone --nproc_per_node=N -m kernelscope parts ...`` (the images are in memory:
+    their masks come from them).
     """
     from kernelscope._io import write_json
     from kernelscope.analysis.parts import detector_panels, part_selectivity
@@ -153,7 +163,11 @@ def command(source, arch, epoch, mean, std, trust_code, device, batch_size,
     if not parts:
         raise KernelscopeError(f"--parts: expected comma-separated part names, got {parts_spec!r}")
     fill = _fill(fill_spec)
-    src = open_from_options(source, arch, epoch, mean, std, trust_code, device)
+    if workers:
+        raise KernelscopeError("--workers decodes an image folder; parts takes a named image set or .npy/.npz "
+                               "(its part masks come from the images): leave --workers out")
+    scale = Scale.start(device, out_dir, checkpoint_every, resume)
+    src = open_from_options(source, arch, epoch, mean, std, trust_code, scale.device)
     model, label, classes = src.model, src.label, src.classes
     target_index = _target(target, classes)
     if layer is None:  # ONet's eye channels are in conv3 (docs/parts.md); else the deepest conv layer
@@ -165,14 +179,21 @@ def command(source, arch, epoch, mean, std, trust_code, device, batch_size,
     inputs = src.normalise(src.fit(raw))  # (N, C, H, W) as the model takes them
     size = tuple(inputs.shape[2:])
     masks, mask_description = _masks(mask_spec, raw, size, parts, radius, n_all)
+    checkpoint = scale.checkpoint(command="parts", source=label, layer=layer, images=description,
+                                  masks=mask_description, parts=parts, fill=str(fill), controls=controls,
+                                  seed=seed, target=target_index, at=at, batch_size=batch_size)
+    run = dict(context=scale.context, checkpoint=checkpoint)
     result = part_selectivity(model, inputs, masks, layer=layer, parts=parts, fill=fill, n_controls=controls,
                               margin=margin, n_boot=boot, seed=seed, target=target_index, at=at,
-                              batch_size=batch_size)
+                              batch_size=batch_size, **run)
     init = None
     if not no_init:  # the control: the same layer, images, masks and occluders at initialisation
         init = part_selectivity(src.init_model(seed), inputs, masks, layer=layer, parts=parts, fill=fill,
                                 n_controls=controls, margin=margin, n_boot=boot, seed=seed, target=None, at=at,
-                                batch_size=batch_size)
+                                batch_size=batch_size, name="parts-init", **run)
+    if not scale.is_main:
+        scale.close(checkpoint)
+        return
     display = resize_images(raw, (raw.shape[1], *size))
     panels = detector_panels(model, result, inputs, masks, top=top)
     out = Path(out_dir)
@@ -204,3 +225,4 @@ def command(source, arch, epoch, mean, std, trust_code, device, batch_size,
                 line += f", best difference {init_best['selectivity']:.2f}"
         click.echo(line)
     click.echo(f"wrote {out / 'parts.json'}, {out / 'parts.csv'}, {out / 'parts.png'}")
+    scale.close(checkpoint)
