@@ -166,11 +166,10 @@ def create_app(runs: Sequence[str | Path] = (), *, sources: Sequence[str | Path]
     'run 0 is not served; this server has no run (start `kernelscope serve RUN`)'
     """
     from kernelscope import __version__
-
     from kernelscope.serve.network import NetworkStore
 
     store = RunStore(runs, atlas_n_null=atlas_n_null)
-    networks = NetworkStore(store.runs, sources)
+    networks = NetworkStore(store.runs, sources, atlas_n_null=atlas_n_null)
     # no /docs or /redoc: FastAPI's pages for them load scripts from a CDN; /openapi.json is the schema
     app = FastAPI(title="kernelscope explorer", version=__version__, docs_url=None, redoc_url=None,
                   description="The operation (cross-correlation, convolution, explained cell by cell) and the "

@@ -45,7 +45,8 @@ UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 SIZE_WITHOUT_SPEC = 128  #: side of the input of a model that does not state its input size
 CHANNEL_PARTS = ("atlas", "patches", "template", "visualization", "projection")
 VIS_STEPS = 48  #: optimisation steps of an on-request visualisation (the CLI's default is 128: minutes on CPU)
-MAX_IMAGES = 300  #: data-set images for top patches, templates and visualisation maxima
+MAX_IMAGES = 300  #: data-set images for top patches and templates
+VIS_IMAGES = 100  #: of which a visualisation's data-set maximum (its ratio's denominator) is taken over
 
 
 def as_bytes_b64(array: np.ndarray, lo: float, hi: float) -> str:
@@ -102,7 +103,7 @@ class NetworkStore:
         Other SOURCEs (model files, pretrained names); each is opened now, so a bad one fails at start.
     """
 
-    def __init__(self, runs: Sequence[Any] = (), sources: Sequence[str | Path] = ()) -> None:
+    def __init__(self, runs: Sequence[Any] = (), sources: Sequence[str | Path] = (), *, atlas_n_null: int = 300) -> None:
         from kernelscope.sources import open_source
 
         self.entries: list[dict[str, Any]] = []
@@ -121,6 +122,10 @@ class NetworkStore:
         self._layers = _Cache(24)
         self._datasets = _Cache(4)
         self._jobs = _Jobs()
+        self.atlas_n_null = int(atlas_n_null)
+        # hooks live on the module, so two forward passes of one model at once would read each other's layers:
+        # requests answered at once (maps, a cell) take turns on the shared models; background jobs use copies
+        self._forward_lock = threading.Lock()
         self.uploads: OrderedDict[str, np.ndarray] = OrderedDict()
         self._upload_lock = threading.Lock()
 
@@ -217,19 +222,22 @@ class NetworkStore:
 
         if not data:
             raise KernelscopeError("the upload is empty; send the image file's bytes as the request body")
+        problem = None
         try:
             with Image.open(io.BytesIO(data)) as image:
-                if image.format not in UPLOAD_FORMATS:
-                    raise KernelscopeError(f"uploaded image is {image.format}; send one of "
-                                           f"{', '.join(UPLOAD_FORMATS)}")
                 w, h = image.size
-                if w * h > MAX_UPLOAD_PIXELS:
-                    raise KernelscopeError(f"uploaded image is {w}x{h} = {w * h} pixels; at most "
-                                           f"{MAX_UPLOAD_PIXELS} (2048x2048) are accepted")
-                rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0  # (H, W, 3)
+                if image.format not in UPLOAD_FORMATS:
+                    problem = f"uploaded image is {image.format}; send one of {', '.join(UPLOAD_FORMATS)}"
+                elif w * h > MAX_UPLOAD_PIXELS:
+                    problem = (f"uploaded image is {w}x{h} = {w * h} pixels; at most {MAX_UPLOAD_PIXELS} "
+                               "(2048x2048) are accepted")
+                else:
+                    rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0  # (H, W, 3)
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
             raise KernelscopeError(f"the upload is not a readable image ({type(error).__name__}); send a PNG or "
                                    "JPEG file") from None
+        if problem is not None:
+            raise KernelscopeError(problem)
         key = hashlib.sha256(data).hexdigest()[:16]
         with self._upload_lock:
             self.uploads[key] = rgb
@@ -299,7 +307,7 @@ class NetworkStore:
         src, inputs, raw, what = self.prepared(sid, epoch, image)
         model = src.model
         layers = src.conv_layers
-        with torch.no_grad(), capture(model, layers) as out:
+        with self._forward_lock, torch.no_grad(), capture(model, layers) as out:
             model(torch.from_numpy(np.ascontiguousarray(inputs)).to(src.device))
         shown = []
         for name in layers:
@@ -331,7 +339,8 @@ class NetworkStore:
         epoch = self._epoch(sid, epoch)
         layer = self.layer(sid, epoch, layer)
         src, inputs, _, what = self.prepared(sid, epoch, image)
-        result = explain_cell(src.model, layer, inputs, channel, row, col).to_dict()
+        with self._forward_lock:
+            result = explain_cell(src.model, layer, inputs, channel, row, col).to_dict()
         result.update(network=sid, epoch=epoch, image=image, image_note=what)
         for key in ("network_post", "post", "total", "network_total"):
             result[key] = finite_or_none(result[key])
@@ -363,15 +372,26 @@ class NetworkStore:
         """``(inputs, raw, description)``: a run's test split, else the bundled natural ``objects`` patches."""
         src = self.source(sid, epoch)
         spec = "test" if self._entry(sid)["kind"] == "run" else "objects"
-        return self._datasets.get((sid, epoch), lambda: src.images(spec, limit=MAX_IMAGES))
+
+        def load():
+            with self._forward_lock:  # a model of unknown input size is run once on the images
+                return src.images(spec, limit=MAX_IMAGES)
+
+        return self._datasets.get((sid, epoch), load)
 
     def _top(self, sid: int, epoch: int | None, layer: str):
         from kernelscope.analysis.toppatches import top_patches
 
-        src = self.source(sid, epoch)
         inputs, raw, _ = self._dataset(sid, epoch)
         return self._layers.get(("top", sid, epoch, layer),
-                                lambda: top_patches(src.model, layer, inputs, display=raw, k=6))
+                                lambda: top_patches(self._own_model(sid, epoch), layer, inputs, display=raw, k=6))
+
+    def _own_model(self, sid: int, epoch: int | None):
+        """A private copy of the model for one background job (its hooks cannot meet another thread's pass)."""
+        import copy
+
+        with self._forward_lock:
+            return copy.deepcopy(self.source(sid, epoch).model).eval()
 
     def _compute_part(self, sid: int, epoch: int | None, layer: str, part: str, channel: int):
         src = self.source(sid, epoch)
@@ -380,8 +400,9 @@ class NetworkStore:
 
             entry = self._entry(sid)
             target = entry["run"].path if entry["kind"] == "run" else src.model
-            result = atlas_of(target, layer=layer, epoch=epoch, with_evolution=False, n_null=200) \
-                if entry["kind"] == "run" else atlas_of(target, layer=layer, with_evolution=False, n_null=200)
+            n_null = self.atlas_n_null
+            result = atlas_of(target, layer=layer, epoch=epoch, with_evolution=False, n_null=n_null) \
+                if entry["kind"] == "run" else atlas_of(target, layer=layer, with_evolution=False, n_null=n_null)
             d = result.to_dict()
 
             def atlas_channel(c: int) -> dict[str, Any]:
@@ -410,20 +431,23 @@ class NetworkStore:
 
             inputs, _, description = self._dataset(sid, epoch)
             result = self._layers.get(("template", sid, epoch, layer),
-                                      lambda: linear_templates(src.model, layer, inputs, at="conv"))
+                                      lambda: linear_templates(self._own_model(sid, epoch), layer, inputs, at="conv"))
 
             def template_channel(c: int) -> dict[str, Any]:
                 return {"template": _flat(result.templates[c]), "r2": finite_or_none(float(result.r2[c])),
                         "read": result.read, "pool": int(result.pool), "images": description,
-                        "kernel": _flat(_kernel(src.model, layer)[c])}
+                        "kernel": _flat(kernel[c])}
+
+            kernel = _kernel(src.model, layer)  # (O, C/groups, kh, kw)
 
             return template_channel
         if part == "visualization":
             from kernelscope.analysis.visualize import feature_visualization
 
             inputs, raw, _ = self._dataset(sid, epoch)
+            inputs, raw = inputs[:VIS_IMAGES], raw[:VIS_IMAGES]
             init = src.init_model(seed=0)
-            vis = feature_visualization(src.model, layer, inputs, channels=[channel], shape=self._shape(src),
+            vis = feature_visualization(self._own_model(sid, epoch), layer, inputs, channels=[channel], shape=self._shape(src),
                                         mean=src.mean, std=src.std, steps=VIS_STEPS, init_model=init,
                                         random_directions=1, k=4, display=raw)
             return {"image": _flat(np.clip(vis.images[0], 0, 1)), "steps": int(vis.steps),
@@ -437,9 +461,10 @@ class NetworkStore:
 
         inputs, _, _ = self._dataset(sid, epoch)
         top = self._top(sid, epoch, layer)
-        proj = project_top_patches(src.model, layer, inputs, top, channels=[channel])
+        proj = project_top_patches(self._own_model(sid, epoch), layer, inputs, top, channels=[channel])
         crops = proj.crops[0]  # (k, C_in, rh, rw)
-        return {"crops": _flat(np.where(np.isfinite(crops), crops, 0.0)), "method": proj.method}
+        return {"crops": _flat(np.where(np.isfinite(crops), crops, 0.0)), "method": proj.method,
+                "image_index": top.image_index[channel].tolist()}
 
 
 def _kernel(model, layer: str) -> np.ndarray:

@@ -724,16 +724,16 @@ async function loadPatches() {
 
 // ---- start -----------------------------------------------------------------------------
 function showTab(name) {
-  const op = name === "op";
-  $("view-op").hidden = !op;
-  $("view-run").hidden = op;
-  $("tab-op").classList.toggle("active", op);
-  $("tab-run").classList.toggle("active", !op);
+  for (const view of ["op", "run", "net"]) {
+    $(`view-${view}`).hidden = view !== name;
+    $(`tab-${view}`).classList.toggle("active", view === name);
+  }
 }
 
 async function start() {
   $("tab-op").addEventListener("click", () => showTab("op"));
   $("tab-run").addEventListener("click", () => showTab("run"));
+  $("tab-net").addEventListener("click", () => showTab("net"));
   for (const id of ["in-input", "in-kernel", "in-stride", "in-padding", "in-pad-value", "in-dilation", "in-bias"]) {
     $(id).addEventListener("input", () => { state.cell = null; scheduleOperation(); });
   }
@@ -780,12 +780,14 @@ async function start() {
     $("op-error").textContent = e.message;
   }
   if (location.hash === "#runs") showTab("run");
+  if (location.hash === "#network") showTab("net");
   await runOperation();
   try {
     await loadRuns();
   } catch (e) {
     $("run-error").textContent = e.message;
   }
+  startNetwork();
   document.body.dataset.ready = "1";
 }
 
