@@ -101,6 +101,16 @@ def test_html_escapes_a_hostile_layer_name():
     check_display(Toy(layer=HOSTILE), picture=True, max_repr=500)
 
 
+def test_a_repr_never_raises():
+    class Broken(Toy):
+        def _display_summary(self):
+            raise KeyError("summary")
+
+    assert repr(Broken()) == "<Broken (its summary failed: KeyError: 'summary')>"
+    with pytest.raises(KeyError):  # the HTML does raise: Jupyter shows the error and falls back to the repr
+        Broken()._repr_html_()
+
+
 def test_long_tables_are_cut():
     markup = Toy(n_rows=500)._repr_html_()
     assert markup.count("<tr>") < 60 and "460 more rows" in markup

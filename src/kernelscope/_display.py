@@ -126,7 +126,10 @@ class Displayed:
         return None
 
     def __repr__(self) -> str:
-        s = self._display_summary()
+        try:
+            s = self._display_summary()
+        except Exception as error:  # a repr must not raise (debuggers, tracebacks and logs call it)
+            return f"<{type(self).__name__} (its summary failed: {type(error).__name__}: {error})>"
         items = ", ".join(f"{k} {format_value(v)}" for k, v in s.items[:s.brief])
         more = len(s.items) - s.brief
         parts = [items + (f", ... ({more} more)" if more > 0 else "")] if s.items[:s.brief] else []
