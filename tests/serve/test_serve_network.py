@@ -149,18 +149,17 @@ def test_visualisation_and_projection_of_a_run_channel(net_client, monkeypatch):
     from kernelscope.serve import network
 
     monkeypatch.setattr(network, "VIS_STEPS", 4)  # the rendering itself is tested in tests/analysis/test_visualize
-    results = {}
-    for part in ("visualization", "projection"):
-        params = {"layer": "features.0", "channel": 1, "part": part}
-        deadline = time.monotonic() + 90
-        while (r := net_client.get("/api/network/0/channel", params=params).json())["status"] == "computing":
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        assert r["status"] == "done", r["message"]
-        results[part] = r["result"]
-    vis = results["visualization"]
+    params = {"layer": "features.0", "channel": 1, "part": "visualization"}
+    deadline = time.monotonic() + 90
+    while (r := net_client.get("/api/network/0/channel", params=params).json())["status"] == "computing":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert r["status"] == "done", r["message"]
+    vis = r["result"]
     assert vis["steps"] == 4 and vis["image"]["shape"] == [1, 8, 8] and vis["init_ratio"] is not None
-    assert results["projection"]["crops"]["shape"][0] == 6
+    assert sorted(vis["projections"]) == ["deconvnet", "guided"]
+    assert vis["projections"]["guided"]["shape"][0] == vis["patches"]["shape"][0] == 6
+    assert vis["values"] == sorted(vis["values"], reverse=True)
 
 
 # ---- in Chromium ------------------------------------------------------------------------------------

@@ -356,7 +356,7 @@ def create_app(runs: Sequence[str | Path] = (), *, sources: Sequence[str | Path]
     @app.get("/api/network/{net_id}/channel", response_model=s.ChannelPartResponse, responses=RUN_ERRORS,
              tags=["network"])
     def network_channel(net_id: RunId, layer: NetLayer, channel: Coord,
-                        part: Annotated[str, Query(pattern="^(atlas|patches|template|visualization|projection)$")],
+                        part: Annotated[str, Query(pattern="^(atlas|patches|template|visualization)$")],
                         epoch: NetEpoch = None) -> dict[str, Any]:
         """One analysis of one channel (computed in the background once, cached; ``computing`` until ready)."""
         return networks.channel(net_id, layer=layer, channel=channel, part=part, epoch=epoch)

@@ -43,7 +43,7 @@ MAX_UPLOAD_PIXELS = 2048 * 2048  #: width x height of an uploaded image (its byt
 MAX_UPLOADS = 16  #: uploaded images kept in memory (oldest dropped)
 UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 SIZE_WITHOUT_SPEC = 128  #: side of the input of a model that does not state its input size
-CHANNEL_PARTS = ("atlas", "patches", "template", "visualization", "projection")
+CHANNEL_PARTS = ("atlas", "patches", "template", "visualization")
 VIS_STEPS = 48  #: optimisation steps of an on-request visualisation (the CLI's default is 128: minutes on CPU)
 MAX_IMAGES = 300  #: data-set images for top patches and templates
 VIS_IMAGES = 100  #: of which a visualisation's data-set maximum (its ratio's denominator) is taken over
@@ -359,25 +359,29 @@ class NetworkStore:
         n = get_layer(src.model, layer).out_channels
         if not 0 <= channel < n:
             raise KernelscopeError(f"channel must be 0..{n - 1} for layer {layer!r}; got {channel}")
-        key = (sid, layer, epoch, part) + ((channel,) if part in ("visualization", "projection") else ())
+        key = (sid, layer, epoch, part) + ((channel,) if part == "visualization" else ())
         job = self._jobs.status(key, lambda: self._compute_part(sid, epoch, layer, part, channel))
         out = {"network": sid, "layer": layer, "channel": channel, "epoch": epoch, "part": part,
                "status": job["status"], "message": job["message"], "seconds": job.get("seconds")}
         if job["status"] == "done":
             result = job["result"]
-            out["result"] = result if part in ("visualization", "projection") else result(channel)
+            out["result"] = result if part == "visualization" else result(channel)
         return out
 
     def _dataset(self, sid: int, epoch: int | None):
-        """``(inputs, raw, description)``: a run's test split, else the bundled natural ``objects`` patches."""
+        """``(inputs, raw, description)``: a run's test split, else the bundled ``faces``."""
         src = self.source(sid, epoch)
-        spec = "test" if self._entry(sid)["kind"] == "run" else "objects"
+        spec = self._spec(sid)
 
         def load():
             with self._forward_lock:  # a model of unknown input size is run once on the images
                 return src.images(spec, limit=MAX_IMAGES)
 
         return self._datasets.get((sid, epoch), load)
+
+    def _spec(self, sid: int) -> str:
+        """The image set of a network's channel analyses: a run's test split, else the bundled faces (as the CLI)."""
+        return "test" if self._entry(sid)["kind"] == "run" else "faces"
 
     def _top(self, sid: int, epoch: int | None, layer: str):
         from kernelscope.analysis.toppatches import top_patches
@@ -441,30 +445,28 @@ class NetworkStore:
             kernel = _kernel(src.model, layer)  # (O, C/groups, kh, kw)
 
             return template_channel
-        if part == "visualization":
-            from kernelscope.analysis.visualize import feature_visualization
+        # the visualisation, its controls and the projections: visualize_source, the CLI's and the report's path
+        from dataclasses import replace
 
-            inputs, raw, _ = self._dataset(sid, epoch)
-            inputs, raw = inputs[:VIS_IMAGES], raw[:VIS_IMAGES]
-            init = src.init_model(seed=0)
-            vis = feature_visualization(self._own_model(sid, epoch), layer, inputs, channels=[channel], shape=self._shape(src),
-                                        mean=src.mean, std=src.std, steps=VIS_STEPS, init_model=init,
-                                        random_directions=1, k=4, display=raw)
-            return {"image": _flat(np.clip(vis.images[0], 0, 1)), "steps": int(vis.steps),
-                    "reached": finite_or_none(float(vis.reached[0])),
-                    "data_max": finite_or_none(float(vis.data_max[0])),
-                    "ratio": finite_or_none(float(vis.ratio[0])),
-                    "init_ratio": None if vis.init_ratio is None else finite_or_none(float(vis.init_ratio[0])),
-                    "read": vis.read}
-        # projection
-        from kernelscope.analysis.projection import project_top_patches
+        from kernelscope.analysis.visualize import visualize_source
 
-        inputs, _, _ = self._dataset(sid, epoch)
-        top = self._top(sid, epoch, layer)
-        proj = project_top_patches(self._own_model(sid, epoch), layer, inputs, top, channels=[channel])
-        crops = proj.crops[0]  # (k, C_in, rh, rw)
-        return {"crops": _flat(np.where(np.isfinite(crops), crops, 0.0)), "method": proj.method,
-                "image_index": top.image_index[channel].tolist()}
+        private = replace(src, _model=self._own_model(sid, epoch))  # the same Source with its own model copy
+        vis = visualize_source(private, layer=layer, channels=[channel], images=self._spec(sid), limit=VIS_IMAGES,
+                               steps=VIS_STEPS, random_directions=1, k=6)
+        top = vis.top
+        crops = np.where(np.isfinite(top.crops[channel]), top.crops[channel], -1.0)  # (k, C_in, rh, rw)
+        projections = {}
+        for method, proj in vis.projections.items():
+            p = proj.crops[0]  # (k, C_in, rh, rw)
+            projections[method] = _flat(np.where(np.isfinite(p), p, 0.0))
+        return {"image": _flat(np.clip(vis.images[0], 0, 1)), "steps": int(vis.steps),
+                "reached": finite_or_none(float(vis.reached[0])), "data_max": finite_or_none(float(vis.data_max[0])),
+                "ratio": finite_or_none(float(vis.ratio[0])),
+                "init_ratio": None if vis.init_ratio is None else finite_or_none(float(vis.init_ratio[0])),
+                "random_ratio": finite_or_none(float(np.nanmean(vis.random_ratio))) if vis.random_ratio.size else None,
+                "read": vis.read, "images": getattr(vis, "images_description", ""),
+                "patches": _flat(crops), "values": [float(v) for v in top.values[channel]],
+                "projections": projections}
 
 
 def _kernel(model, layer: str) -> np.ndarray:

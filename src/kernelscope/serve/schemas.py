@@ -413,7 +413,7 @@ class ChannelPartResponse(BaseModel):
     layer: str
     channel: int
     epoch: int | None
-    part: Literal["atlas", "patches", "template", "visualization", "projection"]
+    part: Literal["atlas", "patches", "template", "visualization"]
     status: Literal["computing", "done", "error"]
     message: str = ""
     seconds: float | None = None

@@ -6,7 +6,7 @@
 "use strict";
 
 const net = { list: [], id: null, image: null, epoch: null, maps: null, cell: null, channel: null, seq: 0,
-              partSeq: 0, loadStart: null };
+              partSeq: 0, loadStart: null, render: false };
 
 function num6(v) {
   if (v === null || v === undefined) return "n/a";
@@ -235,12 +235,13 @@ function loadChannel(layer, channel) {
   pollPart("atlas", seq);
   pollPart("patches", seq);
   pollPart("template", seq);
-  $("chan-vis-status").textContent = "press Render: a visualisation takes seconds to a minute on CPU";
+  if (net.render) pollPart("visualization", seq);
+  else $("chan-vis-status").textContent = "press Render: a visualisation takes seconds to a minute on CPU";
 }
 
 async function pollPart(part, seq) {
   const { layer, channel } = net.channel;
-  const status = $(`chan-${part === "visualization" ? "vis" : part === "projection" ? "proj" : part}-status`);
+  const status = $(`chan-${part === "visualization" ? "vis" : part}-status`);
   const started = performance.now();
   const q = new URLSearchParams({ layer, channel: String(channel), part });
   if (net.epoch !== null) q.set("epoch", String(net.epoch));
@@ -312,32 +313,45 @@ function drawPart(part, r) {
     const zoom = Math.max(1, Math.floor(112 / Math.max(h, w)));
     canvas.style.width = `${w * zoom}px`;
     canvas.style.height = `${h * zoom}px`;
+    const weak = r.init_ratio !== null && r.ratio !== null && r.ratio <= r.init_ratio;
     $("chan-vis").replaceChildren(canvas, el("div", "muted small",
-      `${r.steps} steps; reaches ${fmt(r.ratio)} x the data-set maximum (init control: ${r.init_ratio === null ? "n/a" : fmt(r.init_ratio)} x)` +
-      (r.init_ratio !== null && r.ratio !== null && r.ratio <= r.init_ratio ? " \u2014 no better than the init control: not a finding" : "")));
-  } else if (part === "projection") {
-    const [k, cin, rh, rw] = r.crops.shape;
-    const row = el("div", "patch-row");
-    for (let t = 0; t < k; t++) {
-      const canvas = el("canvas");
-      const off = t * cin * rh * rw;
-      let m = 0;
-      for (let i = 0; i < cin * rh * rw; i++) m = Math.max(m, Math.abs(r.crops.data[off + i]));
-      drawArray(canvas, r.crops.data, off, rh, rw, cin, -m, m);
-      const zoom = Math.max(1, Math.floor(56 / Math.max(rh, rw)));
-      canvas.style.width = `${rw * zoom}px`;
-      canvas.style.height = `${rh * zoom}px`;
-      row.append(canvas);
+      `${r.steps} steps; reaches ${fmt(r.ratio)} x the channel's maximum over ${r.images} ` +
+      `(init control ${r.init_ratio === null ? "n/a" : fmt(r.init_ratio)} x; random direction ${r.random_ratio === null ? "n/a" : fmt(r.random_ratio)} x)` +
+      (weak ? " \u2014 no better than the init control: not a finding" : "")));
+    const [k, pc, rh, rw] = r.patches.shape;
+    const table = el("table", "proj-table");
+    const rows = [["top patch", null], ...Object.keys(r.projections).map((m) => [m, r.projections[m]])];
+    for (const [name, arr] of rows) {
+      const tr = el("tr");
+      tr.append(el("td", "klabel", name));
+      for (let t = 0; t < k; t++) {
+        const td = el("td");
+        const off = t * pc * rh * rw;
+        if (arr === null) {
+          td.append(cropCanvas(r.patches, off, pc, rh, rw, `activation ${fmt(r.values[t])}`));
+        } else {
+          const c2 = el("canvas");
+          let m = 0;
+          for (let i = 0; i < pc * rh * rw; i++) m = Math.max(m, Math.abs(arr.data[off + i]));
+          drawArray(c2, arr.data, off, rh, rw, pc, -m, m);
+          const z = Math.max(1, Math.floor(56 / Math.max(rh, rw)));
+          c2.style.width = `${rw * z}px`;
+          c2.style.height = `${rh * z}px`;
+          c2.title = `${name} projection of top patch ${t}`;
+          td.append(c2);
+        }
+        tr.append(td);
+      }
+      table.append(tr);
     }
-    $("chan-proj").replaceChildren(row, el("div", "muted small", `${r.method} backpropagation of each top patch (same order)`));
+    $("chan-proj").replaceChildren(table, el("div", "muted small", "each top patch (first row) above its projections into pixels"));
   }
 }
 
 function renderVisualisation() {
   if (!net.channel) return;
-  const seq = net.partSeq;
-  pollPart("visualization", seq);
-  pollPart("projection", seq);
+  net.render = true;  // from now on a channel or epoch change renders again
+  pollPart("visualization", net.partSeq);
 }
 
 function startNetwork() {
