@@ -193,6 +193,19 @@ def test_workers_give_the_same_batches_in_order_and_skip_corrupt_files(photo_fol
             np.testing.assert_array_equal(x, ds[i])
 
 
+def test_loading_in_process_leaves_the_models_threads_alone(photo_folder):
+    import torch
+
+    ds = ImageFolder(photo_folder[0], shape=(3, 8, 8))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for _ in load_batches(ds, np.arange(6), batch_size=2):
+            assert torch.get_num_threads() == 2  # one thread while loading, the caller's between batches
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_a_batch_of_only_corrupt_files_is_empty_not_missing(photo_folder):
     root, _, corrupt = photo_folder
     ds = ImageFolder(root, shape=(1, 6, 6))
