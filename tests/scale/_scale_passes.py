@@ -39,7 +39,8 @@ def data():
 
 
 def compute(context) -> dict[str, np.ndarray]:
-    """Top patches, dissection (+ init control, + the fallback), shift (+ Mahalanobis), parts, sharded."""
+    """Top patches, dissection (+ init, + the fallback), shift (+ Mahalanobis), parts, templates, sharded."""
+    from kernelscope.analysis.correlation import layer_templates
     from kernelscope.analysis.dissect import dissect, dissect_layer
     from kernelscope.analysis.parts import part_selectivity_layers
     from kernelscope.analysis.shift import shift
@@ -76,6 +77,11 @@ def compute(context) -> dict[str, np.ndarray]:
         out[f"parts_{name}_controls"] = found.controls["dot"]
         out[f"parts_{name}_selectivity"] = found.stats["dot"]["selectivity"]
         out[f"parts_{name}_output"] = found.output_occluded["dot"]
+    templates = layer_templates(net, ["0", "3"], images, at="activation", positions=2, batch_size=BATCH,
+                                context=context)
+    for name, found in templates.items():
+        out[f"templates_{name}_r2"], out[f"templates_{name}_r2_fit"] = found.r2, found.r2_fit
+        out[f"templates_{name}_templates"], out[f"templates_{name}_bias"] = found.templates, found.bias
     return out
 
 

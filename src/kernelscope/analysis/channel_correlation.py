@@ -77,7 +77,8 @@ class CorrelationResult:
 def correlation_of(src: Any, *, layers: Sequence[str] | None = None, images: str | None = None,
                    at: str = "activation", limit: int | None = 2000, positions: int = 3,
                    max_features: int = 2048, batch_size: int = 64, seed: int = 0,
-                   with_training: bool = False, epochs: Sequence[int] | None = None) -> CorrelationResult:
+                   with_training: bool = False, epochs: Sequence[int] | None = None, context: Any = None,
+                   checkpoint: Any = None) -> CorrelationResult | None:
     """Templates, raw vs normalised correlation and tuning of ``src``'s layers, against its init control.
 
     Parameters
@@ -91,6 +92,12 @@ def correlation_of(src: Any, *, layers: Sequence[str] | None = None, images: str
         Where the templates and tuning read each conv layer.
     with_training : bool
         Also :func:`over_training` (a run directory only).
+    context, checkpoint
+        Under ``torchrun`` (``context`` from :func:`kernelscope.train.distributed.setup`) the
+        templates' regression sums are computed on each rank's share of the images and added
+        (:func:`~kernelscope.analysis.correlation.layer_templates`); the rest is small and runs on
+        rank 0 alone: raw vs normalised correlation (a seeded sample of first-layer units), grating
+        tuning (synthetic images, no data set) and the curve over training. Other ranks return None.
     """
     layers = list(layers) if layers else list(src.conv_layers)
     if not layers:
@@ -100,10 +107,12 @@ def correlation_of(src: Any, *, layers: Sequence[str] | None = None, images: str
     spec = images or ("test" if src.run is not None else "faces")
     inputs, _, description = src.images(spec, limit=limit)
     init = src.init_model(seed)
-    trained_t = layer_templates(src.model, layers, inputs, at=at, positions=positions, batch_size=batch_size,
-                                max_features=max_features)
-    init_t = layer_templates(init, layers, inputs, at=at, positions=positions, batch_size=batch_size,
-                             max_features=max_features)
+    run = dict(at=at, positions=positions, batch_size=batch_size, max_features=max_features, context=context,
+               checkpoint=checkpoint)
+    trained_t = layer_templates(src.model, layers, inputs, name="templates", **run)
+    init_t = layer_templates(init, layers, inputs, name="templates-init", **run)
+    if context is not None and not context.is_main:
+        return None
     depth = DepthCurve(layers, trained_t, init_t, at)
     notes: list[str] = []
     first = src.conv_layers[0]

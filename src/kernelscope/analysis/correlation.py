@@ -43,7 +43,6 @@ computed with the project's engine (:func:`kernelscope.ops.correlate2d`), and
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -58,11 +57,13 @@ from kernelscope.analysis.hooks import (
     model_device,
     read_point,
 )
+from kernelscope.analysis.passes import Batch, Checkpoint, as_images, run_pass
 from kernelscope.analysis.receptive import receptive_field, unit_field_box
 from kernelscope.errors import KernelscopeError
 from kernelscope.models.layers import get_layer
 from kernelscope.ops import correlate2d
 from kernelscope.ops._threads import single_threaded_blas
+from kernelscope.train.distributed import Context
 
 if TYPE_CHECKING:
     from torch import nn
@@ -250,7 +251,8 @@ class _Layer:
             stack = F.avg_pool2d(flat, self.pool).reshape(b, p, *self.patch_shape)  # (B, P, C, h, w)
         return stack.reshape(b, p, -1)
 
-    def add(self, x: Any, out: Any, groups: np.ndarray) -> None:
+    def _rows(self, x: Any, out: Any) -> tuple[Any, Any]:
+        """Patches (B, P, D) and responses (B, P, C) of the units, float64."""
         import torch
 
         if out.dim() != 4:
@@ -259,6 +261,17 @@ class _Layer:
         ys = torch.tensor([p[0] for p in self.positions], device=out.device)
         xs = torch.tensor([p[1] for p in self.positions], device=out.device)
         y = out[:, :, ys, xs].transpose(1, 2).to(torch.float64)  # (B, P, C)
+        return patches, y
+
+    def set_shift(self, x: Any, out: Any) -> None:
+        """Subtract the means of this batch's X and Y before summing (the data set's first batch)."""
+        patches, y = self._rows(x, out)
+        self.shift = (patches.reshape(-1, patches.shape[-1]).mean(0), y.reshape(-1, y.shape[-1]).mean(0))
+
+    def add(self, x: Any, out: Any, groups: np.ndarray) -> None:
+        import torch
+
+        patches, y = self._rows(x, out)
         if self.shift is None:
             self.shift = (patches.reshape(-1, patches.shape[-1]).mean(0), y.reshape(-1, y.shape[-1]).mean(0))
         patches = patches - self.shift[0]
@@ -275,6 +288,24 @@ class _Layer:
             stats.xy += xs_.T @ ys_
             stats.yy += (ys_**2).sum(0)
             stats.n += xs_.shape[0]
+
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"shift": [s.cpu().numpy() for s in self.shift] if self.shift is not None else None}
+        for name, stats in self.stats.items():
+            xx, xy, yy, n = stats.numpy()
+            state[name] = {"xx": xx, "xy": xy, "yy": yy, "n": int(n)}
+        return state
+
+    def load(self, state: dict[str, Any]) -> None:
+        import torch
+
+        device = self.stats["fit"].xx.device
+        self.shift = None if state["shift"] is None else tuple(
+            torch.from_numpy(np.asarray(v, dtype=np.float64)).to(device) for v in state["shift"])
+        for name in ("fit", "val", "test"):
+            part = state[name]
+            self.stats[name] = _Stats(*(torch.from_numpy(np.asarray(part[k], dtype=np.float64)).to(device)
+                                        for k in ("xx", "xy", "yy")), int(part["n"]))
 
     def solve(self, at: str, alphas: Sequence[float], n_images: dict[str, int]) -> LinearTemplates:
         fit, val, test = (self.stats[k].numpy() for k in ("fit", "val", "test"))
@@ -318,10 +349,15 @@ def _ridge_path(stats: tuple[np.ndarray, np.ndarray, np.ndarray, int], alphas: S
 
 def layer_templates(model: nn.Module, layers: Sequence[str], images: Any, *, at: str = "conv",
                     positions: int = 3, batch_size: int = 64, max_features: int = 2048,
-                    alphas: Sequence[float] = ALPHAS) -> dict[str, LinearTemplates]:
-    """Linear templates of several layers in one streaming pass (see :func:`linear_templates`)."""
-    import torch
+                    alphas: Sequence[float] = ALPHAS, context: Context | None = None,
+                    checkpoint: Checkpoint | None = None, name: str = "templates") -> dict[str, LinearTemplates]:
+    """Linear templates of several layers in one streaming pass (see :func:`linear_templates`).
 
+    Sharded over ``torchrun`` ranks with ``context`` (:func:`kernelscope.analysis.passes.run_pass`):
+    image ``i`` goes to its split by its global index, every rank subtracts the means of the data
+    set's first batch, and the ranks' sums are added: the fit is that of one process (to float64
+    rounding in the order of the sums).
+    """
     layers = list(layers)
     if not layers:
         raise KernelscopeError("give at least one layer")
@@ -329,36 +365,97 @@ def layer_templates(model: nn.Module, layers: Sequence[str], images: Any, *, at:
         raise KernelscopeError(f"positions must be >= 1, got {positions}")
     if max_features < 1:
         raise KernelscopeError(f"max_features must be >= 1, got {max_features}")
-    hooks = {layer: read_point(model, layer, at)[0] for layer in layers}
-    device = model_device(model)
-    dtype = next((p.dtype for p in model.parameters()), torch.float32)
-    names = sorted(set(hooks.values()))
-    stream = iter_batches(images, batch_size)
-    first = next(stream)
-    model.eval()
-    with torch.no_grad(), capture(model, names) as out:  # the layers' output shapes, from one image
-        model(torch.from_numpy(first[:1]).to(device=device, dtype=dtype))
-        shapes = {name: tuple(value.shape) for name, value in out.items()}
-    # receptive fields run the model too: built before the pass's hooks exist
-    state = {layer: _Layer(model, layer, at, tuple(first.shape[1:]), shapes[hooks[layer]], positions,
-                           max_features, device) for layer in layers}
-    counts = {"fit": 0, "val": 0, "test": 0}
-    seen = 0
-    with torch.no_grad(), capture(model, names) as out:
-        for batch in itertools.chain([first], stream):
-            x = torch.from_numpy(batch).to(device=device, dtype=dtype)  # (B, C, H, W)
-            model(x)
-            groups = (seen + np.arange(x.shape[0])) % len(SPLITS)
-            for layer in layers:
-                state[layer].add(x, out[hooks[layer]], groups)
-            for g in groups:
-                counts[SPLITS[g]] += 1
-            seen += x.shape[0]
-    if seen < MIN_IMAGES:
+    source = as_images(images)
+    context = context if context is not None else Context()
+    reducer = _Templates(model, layers, at, positions, max_features)
+    if source.shardable and (context.rank > 0 or checkpoint is not None):
+        reducer.start(source.first(batch_size).inputs)  # shapes and shift from the data set's first batch
+    report = run_pass({name: reducer}, source, context=context, batch_size=batch_size, checkpoint=checkpoint,
+                      name=name, desc=f"templates {', '.join(layers)}")
+    if report.n_used < MIN_IMAGES:
         raise KernelscopeError(f"linear templates need at least {MIN_IMAGES} images (fit, validation and test "
-                               f"splits), got {seen}")
+                               f"splits), got {report.n_used}")
     with single_threaded_blas():  # small eigendecompositions: threads fighting over 2 cores cost 40x (measured)
-        return {layer: state[layer].solve(at, alphas, dict(counts)) for layer in layers}
+        return {layer: reducer.state_of[layer].solve(at, alphas, dict(reducer.counts)) for layer in layers}
+
+
+class _Templates:
+    """A reducer: the three splits' regression sums of every layer (merge: add them)."""
+
+    def __init__(self, model: nn.Module, layers: list[str], at: str, positions: int, max_features: int):
+        self.model, self.layers, self.at, self.positions, self.max_features = model, layers, at, positions, max_features
+        self.hooks = {layer: read_point(model, layer, at)[0] for layer in layers}
+        self.names = sorted(set(self.hooks.values()))
+        self.state_of: dict[str, _Layer] | None = None
+        self.counts = {"fit": 0, "val": 0, "test": 0}
+
+    def _forward(self, batch: np.ndarray) -> tuple[Any, dict[str, Any]]:
+        import torch
+
+        device = model_device(self.model)
+        dtype = next((p.dtype for p in self.model.parameters()), torch.float32)
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(device=device, dtype=dtype)  # (B, C, H, W)
+        with torch.no_grad(), capture(self.model, self.names) as out:
+            self.model(x)
+        return x, dict(out)
+
+    def start(self, first: np.ndarray) -> None:
+        """Build the layers (shapes, receptive fields) and their shift from a first batch."""
+        self.model.eval()
+        _, out = self._forward(first[:1])  # the layers' output shapes, from one image
+        shapes = {name: tuple(value.shape) for name, value in out.items()}
+        device = model_device(self.model)
+        # receptive fields run the model too: built outside any capture
+        self.state_of = {layer: _Layer(self.model, layer, self.at, tuple(first.shape[1:]), shapes[self.hooks[layer]],
+                                       self.positions, self.max_features, device) for layer in self.layers}
+        x, out = self._forward(first)
+        for layer in self.layers:
+            self.state_of[layer].set_shift(x, out[self.hooks[layer]])
+
+    def update(self, batch: Batch) -> None:
+        if self.state_of is None:
+            self.start(batch.inputs)
+        x, out = self._forward(batch.inputs)
+        groups = batch.indices % len(SPLITS)
+        for layer in self.layers:
+            self.state_of[layer].add(x, out[self.hooks[layer]], groups)
+        for g in groups:
+            self.counts[SPLITS[g]] += 1
+
+    def state(self) -> dict[str, Any]:
+        if self.state_of is None:
+            return {"counts": dict(self.counts)}
+        return {"counts": dict(self.counts), "layers": {k: v.state() for k, v in self.state_of.items()}}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.counts = {k: int(v) for k, v in state["counts"].items()}
+        if "layers" in state:
+            if self.state_of is None:
+                raise KernelscopeError("templates: a saved state needs the layers built first (internal)")
+            for layer, part in state["layers"].items():
+                self.state_of[layer].load(part)
+
+    def merge(self, states: list[dict[str, Any]]) -> None:
+        held = [s for s in states if "layers" in s]
+        counts = {k: sum(int(s["counts"][k]) for s in states) for k in self.counts}
+        if not held:
+            self.counts = counts
+            return
+        layers = {}
+        for layer in self.layers:
+            parts = [s["layers"][layer] for s in held]
+            shift = parts[0]["shift"]
+            for part in parts[1:]:
+                if not all(np.array_equal(a, b) for a, b in zip(part["shift"], shift, strict=True)):
+                    raise KernelscopeError("templates: the ranks' shifts differ (the first batch gave other outputs "
+                                           "on another rank); run on one device type")
+            layers[layer] = {"shift": shift, **{split: {key: sum(np.asarray(p[split][key]) for p in parts)
+                                                         for key in ("xx", "xy", "yy", "n")}
+                                                 for split in ("fit", "val", "test")}}
+        if self.state_of is None:
+            raise KernelscopeError("templates: this rank read no image and built no layer; give more images than "
+                                   "processes")
+        self.load({"counts": counts, "layers": layers})
 
 
 def linear_templates(model: nn.Module, layer: str, images: Any, *, at: str = "conv", positions: int = 3,

@@ -7,9 +7,11 @@ from pathlib import Path
 import click
 
 from kernelscope.cli._channels import (
+    Scale,
     at_option,
     open_from_options,
     out_option,
+    scale_options,
     source_options,
     write_csv,
 )
@@ -40,14 +42,16 @@ def _epochs(ctx: click.Context, param: click.Parameter, value: str | None) -> li
 @click.option("--over-training", is_flag=True, help="Also R^2 and OSI at every checkpoint of a run directory.")
 @click.option("--epochs", callback=_epochs, default=None, help="With --over-training: these epochs (0,5,10).")
 @at_option
+@scale_options
 @out_option
 def command(source, arch, epoch, mean, std, trust_code, device, batch_size, layers, image_set, limit, positions,
-            max_features, over_training, epochs, at, out_dir):
+            max_features, over_training, epochs, at, workers, checkpoint_every, resume, out_dir):
     """Linear templates (held-out R^2), raw vs normalised correlation and grating tuning of SOURCE's layers,
     each beside the network at initialisation.
 
     Writes correlation.json, layers.csv, templates_<layer>.npz/.png, tuning_<layer>.csv, depth.png,
-    raw_vs_normalised.png (and over_training.csv/.png).
+    raw_vs_normalised.png (and over_training.csv/.png). The templates' pass runs sharded under
+    ``torchrun --standalone --nproc_per_node=N -m kernelscope correlation ...`` (the rest on rank 0).
     """
     from kernelscope._io import write_json, write_npz
     from kernelscope.analysis.channel_correlation import correlation_of
@@ -55,14 +59,25 @@ def command(source, arch, epoch, mean, std, trust_code, device, batch_size, laye
     from kernelscope.report import correlation as figures
     from kernelscope.report.figures.common import save_figure
 
-    src = open_from_options(source, arch, epoch, mean, std, trust_code, device)
-    if over_training and src.run is None:
-        raise KernelscopeError(f"--over-training needs a run directory as SOURCE; {src.label} is not one")
     if epochs is not None and not over_training:
         raise click.UsageError("--epochs goes with --over-training")
+    if workers:
+        raise KernelscopeError("--workers decodes an image folder; correlation takes a named image set or "
+                               ".npy/.npz (at most --limit images): leave --workers out")
+    scale = Scale.start(device, out_dir, checkpoint_every, resume)
+    src = open_from_options(source, arch, epoch, mean, std, trust_code, scale.device)
+    if over_training and src.run is None:
+        raise KernelscopeError(f"--over-training needs a run directory as SOURCE; {src.label} is not one")
+    checkpoint = scale.checkpoint(command="correlation", source=src.label, layers=list(layers), images=image_set,
+                                  limit=limit, positions=positions, max_features=max_features, at=at,
+                                  batch_size=batch_size)
     result = correlation_of(src, layers=list(layers) or None, images=image_set, at=at, limit=limit,
                             positions=positions, max_features=max_features, batch_size=batch_size,
-                            with_training=over_training, epochs=epochs)
+                            with_training=over_training, epochs=epochs, context=scale.context,
+                            checkpoint=checkpoint)
+    if result is None:  # not rank 0
+        scale.close(checkpoint)
+        return
     out = Path(out_dir)
     write_json(out / "correlation.json", result.to_dict())
     write_csv(out / "layers.csv", result.layer_rows())
@@ -100,6 +115,7 @@ def command(source, arch, epoch, mean, std, trust_code, device, batch_size, laye
     for note in result.notes:
         click.echo(f"note: {note}")
     click.echo(f"-> {out}/correlation.json, layers.csv, depth.png")
+    scale.close(checkpoint)
 
 
 def _n(value) -> str:
