@@ -39,6 +39,7 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # NumPy and torch share t
 os.environ.setdefault("KERNELSCOPE_PROGRESS", "0")
 
 import argparse  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
 import shutil  # noqa: E402
@@ -96,8 +97,9 @@ def make_folder(root: Path, n: int, side: int, seed: int = 0) -> dict:
         else:
             image.save(folder / f"{stem}.jpg", quality=90)
         if i % CORRUPT_EVERY == CORRUPT_EVERY - 1:  # a truncated JPEG: skipped and counted, not a crash
-            whole = (folder / f"{stem}.jpg").read_bytes()
-            (folder / f"{stem}_truncated.jpg").write_bytes(whole[: len(whole) // 3])
+            whole = io.BytesIO()
+            image.save(whole, "JPEG", quality=90)
+            (folder / f"{stem}_truncated.jpg").write_bytes(whole.getvalue()[: len(whole.getvalue()) // 3])
     info = {"recipe": recipe, "photos": names, "files": n + n // CORRUPT_EVERY, "corrupt": n // CORRUPT_EVERY,
             "seconds": round(time.perf_counter() - start, 1)}
     marker.write_text(json.dumps(info))
