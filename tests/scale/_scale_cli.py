@@ -20,6 +20,9 @@ def commands(out: str, run: str, images: str, masks: str, ood: str) -> list[list
          "--out", f"{out}/shift"],
         ["patches", run, "--images", f"{run}/folder", "-k", "2", "--workers", "1", *common,
          "--out", f"{out}/folder"],
+        ["correlation", run, "--images", images, "--layer", "features.5", *common,
+         "--out", f"{out}/correlation"],
+        ["maps", run, "--images", f"{run}/folder", "--index", "3", "--device", "cpu", "--out", f"{out}/maps"],
     ]
 
 

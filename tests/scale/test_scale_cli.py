@@ -70,6 +70,15 @@ def test_commands_under_torchrun_write_what_one_process_writes(scale_run, one_pr
     assert folder_two["data"]["skipped"][0]["index"] == 7 and folder_two["n_images"] == 23
     assert [c["image_index"] for c in folder_two["channels"]] == [c["image_index"] for c in folder_one["channels"]]
     assert "1 unreadable skipped" in done.stdout
+    two, one = (json.loads((o / "correlation" / "correlation.json").read_text())["templates"]
+                for o in (tmp_path, one_process))
+    for side in ("trained", "init"):
+        for layer in ("features.5",):
+            a, b = (np.array(t[side][layer]["r2"], dtype=float) for t in (two, one))  # None (dead unit): NaN
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+            assert np.isfinite(b).any()
+    assert done.stdout.count("rank 0 of 2 computed the maps") == 1
+    assert (tmp_path / "maps" / "maps.json").is_file()
 
 
 def test_a_killed_pass_resumes_to_the_uninterrupted_result(scale_run, one_process, tmp_path, cli_runner):

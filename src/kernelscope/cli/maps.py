@@ -7,14 +7,21 @@ from pathlib import Path
 import click
 import numpy as np
 
-from kernelscope.cli._channels import at_option, open_from_options, out_option, source_options
+from kernelscope.cli._channels import (
+    Scale,
+    at_option,
+    open_from_options,
+    out_option,
+    source_options,
+)
 
 
 @click.command("maps")
 @source_options
 @click.option("--layer", "layers", multiple=True, help="Layer(s) to show (default: every Conv2d).")
 @click.option("--images", "image_set", default=None,
-              help="Image set (default: the run's probe images, or 'faces'); see `kernelscope maps --help`.")
+              help="Image set (default: the run's probe images, or 'faces'), .npy/.npz, or a folder of images "
+                   "(only image --index is read).")
 @click.option("--index", type=int, default=0, show_default=True, help="Which image of the set.")
 @at_option
 @out_option
@@ -24,6 +31,8 @@ def command(source, arch, epoch, mean, std, trust_code, device, batch_size, laye
     Writes feature_maps.png (one colour scale per layer, diverging when signed),
     feature_maps.npz and maps.json; for a run also epochs_<layer>.png, the first
     probe image's recorded maps across training (for --layer, default the first conv layer).
+    Under ``torchrun`` rank 0 alone computes and writes (one image: nothing to share); the others
+    wait and leave.
     """
     from kernelscope._io import write_json, write_npz
     from kernelscope.analysis.featuremaps import feature_maps, run_feature_maps
@@ -31,9 +40,20 @@ def command(source, arch, epoch, mean, std, trust_code, device, batch_size, laye
     from kernelscope.report.figures.channels import feature_epochs_figure, feature_maps_figure
     from kernelscope.report.figures.common import save_figure
 
-    src = open_from_options(source, arch, epoch, mean, std, trust_code, device)
+    scale = Scale.start(device, out_dir, 0, False)
+    if not scale.is_main:
+        scale.close()
+        return
+    src = open_from_options(source, arch, epoch, mean, std, trust_code, scale.device)
     image_set = image_set or ("probe" if src.run is not None else "faces")
-    inputs, raw, description = src.images(image_set)
+    if Path(image_set).is_dir():  # a folder: decode only the image asked for
+        folder = src.image_folder(image_set)
+        if not 0 <= index < len(folder):
+            raise KernelscopeError(f"--index must be in 0..{len(folder) - 1} for {image_set!r}, got {index}")
+        raw = folder[index][None]  # (1, C, H, W)
+        inputs, description, index = src.normalise(raw), f"{folder.path(index)}", 0
+    else:
+        inputs, raw, description = src.images(image_set)
     if not 0 <= index < inputs.shape[0]:
         raise KernelscopeError(f"--index must be in 0..{inputs.shape[0] - 1} for {image_set!r}, got {index}")
     maps = feature_maps(src.model, inputs[index], list(layers) or None, at=at)
@@ -59,3 +79,6 @@ def command(source, arch, epoch, mean, std, trust_code, device, batch_size, laye
                                        "mean_abs": np.abs(stack).mean(axis=(1, 2, 3)).tolist()}
     write_json(out / "maps.json", summary)
     click.echo(f"{len(maps)} layer(s) of {src.label} (at {at}) on {description}[{index}] -> {out}/feature_maps.png")
+    if scale.context.distributed:
+        click.echo(f"(rank 0 of {scale.context.world_size} computed the maps: one image, nothing to share)")
+    scale.close()
