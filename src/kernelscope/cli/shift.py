@@ -84,4 +84,7 @@ def command(source, arch, epoch, mean, std, trust_code, device, batch_size,
         click.echo(f"  {name:<12} AUROC {v['auroc']:.3f}{control}  FPR@95%TPR {v['fpr_at_95_tpr']:.3f}")
     for note in t["notes"]:
         click.echo(f"  note: {note}")
+    for which, read in (result.data or {}).items():
+        if read and read["skipped"]:
+            click.echo(f"  {read['n_skipped']} unreadable image(s) of the {which} set skipped (listed in shift.json)")
     scale.close(checkpoint)
