@@ -21,6 +21,14 @@ client (one keep-alive connection) plays the page. Times are medians after a war
    requests and the atlas (computed in the background, then cached) are timed apart.
    With chromium present, also the wall time from navigation until the kernel grid and
    the feature maps are drawn, in a real browser.
+3. **The network view** (goal: a 150-224 px network's view loads in < 3 s): in chromium,
+   ``kernelscope serve NETWORK`` for the pretrained 224 px MobileNetV2 (52 conv layers) and
+   dlib's 150 px face ResNet (29 conv layers), the bundled sample image ``astronaut``, 8
+   channels per layer. Load: navigation to ``/#network`` until every layer's maps are drawn,
+   cold (a fresh server: the model is read, the forward pass run) and warm (the same page
+   again: maps cached). Click: a click on a map cell until its explanation (windows, kernel
+   slices, products, sums, the check) is drawn; the median of 5 cells of different layers.
+    .venv/bin/python benchmarks/bench_serve.py --only-network   # this part alone
 """
 
 from __future__ import annotations
@@ -295,11 +303,72 @@ def browser_load(url: str) -> float | None:
     return statistics.median(times)
 
 
+NETWORKS = [("mobilenet_v2-imagenet", "224 px, 52 conv layers"), ("dlib-face-resnet", "150 px, 29 conv layers")]
+
+
+def bench_network() -> None:
+    """Chromium: the network view's load (cold and warm) and click-a-cell latency for two 150-224 px networks."""
+    executable = shutil.which("chromium")
+    print("3. the network view in chromium (goal: a 150-224 px network loads in < 3 s)")
+    if executable is None:
+        print("   (chromium not installed: no browser timing)")
+        return
+    from playwright.sync_api import sync_playwright
+
+    from kernelscope.serve import create_app
+
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=args)
+        try:
+            for name, what in NETWORKS:
+                with Server(create_app([], sources=[name])) as server:
+                    loads, in_page = [], []
+                    for _ in range(3):  # the first is cold: model read and forward pass; then cached maps
+                        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+                        t0 = time.perf_counter()
+                        page.goto(server.url + "/#network")
+                        page.wait_for_selector("#net-maps[data-load-ms]", timeout=60_000)
+                        loads.append(time.perf_counter() - t0)
+                        in_page.append(float(page.get_attribute("#net-maps", "data-load-ms")))
+                        if len(loads) < 3:
+                            page.close()
+                    layers = page.eval_on_selector_all(".net-layer[data-layer]", "cs => cs.map(c => c.dataset.layer)")
+                    clicks, click_page = [], []
+                    for i, layer in enumerate(layers[1 :: max(1, len(layers) // 6)][:6]):
+                        canvas = page.locator(f"canvas.net-map[data-layer='{layer}']").first
+                        box = canvas.bounding_box()
+                        t0 = time.perf_counter()
+                        canvas.click(position={"x": box["width"] * (0.3 + 0.1 * i), "y": box["height"] * 0.5})
+                        page.wait_for_selector("#cell-panel[data-ready='1']", timeout=60_000)
+                        clicks.append(time.perf_counter() - t0)
+                        click_page.append(float(page.get_attribute("#cell-panel", "data-click-ms")))
+                        agrees = page.text_content("#cell-check").startswith("\u2713")
+                        if not agrees:
+                            print(f"   !! {layer}: the explained total differs from the network's output")
+                    page.close()
+                print(f"   {name} ({what}): load cold {loads[0]:.2f} s ({in_page[0] / 1e3:.2f} s in the page), "
+                      f"warm {statistics.median(loads[1:]):.2f} s; "
+                      f"{'meets' if loads[0] < 3 else 'MISSES'} the 3 s goal")
+                print(f"   {'':{len(name)}}  click a cell until its explanation is drawn: median "
+                      f"{statistics.median(clicks[1:]) * 1e3:.0f} ms ({statistics.median(click_page[1:]):.0f} ms in the "
+                      f"page) over {len(clicks) - 1} cells of different layers after one warm-up")
+        finally:
+            browser.close()
+    print("   load = navigation to /#network until every conv layer's maps are drawn (8 channels per layer, "
+          "sample:astronaut); in the page = the maps request and drawing alone\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-browser", action="store_true", help="skip the chromium page-load timing")
+    parser.add_argument("--only-network", action="store_true", help="only the network view's timings (3.)")
     args = parser.parse_args()
     print("kernelscope explorer benchmark (2 shared CPU cores: timings are noisy)\n")
+    if args.only_network:
+        bench_network()
+        return
     from kernelscope.serve import create_app
 
     with Server(create_app()) as server, httpx.Client(base_url=server.url) as client:
@@ -309,6 +378,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kernelscope-bench-serve-") as tmp:
         run_path = write_synthetic_run(Path(tmp) / "run")
         bench_run(run_path, browser=not args.no_browser)
+    if not args.no_browser:
+        bench_network()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,10 @@ makes ``kernelscope demo`` exit 1; an ImportError of kernelscope's own modules i
    The held-out R^2 of a linear template per layer, activation vs normalised correlation,
    orientation tuning, against the network at initialisation
    (:func:`kernelscope.analysis.channel_correlation.correlation_of`).
+   ``visualize``: what each channel of the MNIST net's last conv layer wants to see: images
+   optimised to excite it, their value over the channel's data-set maximum, against the same
+   optimisation on the network at initialisation
+   (:func:`kernelscope.analysis.visualize.visualize_source`).
 3. ``faces``: train the faces model (face vs. non-face, ``faces`` preset).
 4. ``dissect``: Network Dissection of every conv layer with eye and mouth masks,
    IoU against chance and against the same network at initialisation.
@@ -47,7 +51,7 @@ from kernelscope.errors import KernelscopeError
 
 __all__ = ["DemoResult", "StageResult", "run_demo", "STAGES"]
 
-STAGES = ("mnist", "atlas", "correlation", "faces", "dissect", "shift", "parts", "facenet", "report")
+STAGES = ("mnist", "atlas", "visualize", "correlation", "faces", "dissect", "shift", "parts", "facenet", "report")
 
 
 @dataclass
@@ -112,6 +116,13 @@ def _summary_lines(n: dict[str, Any]) -> list[str]:
                      f"{n.get('atlas_n', '?')} (at initialisation: {_pct(n.get('atlas_init_fraction'))}; "
                      f"random kernels: {_pct(n.get('atlas_random_fraction'))}); median best match "
                      f"{_num(n.get('atlas_median'), 2)} vs {_num(n.get('atlas_init_median'), 2)} at init")
+    if "visualize" in n:
+        v = n["visualize"]
+        lines.append(f"  what the MNIST net's last conv layer wants to see ({v['read']}, {v['steps']} steps, best of "
+                     f"{v['starts']} starts): renders reach a median {_num(v['median_ratio'], 2)} of each channel's "
+                     f"data-set max (init control {_num(v['median_init_ratio'], 2)}, random directions "
+                     f"{_num(v['median_random_direction_ratio'], 2)}); {v['reach_data_max']} of {v['live']} live "
+                     f"channels reach it, {v['beat_init']} beat the init control")
     if "correlation" in n:
         c = n["correlation"]
         per_layer = "; ".join(f"{r['layer']} {_num(r['median_r2'], 2)} (init {_num(r['init_median_r2'], 2)})"
@@ -304,6 +315,26 @@ def _parts(out: Path, *, quick: bool, seed: int) -> dict[str, Any]:
     return result
 
 
+def _visualize(run_dir: Path, out: Path, *, quick: bool, seed: int) -> Any:
+    """Renders of the MNIST run's last conv layer with the init control; writes visualize.json."""
+    from kernelscope._io import write_json
+    from kernelscope.analysis.visualize import visualize_source
+
+    options = (dict(channels="0-3", limit=100, steps=8, starts=1, random_directions=1) if quick
+               else dict(limit=1000, steps=96, starts=2))
+    result = visualize_source(run_dir, k=3, seed=seed, **options)
+    write_json(out / "visualize.json", {"images": result.images_description, **result.to_dict()})
+    return result
+
+
+def _visualize_numbers(result: Any) -> dict[str, Any]:
+    s = result.summary()
+    return {"layer": result.layer, "read": result.read, "steps": result.steps,
+            "starts": result.settings.get("starts", 1), "live": s["units"] - s["dead_on_data"],
+            **{key: s[key] for key in ("units", "median_ratio", "median_init_ratio", "median_random_direction_ratio",
+                                       "reach_data_max", "beat_init", "dead_on_data")}}
+
+
 def _correlation(run_dir: Path, out: Path, *, quick: bool, seed: int) -> Any:
     """Templates, raw vs normalised correlation and tuning of the MNIST run; writes correlation.json."""
     from kernelscope._io import write_json
@@ -421,6 +452,15 @@ def run_demo(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, 
             if atlas_result is not None:
                 result.numbers.update(_atlas_numbers(atlas_result))
                 result.numbers["strict"] = _strict_numbers(atlas_result)
+    visualize_result = None
+    if "visualize" in chosen:
+        if mnist_run is None:
+            skip("visualize", "needs the MNIST run (stage 'mnist')")
+        else:
+            visualize_result = _stage(result, "visualize", lambda: _visualize(mnist_dir, out, quick=quick, seed=seed),
+                                      strict=strict, log=log)
+            if visualize_result is not None:
+                result.numbers["visualize"] = _visualize_numbers(visualize_result)
     correlation_result = None
     if "correlation" in chosen:
         if mnist_run is None:
@@ -470,7 +510,8 @@ def run_demo(out_dir: str | os.PathLike, *, quick: bool = False, seed: int = 0, 
         runs = []
         if mnist_run is not None:
             runs.append(("mnist", "MNIST digits: the large-kernel net (structure recipe)", mnist_dir,
-                         ["training", "kernels", "atlas", "featuremaps"], {"atlas": atlas_result}))
+                         ["training", "kernels", "atlas", "featuremaps"] + (["visualize"] if visualize_result else []),
+                         {"atlas": atlas_result, "visualize": visualize_result}))
         if faces_run is not None:
             runs.append(("faces", "Faces: face vs. non-face (TinyVGG)", faces_dir,
                          ["training", "kernels", "featuremaps", "patches", "receptive", "dissect", "shift"],

@@ -195,7 +195,7 @@ def net_page(net_app):
                 tab.on("pageerror", lambda error: log["page"].append(str(error)))
                 tab.set_default_timeout(30_000)
                 tab.goto(f"http://127.0.0.1:{sock.getsockname()[1]}/#network", wait_until="load")
-                tab.wait_for_selector("body[data-ready='1']")
+                tab.wait_for_selector("body[data-ready='1']", timeout=60_000)  # 2 shared cores: be patient
                 tab.log = log
                 yield tab
             finally:
@@ -236,7 +236,8 @@ def test_click_a_cell_of_the_second_conv_layer_in_chromium(net_page, trained_run
     assert abs(float(page.text_content("#cell-post")) - relu) <= 5e-6 * max(1.0, abs(relu))
     assert page.text_content("#cell-check").startswith("\u2713 equals the network's own output")
     assert page.text_content("#cell-post-check").startswith("\u2713")
-    # the channel's top patches arrive (computed in the background), then its visualisation on request
+    # the channel's analyses on request: top patches and template arrive (computed in the background)
+    page.click("#chan-analyse")
     wait_for(page, "document.querySelectorAll('#chan-patches canvas').length === 6", timeout=60)
     wait_for(page, "document.querySelector('#chan-template canvas') !== null", timeout=60)
     folder = Path(os.environ.get("KERNELSCOPE_SCREENSHOT_DIR", tmp_path))

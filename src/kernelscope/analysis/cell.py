@@ -177,12 +177,22 @@ def explain_cell(model: nn.Module, layer: str, image: Any, channel: int, row: in
             kept.append(inputs[0].detach())
 
     names = [layer] + [name for name, _ in between]
-    handle = conv.register_forward_pre_hook(keep)
+
+    def stop(module, inputs, output):  # everything needed is read: the rest of the network need not run
+        if kept and all(name in outputs for name in names):
+            raise _Stop
+
+    handles = [conv.register_forward_pre_hook(keep)]
     try:
         with torch.no_grad(), capture(model, names) as outputs:
-            model(x)
+            handles.append(get_layer(model, read_name).register_forward_hook(stop))  # after capture's own hook
+            try:
+                model(x)
+            except _Stop:
+                pass
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     if not kept or layer not in outputs:
         raise KernelscopeError(f"layer {layer!r} did not run in the forward pass; choose a layer that does")
     conv_in = kept[0][0].double().cpu().numpy()  # (C_in, H, W)
@@ -266,6 +276,10 @@ def explain_cell(model: nn.Module, layer: str, image: Any, channel: int, row: in
         total_agrees=bool(abs(total - network_total) <= tol), tolerance=tol, after=after, read_at=read_at,
         post=post, network_post=network_post, post_agrees=post_agrees, post_note=post_note,
         engine_agrees=bool(trace.engine_agrees), notes=notes)
+
+
+class _Stop(Exception):
+    """Raised by a hook to end the forward pass once the cell's layers are read."""
 
 
 def _chain(model: nn.Module, layer: str, read_name: str) -> list[tuple[str, nn.Module]]:

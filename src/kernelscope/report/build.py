@@ -3,7 +3,7 @@
 ``build_report(run_dir, out_path)`` writes one HTML file with a section for each
 thing the run holds: the operation itself, training curves, first-layer kernels
 and their evolution, the kernel atlas, feature maps, top patches, receptive
-fields, concept detectors, distribution shift and part detectors. Each section is
+fields, feature visualisation, concept detectors, distribution shift and part detectors. Each section is
 built by its own function and guarded: a capability that is missing, or a run
 that lacks what a section needs, gives a section that says so in one line, and
 the rest of the report is still written. ``strict=True`` (the tests) re-raises
@@ -36,7 +36,7 @@ __all__ = ["ANALYSES", "ReportResult", "build_report", "run_sections", "operatio
 
 #: Every section a report can have, in the order shown.
 ANALYSES = ("operation", "training", "kernels", "atlas", "featuremaps", "patches", "receptive",
-            "dissect", "shift", "parts")
+            "visualize", "dissect", "shift", "parts")
 
 
 
@@ -365,6 +365,7 @@ _TITLES = {
     "featuremaps": "Feature maps of the probe images",
     "patches": "Top patches per channel",
     "receptive": "Receptive fields",
+    "visualize": "What each channel wants to see",
     "dissect": "Concept detectors (Network Dissection)",
     "shift": "Distribution shift: faces in, objects out",
     "parts": "Part detectors (occlusion)",

@@ -21,7 +21,7 @@ from kernelscope.report import html as H
 from kernelscope.train.rundir import Run
 
 __all__ = ["atlas_section", "patches_section", "receptive_section", "dissect_section", "shift_section",
-           "parts_section", "parts_contrast_section", "face_network_section"]
+           "parts_section", "parts_contrast_section", "face_network_section", "visualize_section"]
 
 
 def _source(inv: Run):
@@ -147,6 +147,22 @@ def receptive_section(inv: Run, result: Any = None, *, level: int = 2, prefix: s
               control="the theoretical field (the box): outside it the gradient is exactly 0"),
     ]
     return H.Section(id=f"{prefix}receptive", title="Receptive fields", body=body, level=level)
+
+
+def visualize_section(inv: Run, result: Any = None, *, level: int = 2, prefix: str = "") -> H.Section:
+    """Renders of the deepest conv layer's channels beside their top patches and projections, with the controls
+    (``result``: a :class:`~kernelscope.analysis.visualize.Visualization`; computed small when not given)."""
+    from kernelscope.report.visualize import visualization_section
+
+    if result is None:
+        from kernelscope.analysis.visualize import visualize_source
+        from kernelscope.models.layers import get_layer
+
+        src = _source(inv)
+        layer = src.pick_layer(None)
+        channels = range(min(8, get_layer(src.model, layer).out_channels))
+        result = visualize_source(src, layer=layer, channels=channels, limit=500, steps=64, starts=2, k=3)
+    return visualization_section(result, level=level, prefix=prefix)
 
 
 def dissect_section(inv: Run, result: Any = None, *, level: int = 2, prefix: str = "") -> H.Section:

@@ -112,10 +112,20 @@ def visualization_section(result: Any, *, projections: dict[str, Any] | None = N
     and (given) the renders over training and the epochs from which top patches stay stable."""
     body: list[H.Html] = []
     summary = result.summary()
+    projections = result.projections if projections is None else projections
+    settings = result.settings or {}
+    over = f" over {result.images_description}" if result.images_description else ""
+    body.append(H.paragraph(
+        f"Images optimised to excite each channel of {result.read}, beside the data-set patches{over} that excite "
+        f"it most. {result.ratio_definition}."))
+    starts = settings.get("starts", 1)
     body.append(H.how(
-        f"{result.steps} steps of Adam on a Fourier-parameterised image (colour-decorrelated for RGB) under random "
-        f"shifts, scales and rotations, {result.objective} objective at {result.read}; ratio = the render's value "
-        "(spatial max; the centre for a neuron) / the largest value over the data set (the top patch)",
+        f"{result.steps} steps of Adam on a Fourier-parameterised image (colour-decorrelated for RGB, started at the "
+        f"data's mean colour{f', best of {starts} random starts' if starts > 1 else ''}) under random shifts, "
+        f"scales and rotations, {result.objective} objective at {result.read}, optimising "
+        f"{'the centre position' if result.objective == 'neuron' else 'the spatial ' + settings.get('reduce', 'max')}"
+        "; ratio = the render's value (spatial max; the centre for a neuron) / the largest value over the data set "
+        "(the top patch)",
         control="the same optimisation on the network at initialisation (its own data-set max), and "
                 f"{len(result.random_reached)} random unit directions in the layer's activation space"))
     rows = []

@@ -728,6 +728,7 @@ function showTab(name) {
     $(`view-${view}`).hidden = view !== name;
     $(`tab-${view}`).classList.toggle("active", view === name);
   }
+  if (name === "net") networkShown();  // network.js: the network view loads when first shown
 }
 
 async function start() {

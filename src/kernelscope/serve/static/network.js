@@ -6,7 +6,7 @@
 "use strict";
 
 const net = { list: [], id: null, image: null, epoch: null, maps: null, cell: null, channel: null, seq: 0,
-              partSeq: 0, loadStart: null, render: false };
+              partSeq: 0, loadStart: null, render: false, analyse: false, started: false };
 
 function num6(v) {
   if (v === null || v === undefined) return "n/a";
@@ -76,6 +76,12 @@ async function selectNetwork(id) {
     net.epoch = null;
   }
   $("net-info").textContent = `input ${info.input_shape.join("x")} (C x H x W); ${info.conv_layers.length} conv layers. ${info.note}`;
+  $("net-maps").replaceChildren();
+  $("cell-panel").hidden = true;
+  $("chan-panel").hidden = true;
+  net.cell = null;
+  net.channel = null;
+  if (info.kind === "run" && epochs.length === 0) return;  // the note says why: no weights
   if (net.image) await loadMaps();
 }
 
@@ -169,7 +175,18 @@ async function loadCell(layer, channel, row, col, withChannel) {
   } catch (e) {
     $("cell-status").textContent = e.message;
   }
-  if (withChannel) loadChannel(layer, channel);
+  if (withChannel) offerChannel(layer, channel);
+}
+
+function offerChannel(layer, channel) {
+  // the channel's analyses are passes over a data set: they start when asked for (or at once once asked for)
+  if (net.analyse) { loadChannel(layer, channel); return; }
+  net.partSeq++;
+  net.channel = { layer, channel };
+  $("chan-panel").hidden = false;
+  $("chan-title").textContent = `${layer}, channel ${channel}` + (net.epoch !== null ? ` at epoch ${net.epoch}` : "");
+  for (const id of ["chan-atlas", "chan-patches", "chan-template", "chan-vis", "chan-proj"]) $(id).replaceChildren();
+  for (const id of ["chan-atlas-status", "chan-patches-status", "chan-template-status", "chan-vis-status"]) $(id).textContent = "";
 }
 
 function drawCell(cell) {
@@ -348,8 +365,15 @@ function drawPart(part, r) {
   }
 }
 
+function analyseChannel() {
+  if (!net.channel) return;
+  net.analyse = true;  // from now on a clicked channel is analysed at once
+  loadChannel(net.channel.layer, net.channel.channel);
+}
+
 function renderVisualisation() {
   if (!net.channel) return;
+  if (!net.analyse) analyseChannel();
   net.render = true;  // from now on a channel or epoch change renders again
   pollPart("visualization", net.partSeq);
 }
@@ -363,10 +387,11 @@ function startNetwork() {
     net.epoch = info.epochs[Number($("net-epoch").value)];
     $("net-epoch-label").textContent = `${net.epoch} (checkpoints: ${info.epochs.join(", ")})`;
     loadMaps();
-    if (net.channel) loadChannel(net.channel.layer, net.channel.channel);
+    if (net.channel) offerChannel(net.channel.layer, net.channel.channel);
   });
   $("net-maps").addEventListener("click", onMapClick);
   $("chan-render").addEventListener("click", renderVisualisation);
+  $("chan-analyse").addEventListener("click", analyseChannel);
   $("net-upload").addEventListener("change", async () => {
     const file = $("net-upload").files[0];
     if (!file) return;
@@ -383,5 +408,10 @@ function startNetwork() {
       $("net-error").textContent = `upload: ${e.message}`;
     }
   });
+}
+
+function networkShown() {
+  if (net.started) return;
+  net.started = true;
   loadNetworks().catch((e) => { $("net-error").textContent = e.message; });
 }
