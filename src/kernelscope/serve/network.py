@@ -115,7 +115,7 @@ class NetworkStore:
             if not src.runnable:
                 raise KernelscopeError(f"source {str(source)!r} cannot be run (its graph is not available); "
                                        "the network view needs a runnable model")
-            src.model  # read now: a bad file fails at start, and the first page does not wait for it
+            _ = src.model  # read now: a bad file fails at start, and the first page does not wait for it
             self.entries.append({"kind": src.kind, "source": src, "label": src.label})
         self._models = _Cache(6)
         self._inputs = _Cache(32)
