@@ -90,3 +90,22 @@ def test_the_faces_recipe_replicates_detectors_shift_and_occlusion_drops_with_in
             assert row[f"detectors_{part}_gated"] <= row[f"detectors_{part}"]
     assert "| occlusion_eyes_drop |" in (tmp_path / "replicate.md").read_text()
     assert repr(result).startswith("<Replication: faces over 2 seeds [0, 1]; accuracy ")
+
+
+def test_best_over_layers_counts_gated_occlusion_detectors(rng):
+    """Hand-made maxima: one channel loses 80% with the part covered and nothing with the controls."""
+    from kernelscope.analysis.part_contrast import best_over_layers
+    from kernelscope.analysis.parts import PartSelectivity
+
+    n, k = 40, 4
+    intact = rng.uniform(1.0, 2.0, size=(n, 2))  # (N, C)
+    occluded = intact.copy()
+    occluded[:, 0] *= 0.2  # channel 0: an eye detector
+    controls = np.repeat(intact[:, None], k, axis=1) * rng.uniform(0.97, 1.03, size=(n, k, 2))  # (N, K, C)
+    settings = {"n_boot": 200, "seed": 0, "margin": 0.15}
+    detector = PartSelectivity("a", ["eyes"], intact, {"eyes": occluded}, {"eyes": controls}, settings=settings)
+    quiet = PartSelectivity("b", ["eyes"], intact, {"eyes": intact.copy()}, {"eyes": controls}, settings=settings)
+    best = best_over_layers({"a": detector, "b": quiet}, "eyes")
+    assert (best["layer"], best["channel"]) == ("a", 0) and best["detector"] and best["detector_gated"]
+    assert best["part_drop"] == pytest.approx(0.8) and abs(best["control_drop"]) < 0.03
+    assert best["n_detectors"] == {"a": 1, "b": 0} and best["n_detectors_gated"] == {"a": 1, "b": 0}
