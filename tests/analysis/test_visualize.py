@@ -16,7 +16,9 @@ from kernelscope.analysis.visualize import (
     data_max,
     feature_visualization,
     fourier_scale,
+    over_training,
     parse_channels,
+    patch_stability,
     random_affine,
     render,
 )
@@ -254,3 +256,97 @@ def test_projection_hooks_removed_after_failure(data):
     with pytest.raises(KernelscopeError, match="method must be"):
         unit_gradient(net, "2", np.zeros((1, 1, 1, 1), np.float32), np.array([[0, 0, 0]]), method="x")
     assert set(METHODS) == {"gradient", "guided", "deconvnet"}
+
+
+# ---------------------------------------------------------------- what is optimised is what is measured
+
+
+def centre_surround_net() -> nn.Module:
+    """One 3x3 zero-sum centre-surround channel, circular padding: its spatial max is 1 for a white pixel on black,
+    and its mean over positions is 0 for every image (each pixel meets every weight once), so only a max objective
+    can find the 1."""
+    net = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, padding_mode="circular", bias=False), nn.ReLU()).eval()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[-1.0, -1.0, -1.0], [-1.0, 8.0, -1.0], [-1.0, -1.0, -1.0]]) / 8)
+    return net
+
+
+def test_max_objective_finds_the_spatial_max_that_the_mean_misses():
+    net = centre_surround_net()
+    kwargs = dict(shape=(1, 12, 12), steps=60, lr=0.2, transforms=False, fourier=False)
+    best = render(net, "0", np.ones((1, 1), np.float32), reduce="max", **kwargs).reached[0]
+    texture = render(net, "0", np.ones((1, 1), np.float32), reduce="mean", **kwargs).reached[0]
+    assert best > 0.8  # the optimum is 1: a white pixel on black
+    assert texture < 0.1  # no gradient: the start image (grey plus noise of sd 0.01)
+
+
+def test_render_starts_at_the_start_colour():
+    image = FourierImage(2, 3, 5, 5, start=[0.1, 0.5, 0.9])
+    with torch.no_grad():
+        image.param.zero_()
+    colours = image()[0, :, 0, 0]
+    np.testing.assert_allclose(colours.detach().numpy(), [0.1, 0.5, 0.9], atol=1e-6)
+
+
+def test_starts_keep_the_best_image_with_its_own_value(data):
+    net = small_net()
+    done = render(net, "3", np.eye(3, dtype=np.float32), shape=(1, 12, 12), steps=6, starts=3, seed=1)
+    assert done.images.shape == (3, 1, 12, 12) and done.reached.shape == (3,)
+    again = data_max(net, "3", done.images, np.eye(3, dtype=np.float32))  # images in [0, 1], no normalisation
+    np.testing.assert_allclose(np.diag(again) if again.ndim == 2 else again, done.reached, rtol=1e-5)
+
+
+def test_ratio_definition_is_stated(data):
+    result = feature_visualization(small_net(), "3", data, steps=2, random_directions=1, k=2)
+    text = result.to_dict()["ratio_definition"]
+    assert text.startswith("ratio = activation the render reaches / the data-set maximum, both read at 4 (ReLU")
+    assert "spatial max" in text and result.settings["reduce"] == "max"
+    neuron = feature_visualization(small_net(), "3", data, steps=2, random_directions=1, k=2, objective="neuron")
+    assert "the centre position" in neuron.ratio_definition
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [({"starts": 0}, "starts must be >= 1"),
+                                               ({"reduce": "median"}, "reduce must be 'max' or 'mean'")])
+def test_bad_render_settings(data, kwargs, match):
+    with pytest.raises(KernelscopeError, match=match):
+        render(small_net(), "3", np.eye(3, dtype=np.float32), shape=(1, 12, 12), steps=2, **kwargs)
+
+
+# ---------------------------------------------------------------- stability over training (a run-like object)
+
+
+class _Epochs:
+    """A run directory's interface for the over-training functions: ``checkpoint_epochs`` and ``model(epoch)``."""
+
+    def __init__(self, models):
+        self.models = models
+        self.checkpoint_epochs = list(range(len(models)))
+
+    def model(self, epoch):
+        return self.models[epoch]
+
+
+def test_patch_stability_known_answers(data):
+    same = small_net(0)
+    unchanged = patch_stability(_Epochs([same, same, same]), data, k=3)
+    assert unchanged.layers == ["0", "3"]
+    assert all(v == [1.0, 1.0, 1.0] for v in unchanged.jaccard.values())
+    assert unchanged.settled == {"0": 0, "3": 0}
+    changed = patch_stability(_Epochs([small_net(5), same, same]), data, k=3)
+    for layer in changed.layers:
+        assert changed.jaccard[layer][1:] == [1.0, 1.0] and changed.jaccard[layer][0] < 1.0
+    assert changed.to_dict()["chance"] == 3 / len(data)
+
+
+def test_over_training_renders_every_epoch(data):
+    evolution = over_training(_Epochs([small_net(5), small_net(0)]), "3", data, channels=[0, 2], steps=3)
+    assert evolution.epochs == [0, 1] and evolution.channels == [0, 2]
+    assert [im.shape for im in evolution.images] == [(2, 1, 12, 12)] * 2
+    assert evolution.to_dict()["ratios"][0] == [None if not np.isfinite(v) else v for v in evolution.ratios[0]]
+
+
+def test_over_training_without_checkpoints_is_one_line(data):
+    with pytest.raises(KernelscopeError, match=r"^the run has no checkpoints"):
+        over_training(_Epochs([]), "3", data)
+    with pytest.raises(KernelscopeError, match=r"^the run has no checkpoints"):
+        patch_stability(_Epochs([]), data)
