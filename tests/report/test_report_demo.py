@@ -18,7 +18,7 @@ from kernelscope.demo import run_demo
 from kernelscope.errors import KernelscopeError
 from kernelscope.report.sections import parts_contrast_section
 
-STAGES = ("mnist", "atlas", "correlation", "faces", "dissect", "shift", "report")
+STAGES = ("mnist", "atlas", "visualize", "correlation", "faces", "dissect", "shift", "report")
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def quick_demo(tmp_path_factory):
 def test_quick_demo_runs_every_stage(quick_demo):
     result, lines = quick_demo
     assert {name: s.status for name, s in result.stages.items()} == {name: "ok" for name in STAGES}
-    for name in ("atlas.json", "dissect.json", "shift.json", "summary.txt", "report.html"):
+    for name in ("atlas.json", "visualize.json", "dissect.json", "shift.json", "summary.txt", "report.html"):
         assert (result.out_dir / name).is_file(), name
     assert (result.out_dir / "runs" / "mnist" / "manifest.json").is_file()
     figures = list((result.out_dir / "figures").glob("*.png"))
@@ -60,6 +60,17 @@ def test_quick_demo_summary_numbers(quick_demo):
     assert "MNIST first layer, structured beyond its spectrum: " in result.summary()
     assert "faces net, eyes detectors: " in result.summary() and "(one seed; " in result.summary()
     assert (result.out_dir / "correlation.json").is_file()
+    v = n["visualize"]  # issue 15: renders of the last conv layer beside the init control
+    assert v["layer"] == "features.3" and v["read"].startswith("features.4") and v["units"] == 4
+    assert v["median_init_ratio"] is not None and 0 <= v["beat_init"] <= v["live"] <= v["units"]
+    saved = json.loads((result.out_dir / "visualize.json").read_text())
+    assert saved["summary"] == {k: v[k] for k in saved["summary"]}
+    assert saved["ratio_definition"].startswith("ratio = activation the render reaches / the data-set maximum, both "
+                                                "read at features.4")
+    assert [u["channel"] for u in saved["units"]] == [0, 1, 2, 3]
+    assert all(u["init_ratio"] is not None or u["init_data_max"] == 0 for u in saved["units"])
+    assert "what the MNIST net's last conv layer wants to see (features.4" in result.summary()
+    assert "(init control " in result.summary()
     atlas = json.loads((result.out_dir / "atlas.json").read_text())
     assert atlas["fractions"]["edge-like"] + atlas["fractions"]["gabor-like"] == pytest.approx(n["atlas_fraction"])
     text = result.summary()
@@ -74,7 +85,7 @@ def test_quick_demo_report_has_every_section(quick_demo):
     result, _ = quick_demo
     page = result.report_path.read_text()
     expected = ["operation", "mnist", "mnist-run", "mnist-training", "mnist-kernels", "mnist-atlas",
-                "mnist-featuremaps", "faces", "faces-run", "faces-training", "faces-kernels", "faces-featuremaps",
+                "mnist-featuremaps", "mnist-visualize", "faces", "faces-run", "faces-training", "faces-kernels", "faces-featuremaps",
                 "faces-patches", "faces-receptive", "faces-dissect", "faces-shift", "correlation", "stages"]
     for section_id in expected:
         match = re.search(rf'<section id="{section_id}" class="(\w+)">', page)
@@ -84,6 +95,7 @@ def test_quick_demo_report_has_every_section(quick_demo):
     assert "<script" not in page.lower()
     assert "How computed" in page and "Control:" in page
     assert "They are the network&#x27;s own negative class, not a novel domain." in page  # the shift's objects
+    assert "ratio = activation the render reaches / the data-set maximum" in page  # the visualisation section
 
 
 def test_quick_demo_report_in_a_browser(quick_demo, tmp_path):
