@@ -240,7 +240,24 @@ def test_click_a_cell_of_the_second_conv_layer_in_chromium(net_page, trained_run
     page.click("#chan-analyse")
     wait_for(page, "document.querySelectorAll('#chan-patches canvas').length === 6", timeout=60)
     wait_for(page, "document.querySelector('#chan-template canvas') !== null", timeout=60)
+    # its visualisation (with the init control's ratio), top patches and their projections, side by side
+    page.click("#chan-render")
+    wait_for(page, "document.querySelector('#chan-vis canvas') !== null", timeout=90)
+    assert "init control" in page.text_content("#chan-vis")
+    assert page.eval_on_selector_all("#chan-proj tr", "rows => rows.map(r => r.cells[0].textContent)") == [
+        "top patch", "guided", "deconvnet"]
+    wait_for(page, "document.querySelector('#chan-atlas').textContent.startsWith('class: ')", timeout=90)
     folder = Path(os.environ.get("KERNELSCOPE_SCREENSHOT_DIR", tmp_path))
     folder.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(folder / "explorer-network.png"), full_page=True)
+    page.locator("#chan-panel").screenshot(path=str(folder / "explorer-network-channel.png"))
+    # a pretrained network (ONet, 48 px RGB) on a bundled sample image: a cell of conv2 explained and checked
+    page.select_option("#net-select", "1")
+    wait_for(page, "document.querySelector('#net-image').value === 'sample:astronaut'")
+    page.wait_for_selector("canvas.net-map[data-layer='conv2'][data-channel='8']")
+    _click_cell(page, "conv2", 8, 10, 10)
+    page.wait_for_selector("#cell-panel[data-ready='1']")
+    assert page.text_content("#cell-title").startswith("conv2, output channel 8, cell (10, 10) of 64x21x21")
+    assert page.text_content("#cell-check").startswith("\u2713") and page.text_content("#cell-post-check").startswith("\u2713")
+    assert page.text_content("#cell-after") == "prelu2 (PReLU)"
+    page.locator("#view-net").screenshot(path=str(folder / "explorer-network.png"))
     assert page.log["console"] == [] and page.log["page"] == []

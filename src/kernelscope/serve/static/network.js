@@ -81,6 +81,7 @@ async function selectNetwork(id) {
   $("chan-panel").hidden = true;
   net.cell = null;
   net.channel = null;
+  net.partSeq++;  // a channel's analyses still being asked for belong to the previous network
   if (info.kind === "run" && epochs.length === 0) return;  // the note says why: no weights
   if (net.image) await loadMaps();
 }
@@ -258,6 +259,7 @@ function loadChannel(layer, channel) {
 
 async function pollPart(part, seq) {
   const { layer, channel } = net.channel;
+  const sid = net.id;
   const status = $(`chan-${part === "visualization" ? "vis" : part}-status`);
   const started = performance.now();
   const q = new URLSearchParams({ layer, channel: String(channel), part });
@@ -266,7 +268,7 @@ async function pollPart(part, seq) {
     if (seq !== net.partSeq) return;
     let r;
     try {
-      r = await api("GET", `/api/network/${net.id}/channel?${q.toString()}`);
+      r = await api("GET", `/api/network/${sid}/channel?${q.toString()}`);
     } catch (e) {
       status.textContent = `${part}: ${e.message}`;
       return;
