@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from kernelscope._display import Displayed, Picture, Summary, kernel_tiles
 from kernelscope._io import finite_or_none
 from kernelscope.analysis.correlation import (
     DepthCurve,
@@ -33,9 +34,13 @@ from kernelscope.errors import KernelscopeError
 __all__ = ["CorrelationResult", "correlation_of", "TrainingCurve", "over_training"]
 
 
-@dataclass
-class CorrelationResult:
-    """What :func:`correlation_of` measured (``init``: the same on the network at initialisation)."""
+@dataclass(repr=False)
+class CorrelationResult(Displayed):
+    """What :func:`correlation_of` measured (``init``: the same on the network at initialisation).
+
+    In a notebook: per layer the median held-out R^2 and OSI beside the control, and the first
+    layer's templates.
+    """
 
     source: str
     images: str
@@ -60,6 +65,19 @@ class CorrelationResult:
             rows.append({**row, "median_osi": t["median_osi"], "init_median_osi": c["median_osi"],
                          "simple_fraction": t["simple_fraction"], "init_simple_fraction": c["simple_fraction"]})
         return rows
+
+    def _display_summary(self) -> Summary:
+        items: list[tuple[str, Any]] = []
+        for row in self.layer_rows():
+            items.append((f"{row['layer']} median R^2 (init)", (row["median_r2"], row["init_median_r2"])))
+        if self.raw is not None:
+            items.append(("first layer rho(activation, NCC)", self.raw.medians()["rho_ncc"]))
+        return Summary(f"correlation of {self.source}: {len(self.layers)} layer(s) on {self.images}, read at {self.at}",
+                       items, self.layer_rows(), list(self.notes))
+
+    def _display_picture(self) -> Picture | None:
+        first = self.depth.trained[self.layers[0]]
+        return Picture(kernel_tiles(first.templates), caption=f"linear templates of {first.layer}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -140,8 +158,8 @@ def correlation_of(src: Any, *, layers: Sequence[str] | None = None, images: str
                              raw_init, tuning, tuning_init, agreement, agreement_init, training, notes)
 
 
-@dataclass
-class TrainingCurve:
+@dataclass(repr=False)
+class TrainingCurve(Displayed):
     """Per-layer median R^2 and median OSI at every epoch analysed."""
 
     layers: list[str]
@@ -154,6 +172,11 @@ class TrainingCurve:
         return [{"epoch": e, "layer": layer, "median_r2": finite_or_none(self.median_r2[i, j]),
                  "median_osi": finite_or_none(self.median_osi[i, j])}
                 for i, e in enumerate(self.epochs) for j, layer in enumerate(self.layers)]
+
+    def _display_summary(self) -> Summary:
+        last = [(f"{layer} median R^2 at epoch {self.epochs[-1]}", finite_or_none(self.median_r2[-1, j]))
+                for j, layer in enumerate(self.layers)] if self.epochs else []
+        return Summary(f"over training: {len(self.layers)} layer(s) at {len(self.epochs)} epoch(s)", last, self.rows())
 
     def to_dict(self) -> dict[str, Any]:
         return {"at": self.at, "layers": self.layers, "epochs": self.epochs, "rows": self.rows()}

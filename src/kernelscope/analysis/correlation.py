@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kernelscope._display import Displayed, Picture, Summary, kernel_tiles
 from kernelscope._io import finite_or_none
 from kernelscope.analysis.hooks import (
     capture,
@@ -93,8 +94,8 @@ class _Stats:
         return self.xx.cpu().numpy(), self.xy.cpu().numpy(), self.yy.cpu().numpy(), self.n
 
 
-@dataclass
-class LinearTemplates:
+@dataclass(repr=False)
+class LinearTemplates(Displayed):
     """Linear templates of every channel of one layer (see the module docstring).
 
     Attributes
@@ -176,6 +177,19 @@ class LinearTemplates:
             offset = np.asarray(bias, dtype=np.float64) + x_shift @ w - y_shift
         theta = np.vstack([w, offset[None]])  # (D+1, C)
         return _r2(theta, xx, xy, yy, n)
+
+    def _display_summary(self) -> Summary:
+        rows = [{"channel": c, "r2": finite_or_none(self.r2[c]), "r2_fit": finite_or_none(self.r2_fit[c]),
+                 "alpha": float(self.alpha[c])} for c in range(self.r2.size)]
+        return Summary(f"linear templates of {self.read or self.layer}: {self.r2.size} channels, field "
+                       f"{self.field_size[0]}x{self.field_size[1]}", [
+                           ("median held-out R^2", finite_or_none(self.median_r2)),
+                           ("constant channels", self.constant_channels),
+                           ("images (fit, val, test)", tuple(self.n_images.get(k, 0) for k in ("fit", "val", "test")))],
+                       rows)
+
+    def _display_picture(self) -> Picture | None:
+        return Picture(kernel_tiles(self.templates), caption="each channel's linear template (mid-grey: 0)")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -496,8 +510,8 @@ def linear_templates(model: nn.Module, layer: str, images: Any, *, at: str = "co
                            max_features=max_features, alphas=alphas)[layer]
 
 
-@dataclass
-class DepthCurve:
+@dataclass(repr=False)
+class DepthCurve(Displayed):
     """Median held-out R^2 per layer, for the network and its initialisation control."""
 
     layers: list[str]
@@ -517,6 +531,13 @@ class DepthCurve:
                         "constant_channels": t.constant_channels,
                         "init_constant_channels": c.constant_channels if c is not None else None})
         return out
+
+    def _display_summary(self) -> Summary:
+        items: list[tuple[str, Any]] = []
+        for row in self.rows():
+            items.append((f"{row['layer']} median R^2", row["median_r2"]))
+            items.append((f"{row['layer']} init", row["init_median_r2"]))
+        return Summary(f"linear templates over depth ({self.at}): {len(self.layers)} layer(s)", items, self.rows())
 
     def to_dict(self) -> dict[str, Any]:
         return {"at": self.at, "layers": self.rows(),
@@ -584,8 +605,8 @@ def normalised_cross_correlation(image: np.ndarray, template: np.ndarray, *, str
     return ncc[0, 0] if two_d else ncc
 
 
-@dataclass
-class RawVsNormalised:
+@dataclass(repr=False)
+class RawVsNormalised(Displayed):
     """Per channel of a conv layer: how the ranking by activation relates to contrast, match and NCC.
 
     Attributes (arrays of shape (C_out,))
@@ -608,6 +629,13 @@ class RawVsNormalised:
     n_units: int
     k: int
     n_images: int
+
+    def _display_summary(self) -> Summary:
+        rows = [{"channel": c, "rho_ncc": float(self.rho_ncc[c]), "rho_contrast": float(self.rho_contrast[c]),
+                 "rho_cos": float(self.rho_cos[c]), "top_overlap": float(self.top_overlap[c])}
+                for c in range(len(self.rho_ncc))]
+        return Summary(f"raw vs normalised correlation of {self.layer}: {len(self.rho_ncc)} channels, {self.n_units} "
+                       f"units of {self.n_images} images", list(self.medians().items()), rows)
 
     def medians(self) -> dict[str, float | None]:
         return {name: finite_or_none(np.nanmedian(getattr(self, name))) if np.any(np.isfinite(getattr(self, name)))

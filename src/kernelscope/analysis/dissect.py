@@ -62,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kernelscope._display import Displayed, Summary
 from kernelscope._progress import progress
 from kernelscope.analysis.bilinear import _Bilinear
 from kernelscope.analysis.hooks import _as_nchw, _to_tensor, forward_until, iter_batches, read_point
@@ -554,12 +555,14 @@ def _passes(concept: dict[str, Any], iou_threshold: float, gated: bool) -> np.nd
     return ok
 
 
-@dataclass
-class DissectResult:
+@dataclass(repr=False)
+class DissectResult(Displayed):
     """Network Dissection of one layer, trained network and its initialisation control.
 
     ``layer`` is the name the caller gave; ``at`` and ``read`` say where it was read
-    (:func:`kernelscope.analysis.hooks.read_point`).
+    (:func:`kernelscope.analysis.hooks.read_point`). In a notebook: per concept the detectors
+    (IoU > 0.04, and gated on the permutation null) beside the initialisation control, and one
+    row per concept and channel.
     """
 
     layer: str
@@ -610,6 +613,20 @@ class DissectResult:
                     "init_null_p95": float(i["null_p95"][c]) if i is not None else None,
                 })
         return rows
+
+    def _display_summary(self) -> Summary:
+        counts, init = self.detector_counts(), self.detector_counts("init") if self.init is not None else None
+        items: list[tuple[str, Any]] = []
+        for k in self.concepts:
+            best = float(np.max(self.trained["concepts"][k]["iou"]))
+            items.append((f"{k}: detectors (IoU > {self.iou_threshold:g}) / gated", f"{counts[k]['iou']} / "
+                          f"{counts[k]['gated']}" + (f" (init {init[k]['iou']} / {init[k]['gated']})" if init else "")))
+            items.append((f"{k}: best IoU", best))
+        channels = len(self.trained["threshold"])
+        notes = [f"{self.data['n_skipped']} unreadable image(s) skipped"] if self.data and self.data["n_skipped"] else []
+        return Summary(f"dissection of {self.read or self.layer}: {channels} channels x {len(self.concepts)} "
+                       f"concept(s) over {self.n_images} images, {self.n_permutations} permutations", items,
+                       self.rows(), notes)
 
     def to_dict(self) -> dict[str, Any]:
         def summary(table):

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kernelscope._display import Displayed, Summary
 from kernelscope._io import finite_or_none
 from kernelscope.analysis.occlusion import check_part_masks, control_masks, fill_values, occlude
 from kernelscope.analysis.passes import Batch, Checkpoint, run_pass
@@ -67,8 +68,8 @@ __all__ = [
 # ----------------------------------------------------------------------------- the protocol
 
 
-@dataclass
-class PartSelectivity:
+@dataclass(repr=False)
+class PartSelectivity(Displayed):
     """Occlusion part selectivity of every channel of one layer.
 
     Attributes
@@ -230,6 +231,14 @@ class PartSelectivity:
             if part in self.output_stats:
                 out[part]["output"] = self.output_stats[part]
         return out
+
+    def _display_summary(self) -> Summary:
+        items: list[tuple[str, Any]] = []
+        for part, info in self.summary().items():
+            items.append((f"{part}: detectors / gated", f"{info['n_detectors']} / {info['n_detectors_gated']}"))
+            items.append((f"{part}: best selectivity", info["best"].get("selectivity")))
+        return Summary(f"part selectivity of {self.read or self.layer}: {self.channels} channels, {self.n_images} "
+                       f"images, parts {', '.join(self.parts)}", items, self.table())
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict: where the layer was read, settings, summary and the per-channel table."""

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kernelscope._display import Displayed, Summary
 from kernelscope.analysis.hooks import _to_tensor, capture, read_point
 from kernelscope.analysis.passes import Batch, Checkpoint, Images, PassReport, as_images, run_pass
 from kernelscope.errors import KernelscopeError
@@ -363,9 +364,13 @@ def shift_report(in_stats: dict[str, np.ndarray], out_stats: dict[str, np.ndarra
             "network": network, "notes": notes}
 
 
-@dataclass
-class ShiftResult:
-    """Distribution-shift report of one layer: trained network and initialisation control."""
+@dataclass(repr=False)
+class ShiftResult(Displayed):
+    """Distribution-shift report of one layer: trained network and initialisation control.
+
+    In a notebook: how many channels go quiet or fire more, the network scores' AUROCs beside the
+    initialisation control, and one row per channel.
+    """
 
     layer: str
     n_in: int
@@ -392,6 +397,18 @@ class ShiftResult:
                 row["init_auroc"] = float(self.init["channels"]["auroc"][c])
             rows.append(row)
         return rows
+
+    def _display_summary(self) -> Summary:
+        t = self.trained
+        items: list[tuple[str, Any]] = [
+            ("quiet on OOD", len(t["quiet_on_ood"])), ("fire more on OOD", len(t["fire_more_on_ood"])),
+            ("median channel AUROC", float(np.median(t["channels"]["auroc"])))]
+        if self.init is not None:
+            items.append(("init median channel AUROC", float(np.median(self.init["channels"]["auroc"]))))
+        for name, v in t["network"].items():
+            items.append((f"{name} AUROC", v["auroc"]))
+        return Summary(f"shift at {self.read or self.layer}: {self.names[0]} ({self.n_in} images) vs {self.names[1]} "
+                       f"({self.n_out})", items, self.rows(), list(t["notes"]), brief=3)
 
     def to_dict(self) -> dict[str, Any]:
         def part(table):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kernelscope._display import Displayed, Picture, Summary
 from kernelscope.analysis.hooks import _to_tensor, forward_until, read_point
 from kernelscope.analysis.passes import Batch, Checkpoint, PassReport, run_pass
 from kernelscope.analysis.receptive import LayerField, receptive_field, unit_field_box
@@ -140,9 +141,13 @@ class TopK:
         self.crops = crops
 
 
-@dataclass
-class TopPatches:
-    """The result of :func:`top_patches` for one layer."""
+@dataclass(repr=False)
+class TopPatches(Displayed):
+    """The result of :func:`top_patches` for one layer.
+
+    In a notebook: the headline numbers, one row per channel (its top values and images) and each
+    channel's most activating patch.
+    """
 
     layer: str
     k: int
@@ -155,6 +160,25 @@ class TopPatches:
     at: str = "activation"
     read: str = ""  # what was read, e.g. "features.5 (ReLU after conv features.4)"
     data: dict[str, Any] | None = None  # what the pass read (PassReport.to_dict: images used, skipped, processes)
+
+    def _display_summary(self) -> Summary:
+        channels = self.values.shape[0]
+        items = [("channels", channels), ("k", self.k), ("images", self.n_images),
+                 ("receptive field", f"{self.field.size[0]}x{self.field.size[1]}"),
+                 ("largest maximum", float(np.max(self.values)) if self.values.size else None)]
+        if self.data is not None:
+            items += [("images skipped", self.data["n_skipped"]), ("processes", self.data["processes"])]
+        table = [{"channel": c, "top value": float(self.values[c, 0]) if self.values.shape[1] else None,
+                  "images": self.image_index[c].tolist()} for c in range(channels)]
+        return Summary(f"top-{self.k} patches of {channels} channels of {self.read or self.layer} over "
+                       f"{self.n_images} images", items, table)
+
+    def _display_picture(self) -> Picture | None:
+        if self.crops.shape[1] == 0:
+            return None
+        best = np.nan_to_num(self.crops[:, 0])  # (C, C_in, rh, rw): each channel's top patch, outside -> 0
+        tiles = best.transpose(0, 2, 3, 1) if best.shape[1] == 3 else best[:, 0]
+        return Picture(tiles, caption="each channel's most activating patch", signed=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
