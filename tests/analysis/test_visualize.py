@@ -350,3 +350,23 @@ def test_over_training_without_checkpoints_is_one_line(data):
         over_training(_Epochs([]), "3", data)
     with pytest.raises(KernelscopeError, match=r"^the run has no checkpoints"):
         patch_stability(_Epochs([]), data)
+
+
+# ---------------------------------------------------------------- notebook display (issue 20)
+
+
+def test_results_show_themselves_in_a_notebook(data):
+    net = small_net()
+    result = feature_visualization(net, "3", data, steps=2, random_directions=1, k=2, init_model=small_net(1))
+    line = repr(result)
+    assert line.startswith("<Visualization: feature visualisation of 4 (ReLU after conv 3): 3 unit(s), channel")
+    assert f"median ratio {result.summary()['median_ratio']:.3g}"[:16] in line and "\n" not in line
+    html = result._repr_html_()
+    assert "<img" in html and "ratio = activation the render reaches" in html and html.count("<tr") >= 3
+    projections = project_top_patches(net, "3", data, result.top, method="guided")
+    assert repr(projections).startswith("<Projections: guided projections of 3: 3 channel(s) x 2 top patches")
+    assert "<img" in projections._repr_html_()
+    evolution = over_training(_Epochs([small_net(5), net]), "3", data, channels=[0], steps=2)
+    assert repr(evolution).startswith("<Evolution: renders of 3 over training: 1 channel(s), 2 epochs")
+    stability = patch_stability(_Epochs([small_net(5), net]), data, k=2)
+    assert "3 stable from epoch" in repr(stability) and "<table" in stability._repr_html_()

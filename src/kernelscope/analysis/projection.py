@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kernelscope._display import Displayed, Picture, Summary
 from kernelscope.analysis.hooks import _to_tensor, capture, read_point
 from kernelscope.errors import KernelscopeError
 
@@ -159,14 +160,25 @@ def unit_gradient(model: nn.Module, layer: str, x: Any, units: np.ndarray, *, me
     return grad.float().cpu().numpy()
 
 
-@dataclass
-class Projections:
+@dataclass(repr=False)
+class Projections(Displayed):
     """Projections of each channel's top-k patches into pixel space, cropped like the patches."""
 
     layer: str
     method: str
     crops: np.ndarray  # (C, k, C_in, rh, rw) gradient crops (NaN outside the image)
     relus_overridden: int
+
+    def _display_summary(self) -> Summary:
+        c, k = self.crops.shape[:2]
+        return Summary(f"{self.method} projections of {self.layer}: {c} channel(s) x {k} top patches",
+                       [("method", self.method), ("ReLUs overridden", self.relus_overridden),
+                        ("crop", "x".join(map(str, self.crops.shape[2:])))])
+
+    def _display_picture(self) -> Picture:
+        crops = np.nan_to_num(self.crops.reshape(-1, *self.crops.shape[2:]))  # (C*k, C_in, rh, rw)
+        tiles = crops.transpose(0, 2, 3, 1) if crops.shape[1] == 3 else crops.sum(axis=1)
+        return Picture(tiles, caption="rows: channels; columns: top patches", columns=self.crops.shape[1])
 
     def to_dict(self) -> dict[str, Any]:
         return {"layer": self.layer, "method": self.method, "relus_overridden": self.relus_overridden,

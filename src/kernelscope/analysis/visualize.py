@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kernelscope._display import Displayed, Picture, Summary
 from kernelscope.analysis.hooks import (
     _to_tensor,
     capture,
@@ -490,9 +491,18 @@ def _top_directions(model: nn.Module, layer: str, images: np.ndarray, top: TopPa
 # ---------------------------------------------------------------------- the analysis, with its controls
 
 
-@dataclass
-class Visualization:
-    """The result of :func:`feature_visualization` for one layer (see the module for every number)."""
+def _tiles(images: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) renders -> (N, H, W) grey or (N, H, W, 3) RGB tiles for :class:`~kernelscope._display.Picture`."""
+    images = np.asarray(images)
+    return images.transpose(0, 2, 3, 1) if images.shape[1] == 3 else images.mean(axis=1)
+
+
+@dataclass(repr=False)
+class Visualization(Displayed):
+    """The result of :func:`feature_visualization` for one layer (see the module for every number).
+
+    In a notebook it shows its headline ratios, a row per unit and the renders; ``repr`` is one line.
+    """
 
     layer: str
     read: str
@@ -550,6 +560,22 @@ class Visualization:
             return np.ones(len(self.channels), dtype=bool)
         ratio, init = self.ratio, self.init_ratio
         return np.isfinite(ratio) & ((ratio > init) | ~np.isfinite(init))
+
+    def _display_summary(self) -> Summary:
+        s = self.summary()
+        init = self.init_ratio
+        table = [{"channel": c, "ratio": float(self.ratio[i]), "init ratio": None if init is None else float(init[i]),
+                  "beats init": bool(self.beats_init[i])} for i, c in enumerate(self.channels)]
+        return Summary(f"feature visualisation of {self.read}: {s['units']} unit(s), {self.objective} objective, "
+                       f"{self.steps} steps",
+                       [("median ratio", s["median_ratio"]), ("init control", s["median_init_ratio"]),
+                        ("random directions", s["median_random_direction_ratio"]),
+                        ("reach data-set max", s["reach_data_max"]), ("beat init", s["beat_init"]),
+                        ("never fire on the data", s["dead_on_data"])],
+                       table=table, notes=[self.ratio_definition], brief=4)
+
+    def _display_picture(self) -> Picture:
+        return Picture(_tiles(self.images), caption=f"renders of {self.read}, one per unit", signed=False)
 
     def summary(self) -> dict[str, Any]:
         """Medians over the layer's units and how many beat the init control / reach the data-set max."""
@@ -763,8 +789,8 @@ def visualize_source(source: Any, *, layer: str | None = None, channels: str | S
 # ---------------------------------------------------------------------- over training (a run directory)
 
 
-@dataclass
-class Evolution:
+@dataclass(repr=False)
+class Evolution(Displayed):
     """Renders of a layer's channels at the recorded epochs (:func:`over_training`)."""
 
     layer: str
@@ -772,6 +798,20 @@ class Evolution:
     channels: list[int]
     images: list[np.ndarray]  # per epoch (U, C_in, H, W)
     ratios: list[np.ndarray]  # per epoch (U,) reached / that epoch's data-set max
+
+    def _display_summary(self) -> Summary:
+        medians = [float(np.nanmedian(r)) if np.isfinite(r).any() else None for r in self.ratios]
+        return Summary(f"renders of {self.layer} over training: {len(self.channels)} channel(s), "
+                       f"{len(self.epochs)} epochs",
+                       [("epochs", f"{self.epochs[0]}-{self.epochs[-1]}" if self.epochs else "none"),
+                        ("median ratio, last epoch", medians[-1] if medians else None)],
+                       table=[{"epoch": e, "median ratio": m} for e, m in zip(self.epochs, medians, strict=True)])
+
+    def _display_picture(self) -> Picture | None:
+        if not self.images:
+            return None
+        return Picture(_tiles(np.concatenate(self.images)), columns=len(self.channels), signed=False,
+                       caption="rows: epochs; columns: channels")
 
     def to_dict(self) -> dict[str, Any]:
         from kernelscope._io import finite_or_none
@@ -813,8 +853,8 @@ def over_training(run: Any, layer: str, images: Any, *, channels: Sequence[int] 
     return Evolution(layer, epochs, chosen or [], renders, ratios)
 
 
-@dataclass
-class Stability:
+@dataclass(repr=False)
+class Stability(Displayed):
     """Per layer and epoch, the mean over channels of the Jaccard overlap of top-k image sets with the final epoch."""
 
     layers: list[str]
@@ -824,6 +864,15 @@ class Stability:
     jaccard: dict[str, list[float]]
     settled: dict[str, int | None]  # the first epoch from which the overlap stays >= threshold
     threshold: float = 0.8
+
+    def _display_summary(self) -> Summary:
+        return Summary(f"top-{self.k} patch stability over {len(self.epochs)} epochs, {self.n_images} images",
+                       [(f"{layer} stable from epoch", self.settled[layer]) for layer in self.layers]
+                       + [("chance overlap", self.k / max(self.n_images, 1))],
+                       table=[{"layer": layer, **{f"e{e}": v for e, v in zip(self.epochs, self.jaccard[layer],
+                                                                              strict=True)}}
+                              for layer in self.layers],
+                       notes=[f"stable: Jaccard overlap with the final epoch >= {self.threshold} from that epoch on"])
 
     def to_dict(self) -> dict[str, Any]:
         return {"layers": self.layers, "epochs": self.epochs, "k": self.k, "n_images": self.n_images,
