@@ -37,9 +37,9 @@ class LineProgress:
     """
 
     def __init__(self, iterable: Iterable[Any] | None = None, *, desc: str = "", total: int | None = None,
-                 unit: str = "it", file: Any = None, **_: Any) -> None:
+                 unit: str = "it", file: Any = None, every: int | None = None, **_: Any) -> None:
         self.iterable, self.desc, self.total, self.unit = iterable, desc, total, unit
-        self.file = file
+        self.file, self.every, self.shown = file, every, 0  # every: also a line each time n passes a multiple
         self.n, self.postfix, self.start, self.closed = 0, {}, time.perf_counter(), False
 
     def __iter__(self) -> Iterator[Any]:
@@ -50,6 +50,9 @@ class LineProgress:
 
     def update(self, n: int = 1) -> None:
         self.n += n
+        if self.every and self.n // self.every > self.shown and not self.closed:
+            self.shown = self.n // self.every
+            self._line()
 
     def set_postfix(self, ordered_dict: dict[str, Any] | None = None, **kwargs: Any) -> None:
         self.postfix = {**(ordered_dict or {}), **kwargs}
@@ -58,6 +61,9 @@ class LineProgress:
         if self.closed:
             return
         self.closed = True
+        self._line()
+
+    def _line(self) -> None:
         seconds = time.perf_counter() - self.start
         count = f"{self.n}/{self.total}" if self.total is not None else str(self.n)
         extra = "".join(f", {k}={v}" for k, v in self.postfix.items())
@@ -73,12 +79,16 @@ class LineProgress:
 
 def progress(iterable: Iterable[Any] | None = None, *, desc: str = "", total: int | None = None,
              disable: bool | None = None, **kwargs: Any) -> Any:
-    """A progress bar on a terminal, one line per finished piece of work in a log (see the module docstring)."""
+    """A progress bar on a terminal, one line per finished piece of work in a log (see the module docstring).
+
+    ``every=N``: in a log, also a line each N units (a long pass shows it is alive); a bar ignores it.
+    """
     from tqdm import tqdm  # the plain bar (tqdm.auto warns in Jupyter kernels without ipywidgets)
 
+    every = kwargs.pop("every", None)
     mode = os.environ.get("KERNELSCOPE_PROGRESS", "")
     if disable is None:
         disable = mode == "0"
     if not disable and (mode == "lines" or (mode != "bar" and not sys.stderr.isatty())):
-        return LineProgress(iterable, desc=desc, total=total, **kwargs)
+        return LineProgress(iterable, desc=desc, total=total, every=every, **kwargs)
     return tqdm(iterable, desc=desc, total=total, disable=disable, leave=False, dynamic_ncols=True, **kwargs)

@@ -43,7 +43,6 @@ def test_top_patches_show_values_and_patches(tiny):
 
 def test_dissection_shows_detectors_beside_the_control(tiny):
     from kernelscope.analysis.dissect import dissect
-
     from kernelscope.models.init import reinitialised
 
     net, images, masks, _ = tiny

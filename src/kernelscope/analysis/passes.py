@@ -276,7 +276,7 @@ def gather_states(context: Context, state: Any) -> list[Any]:
 
 def run_pass(reducers: dict[str, Reducer], images: Any, *, context: Context | None = None, batch_size: int = 64,
              workers: int = 0, checkpoint: Checkpoint | None = None, name: str = "pass", desc: str = "",
-             display: Any = None) -> PassReport:
+             display: Any = None, progress_every: int = 100) -> PassReport:
     """Feed this rank's share of ``images`` to every reducer, then merge the reducers over all ranks.
 
     Parameters
@@ -292,6 +292,9 @@ def run_pass(reducers: dict[str, Reducer], images: Any, *, context: Context | No
         Save every ``checkpoint.every`` batches; resume when ``checkpoint.resume``.
     name : str
         The pass's name in checkpoint files (one command may run several passes).
+    progress_every : int
+        When stderr is a log (not a terminal), a progress line every this many batches
+        (:mod:`kernelscope._progress`), with the rank under ``torchrun``.
 
     Returns
     -------
@@ -315,7 +318,10 @@ def run_pass(reducers: dict[str, Reducer], images: Any, *, context: Context | No
             position, used, skipped = _load_checkpoint(path, digest, reducers)
     resumed = position
     total = len(indices) if n is not None else None
-    bar = progress(desc=desc or name, total=total, unit="img")
+    label = desc or name
+    if context.distributed:
+        label += f" [rank {context.rank}/{context.world_size}]"
+    bar = progress(desc=label, total=total, unit="img", every=progress_every * batch_size)
     try:
         bar.update(min(position * batch_size, total or 0))
         for batch, dropped in source.batches(indices, batch_size, workers, skip_batches=position):
