@@ -96,6 +96,14 @@ def test_a_killed_pass_resumes_to_the_uninterrupted_result(scale_run, one_proces
     assert refused.exit_code == 2
     assert "was written for another pass" in refused.output and len(refused.output.strip().splitlines()) == 1
 
+    (saved.parent / "dissect-features.0.rank0of2.npz").write_bytes(saved.read_bytes())
+    moved = saved.with_name("moved.npz")
+    saved.rename(moved)  # as if two processes had written it: resuming with one is refused
+    refused = cli_runner(*args, "--resume")
+    assert refused.exit_code == 2 and "another number of processes than 1" in refused.output, refused.output
+    moved.rename(saved)
+    (saved.parent / "dissect-features.0.rank0of2.npz").unlink()
+
     resumed = cli_runner(*args, "--resume", "--checkpoint-every", "2")
     assert resumed.exit_code == 0, resumed.output
     _assert_rows_close(_rows(tmp_path / "dissect" / "dissect.json"), _rows(one_process / "dissect" / "dissect.json"))

@@ -316,6 +316,12 @@ def run_pass(reducers: dict[str, Reducer], images: Any, *, context: Context | No
         digest = checkpoint.digest(name, context, source.fingerprint())
         if checkpoint.resume and path.is_file():
             position, used, skipped = _load_checkpoint(path, digest, reducers)
+        elif checkpoint.resume:
+            others = sorted(p.name for p in Path(checkpoint.folder).glob(f"{name}.rank*of*.npz"))
+            if others:
+                raise KernelscopeError(
+                    f"checkpoint {others[0]} in {checkpoint.folder} was written by another number of processes "
+                    f"than {context.world_size}; resume with the same number (the shards depend on it)")
     resumed = position
     total = len(indices) if n is not None else None
     label = desc or name
