@@ -276,7 +276,7 @@ def gather_states(context: Context, state: Any) -> list[Any]:
 
 def run_pass(reducers: dict[str, Reducer], images: Any, *, context: Context | None = None, batch_size: int = 64,
              workers: int = 0, checkpoint: Checkpoint | None = None, name: str = "pass", desc: str = "",
-             display: Any = None, progress_every: int = 100) -> PassReport:
+             display: Any = None, progress_every: int = 100, total: int | None = None) -> PassReport:
     """Feed this rank's share of ``images`` to every reducer, then merge the reducers over all ranks.
 
     Parameters
@@ -292,6 +292,8 @@ def run_pass(reducers: dict[str, Reducer], images: Any, *, context: Context | No
         Save every ``checkpoint.every`` batches; resume when ``checkpoint.resume``.
     name : str
         The pass's name in checkpoint files (one command may run several passes).
+    total : int, optional
+        The length of a stream of batches, for the progress line (arrays and folders know theirs).
     progress_every : int
         When stderr is a log (not a terminal), a progress line every this many batches
         (:mod:`kernelscope._progress`), with the rank under ``torchrun``.
@@ -323,7 +325,7 @@ def run_pass(reducers: dict[str, Reducer], images: Any, *, context: Context | No
                     f"checkpoint {others[0]} in {checkpoint.folder} was written by another number of processes "
                     f"than {context.world_size}; resume with the same number (the shards depend on it)")
     resumed = position
-    total = len(indices) if n is not None else None
+    total = len(indices) if n is not None else total
     label = desc or name
     if context.distributed:
         label += f" [rank {context.rank}/{context.world_size}]"

@@ -237,7 +237,7 @@ def top_patches(model: nn.Module, layer: str, images: Any, *, k: int = 9, displa
     reducer = TopPatchesReducer(model, layer, k, at=at)
     report = run_pass({"top": reducer}, images, display=display, batch_size=batch_size, context=context,
                       workers=workers, checkpoint=checkpoint, name=f"patches-{layer}",
-                      desc=desc or f"top patches {layer}")
+                      desc=desc or f"top patches {layer}", total=n_images)
     return reducer.result(report)
 
 
