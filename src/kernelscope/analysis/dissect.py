@@ -319,7 +319,7 @@ class DissectReducer:
         self.pending.clear()
         self.uncounted.clear()
         self.held, self.seen = 0, int(state["seen"])
-        if "raw" not in state:
+        if "floor" not in state:
             self.tail = None
             self.mask_total = np.zeros((len(self.concepts), self.n_orders))
             return
@@ -333,8 +333,12 @@ class DissectReducer:
         self.target = float(state["target"])
         self.needed = tail.needed_bin(self.target)
 
+    #: State entries that :func:`~kernelscope.analysis.passes.run_pass` adds up with ``all_reduce`` before the
+    #: gather (the large count arrays: one copy gathered, not one per rank).
+    summed = ("raw", "up")
+
     def merge(self, states: list[dict[str, Any]]) -> None:
-        held = [s for s in states if "raw" in s]
+        held = [s for s in states if "floor" in s]
         seen = sum(int(s["seen"]) for s in states)
         if not held:
             self.load({"seen": seen})
@@ -345,7 +349,7 @@ class DissectReducer:
                                        "on another rank); run on one device type")
         merged = dict(held[0], seen=seen)
         for key in ("raw", "up", "total", "mask_total"):
-            merged[key] = sum(np.asarray(s[key]) for s in held)
+            merged[key] = sum(np.asarray(s[key]) for s in held if key in s)  # ("raw", "up": summed already)
         merged["top"] = np.max([s["top"] for s in held], axis=0)
         merged["low"] = np.min([s["low"] for s in held], axis=0)
         merged["high"] = np.max([s["high"] for s in held], axis=0)

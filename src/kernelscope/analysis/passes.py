@@ -349,8 +349,9 @@ def run_pass(reducers: dict[str, Reducer], images: Any, *, context: Context | No
         bar.close()
     if checkpoint is not None and checkpoint.every:
         _save_checkpoint(path, digest, reducers, position, used, skipped)  # the whole shard: a resume merges at once
-    gathered = gather_states(context, {"states": {key: r.state() for key, r in reducers.items()},
-                                       "used": used, "skipped": skipped})
+    states = {key: r.state() for key, r in reducers.items()}
+    _sum_in_place(context, reducers, states)
+    gathered = gather_states(context, {"states": states, "used": used, "skipped": skipped})
     for key, reducer in reducers.items():
         reducer.merge([g["states"][key] for g in gathered])
     all_skipped = sorted((s for g in gathered for s in g["skipped"]), key=lambda s: s[0])
@@ -360,6 +361,35 @@ def run_pass(reducers: dict[str, Reducer], images: Any, *, context: Context | No
     return PassReport(n if n is not None else n_used, n_used,
                       [{"index": i, "path": p, "reason": r} for i, p, r in all_skipped],
                       context.world_size, resumed)
+
+
+def _sum_in_place(context: Context, reducers: dict[str, Reducer], states: dict[str, dict[str, Any]]) -> None:
+    """Add up, with ``all_reduce``, the state entries a reducer lists in ``summed`` (large count arrays):
+    the first rank that holds an entry then carries the total and the others drop it, so the gather
+    moves one copy instead of one per rank, and the reducer's merge (a sum over the states that hold
+    the entry) gives the same total."""
+    wanted = [(key, entry) for key, r in reducers.items() for entry in getattr(r, "summed", ())]
+    if not context.distributed or not wanted:
+        return
+    import torch
+    import torch.distributed as dist
+
+    held = gather_states(context, {f"{k}/{e}": (np.shape(states[k][e]), np.asarray(states[k][e]).dtype.str)
+                                   for k, e in wanted if e in states[k]})
+    for key, entry in wanted:
+        name = f"{key}/{entry}"
+        owners = [rank for rank, h in enumerate(held) if name in h]
+        if not owners:
+            continue
+        shape, dtype = held[owners[0]][name]
+        local = states[key].get(entry)
+        values = np.zeros(shape, dtype=np.dtype(dtype)) if local is None else np.asarray(local)
+        tensor = torch.from_numpy(np.array(values, copy=True)).to(context.device)  # (the state stays as it was)
+        dist.all_reduce(tensor)  # integers stay integers: the sum is exact
+        if context.rank == owners[0]:
+            states[key][entry] = tensor.cpu().numpy()
+        else:
+            states[key].pop(entry, None)
 
 
 # ---------------------------------------------------------------------------- checkpoint files
