@@ -22,7 +22,9 @@ rank, in rank order). :func:`run_pass` does the rest:
 4. **Merge.** At the end every rank's states are gathered to every rank
    (``torch.distributed.all_gather_object``: the small summaries, never activations) and
    each reducer merges them, so every rank (and rank 0, which writes) holds the result of
-   one process over the whole data set. Skipped files are gathered too.
+   one process over the whole data set. Skipped files are gathered too. State entries that a
+   reducer lists in an optional ``summed`` attribute (large count arrays) are added with
+   ``all_reduce`` first: the first rank holding one carries the total, the others drop it.
 
 Examples
 --------
