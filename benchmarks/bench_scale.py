@@ -20,7 +20,9 @@ Measured, each against a baseline named in its table and measured in the same ru
     and the lines the passes print about merging. Skipped with a message when the CLI does not
     take a folder;
 (d) peak resident memory (VmHWM) of every process (rank, DataLoader worker) of (c) and of the
-    pipeline alone, at 1x and (``--tenfold``) 10x the images.
+    pipeline alone, at 1x and (``--tenfold``) 10x the images;
+(e) the merge overhead: two ranks' top-k states pickled (what ``all_gather_object`` sends) and
+    merged, against the time of one image of the pass (baseline).
 
 Network: torchvision's ResNet-18 architecture (:mod:`kernelscope.models.standard`, random weights:
 speed does not depend on training) on 128 px images, saved as a state dict and opened as
@@ -394,6 +396,45 @@ def bench_memory_pipeline(args, folders: dict[str, Path]) -> None:
               f"{info['skipped']} skipped: {_memory_line(run['peak_mib'])}")
 
 
+def bench_merge(args, src, folder: Path, repeats: int = 5) -> None:
+    """What merging costs: two ranks' top-k states (of the first images; the state is k patches per
+    channel whatever the number of images), pickled as all_gather_object sends them, and merged."""
+    import pickle
+
+    from kernelscope.analysis.passes import Batch
+    from kernelscope.analysis.toppatches import TopPatchesReducer
+    from kernelscope.data.folder import load_batches
+
+    ds = src.image_folder(folder)
+    n = min(len(ds), 4 * args.batch_size)
+    states, start = [], time.perf_counter()
+    for half in (np.arange(0, n // 2), np.arange(n // 2, n)):
+        reducer = TopPatchesReducer(src.model, args.layer, 9, at=args.at)
+        for found in load_batches(ds, half, batch_size=args.batch_size, normalise=src.normalise):
+            reducer.update(Batch(found.indices, found.inputs, found.raw))
+        states.append(reducer.state())
+    per_image = (time.perf_counter() - start) / n
+    pickle_s, merge_s = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        sent = [pickle.loads(pickle.dumps(state)) for state in states]
+        pickle_s.append(time.perf_counter() - t)
+        merged = TopPatchesReducer(src.model, args.layer, 9, at=args.at)
+        t = time.perf_counter()
+        merged.merge(sent)
+        merge_s.append(time.perf_counter() - t)
+    size = len(pickle.dumps(states[0]))
+    pickling, merging = float(np.median(pickle_s)), float(np.median(merge_s))
+    print(f"\n(e) merge overhead, 2 ranks, layer {args.layer}, k=9 (medians of {repeats})")
+    print(f"  one image of the pass (baseline)   {per_image * 1e3:8.1f} ms")
+    print(f"  state of one rank                  {size / 2**20:8.2f} MiB (k patches per channel: "
+          "does not grow with the images)")
+    print(f"  pickle + unpickle both states      {pickling * 1e3:8.1f} ms = {pickling / per_image:6.2f} images")
+    print(f"  merge                              {merging * 1e3:8.1f} ms = {merging / per_image:6.2f} images")
+    print(f"  over {args.n} images: {(pickling + merging) / (per_image * args.n):.4%} of a 1-process pass "
+          "(the transfer itself: one all_gather_object of the states above)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=5000, help="images in the 1x folder (>= 5,000 for the figures)")
@@ -406,7 +447,7 @@ def main() -> None:
     parser.add_argument("--layer", default=None, help="default: layer2.1.conv2 (resnet18), else the deepest")
     parser.add_argument("--at", default="activation", choices=["activation", "conv"])
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "kernelscope-bench-scale"))
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: a,b,c,d")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: a,b,c,d,e")
     parser.add_argument("--_pipeline", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._pipeline:
@@ -438,6 +479,8 @@ def main() -> None:
         bench_cli(args, source_args, folders, workdir)
     if "d" not in skip:
         bench_memory_pipeline(args, folders)
+    if "e" not in skip:
+        bench_merge(args, src, folders["1x"])
 
 
 if __name__ == "__main__":
