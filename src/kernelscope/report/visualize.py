@@ -61,14 +61,18 @@ def visualization_figure(result: Any, projections: dict[str, Any] | None = None,
         i = result.channels.index(channel)
         ax = fig.add_subplot(spec[row, 0])
         _show_image(ax, result.images[i])
-        flag = "" if beats[i] else " NOT > init"
-        ax.set_title(f"ch {channel}: {ratio[i]:.2f}x{flag}", fontsize=6, pad=1,
-                     color="black" if beats[i] else "red")
+        if not np.isfinite(ratio[i]):  # the channel never fires on the data: no ratio, not a finding
+            ax.set_title(f"ch {channel}: never fires", fontsize=6, pad=1, color="grey")
+        else:
+            flag = "" if beats[i] else " NOT > init"
+            ax.set_title(f"ch {channel}: {ratio[i]:.2f}x{flag}", fontsize=6, pad=1,
+                         color="black" if beats[i] else "red")
         col = 1
         if has_init:
             ax = fig.add_subplot(spec[row, col])
             _show_image(ax, result.init_images[i])
-            ax.set_title(f"init {init_ratio[i]:.2f}x", fontsize=6, pad=1)
+            ax.set_title(f"init {init_ratio[i]:.2f}x" if np.isfinite(init_ratio[i]) else "init: never fires",
+                         fontsize=6, pad=1)
             col += 1
         for j in range(k):
             ax = fig.add_subplot(spec[row, col])
