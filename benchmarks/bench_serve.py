@@ -14,7 +14,7 @@ client (one keep-alive connection) plays the page. Times are medians after a war
    written with the run-directory writer (20 epochs, a 64x1x7x7 first layer and a
    32x64x3x3 second layer, 16 probe images of 28x28 with feature maps at every epoch).
    "Page load" is every request the page makes before it is drawn: the page and its
-   two static files, /api/info, the first operation, /api/runs, the run summary, the
+   three static files, /api/info, the first operation, /api/runs, the run summary, the
    last epoch's kernels, the probe images and one probe's feature maps. Cold: a fresh
    app (nothing cached); warm: the same requests again. Baseline: reading the same
    arrays straight from the run directory (``load_run``). The epoch slider's 20 kernel
@@ -165,7 +165,8 @@ def write_synthetic_run(path: Path, *, epochs: int = 20, width: int = 64, probes
 
 
 PAGE_REQUESTS = [
-    ("GET", "/", None), ("GET", "/static/app.js", None), ("GET", "/static/style.css", None),
+    ("GET", "/", None), ("GET", "/static/network.js", None), ("GET", "/static/app.js", None),
+    ("GET", "/static/style.css", None),
     ("GET", "/api/info", None),
     ("POST", "/api/operation", {"input": [[9, 8, 7, 6], [5, 4, 3, 2], [1, 2, 3, 4], [5, 6, 7, 8]],
                                 "kernel": [[1, 2, 3], [4, 5, 6], [7, 8, 9]]}),

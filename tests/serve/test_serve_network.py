@@ -194,8 +194,19 @@ def net_page(net_app):
                 tab.on("console", lambda msg: log["console"].append(msg.text) if msg.type == "error" else None)
                 tab.on("pageerror", lambda error: log["page"].append(str(error)))
                 tab.set_default_timeout(30_000)
+                pending = {}
+                tab.on("request", lambda r: pending.__setitem__(r.url, time.monotonic()))
+                tab.on("requestfinished", lambda r: pending.pop(r.url, None))
                 tab.goto(f"http://127.0.0.1:{sock.getsockname()[1]}/#network", wait_until="load")
-                tab.wait_for_selector("body[data-ready='1']", timeout=60_000)  # 2 shared cores: be patient
+                try:
+                    tab.wait_for_selector("body[data-ready='1']", timeout=60_000)  # 2 shared cores: be patient
+                except Exception:  # noqa: BLE001 - say which request the page was still waiting for
+                    state = tab.evaluate("() => [document.body.dataset.ready, location.href, "
+                                         "document.querySelector('#op-error').textContent, "
+                                         "document.querySelector('#run-error').textContent, "
+                                         "document.querySelector('#net-error').textContent]")
+                    pytest.fail(f"the page was not ready within 60 s; requests still pending: {sorted(pending)}; "
+                                f"page state {state}; log {log}")
                 tab.log = log
                 yield tab
             finally:
@@ -204,6 +215,14 @@ def net_page(net_app):
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+def _small_png(png: bytes, path) -> None:
+    """A screenshot as a 128-colour palette PNG (the docs' figures stay small)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        image.convert("RGB").quantize(colors=128).save(path, optimize=True)
 
 
 def _click_cell(page, layer: str, channel: int, row: int, col: int) -> None:
@@ -249,7 +268,7 @@ def test_click_a_cell_of_the_second_conv_layer_in_chromium(net_page, trained_run
     wait_for(page, "document.querySelector('#chan-atlas').textContent.startsWith('class: ')", timeout=90)
     folder = Path(os.environ.get("KERNELSCOPE_SCREENSHOT_DIR", tmp_path))
     folder.mkdir(parents=True, exist_ok=True)
-    page.locator("#chan-panel").screenshot(path=str(folder / "explorer-network-channel.png"))
+    _small_png(page.locator("#chan-panel").screenshot(), folder / "explorer-network-channel.png")
     # a pretrained network (ONet, 48 px RGB) on a bundled sample image: a cell of conv2 explained and checked
     page.select_option("#net-select", "1")
     wait_for(page, "document.querySelector('#net-image').value === 'sample:astronaut'")
@@ -259,5 +278,5 @@ def test_click_a_cell_of_the_second_conv_layer_in_chromium(net_page, trained_run
     assert page.text_content("#cell-title").startswith("conv2, output channel 8, cell (10, 10) of 64x21x21")
     assert page.text_content("#cell-check").startswith("\u2713") and page.text_content("#cell-post-check").startswith("\u2713")
     assert page.text_content("#cell-after") == "prelu2 (PReLU)"
-    page.locator("#view-net").screenshot(path=str(folder / "explorer-network.png"))
+    _small_png(page.locator("#view-net").screenshot(), folder / "explorer-network.png")
     assert page.log["console"] == [] and page.log["page"] == []

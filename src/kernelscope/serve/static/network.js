@@ -1,8 +1,8 @@
 // kernelscope explorer, the network view: every conv layer's feature maps for one image; click a cell for its
 // explanation (windows, kernel slices, products, sums, bias, total, value after the activation, and the check
 // against the network's own output); a channel's atlas match, top patches, template, visualisation, projections.
-// Uses app.js's helpers ($, api, el, fmt, diverging, drawGrid, drawImage, drawCrop, drawArray). Text only via
-// textContent.
+// Uses app.js's helpers ($, api, el, fmt, diverging, drawGrid, drawImage, drawCrop, drawArray) at call time: it is
+// loaded before app.js, whose start() calls startNetwork() and networkShown(). Text only via textContent.
 "use strict";
 
 const net = { list: [], id: null, image: null, epoch: null, maps: null, cell: null, channel: null, seq: 0,
@@ -82,6 +82,8 @@ async function selectNetwork(id) {
   net.cell = null;
   net.channel = null;
   net.partSeq++;  // a channel's analyses still being asked for belong to the previous network
+  net.analyse = false;  // and they are asked for again on this one (their cost differs from network to network)
+  net.render = false;
   if (info.kind === "run" && epochs.length === 0) return;  // the note says why: no weights
   if (net.image) await loadMaps();
 }
