@@ -47,7 +47,7 @@ function netQuery(extra) {
 async function loadNetworks() {
   net.list = await api("GET", "/api/network");
   $("net-select").replaceChildren(...net.list.map((n) => {
-    const option = el("option", "", `${n.id}: ${n.label} (${n.kind})`);
+    const option = el("option", "", n.label.includes(`(${n.kind})`) ? `${n.id}: ${n.label}` : `${n.id}: ${n.label} (${n.kind})`);
     option.value = String(n.id);
     return option;
   }));
