@@ -23,3 +23,13 @@ def test_section_shows_table_figure_and_flags(rng):
     assert "init ratio" in html and "random unit directions" in html
     flagged = int((~result.beats_init).sum())
     assert ("not a finding" in html) == (flagged > 0)
+
+
+def test_report_of_a_run_without_checkpoints_says_why(fake_run, tmp_path):
+    from kernelscope.report.build import ANALYSES, build_report
+
+    assert "visualize" in ANALYSES
+    result = build_report(fake_run, tmp_path / "r.html", analyses=["visualize"], progress=False)
+    assert result.status["visualize"] == "unavailable"
+    assert "checkpoint" in result.missing()["visualize"]
+
