@@ -25,14 +25,14 @@ os.environ.setdefault("KERNELSCOPE_PROGRESS", "0")
 import numpy as np  # noqa: E402
 
 
-def _time(src, layer: str, steps: int) -> tuple[int, float]:
+def _time(src, layer: str, steps: int, starts: int = 1) -> tuple[int, float]:
     from kernelscope.analysis.visualize import render
     from kernelscope.models.layers import get_layer
 
     n = get_layer(src.model, layer).out_channels
     start = time.perf_counter()
     render(src.model, layer, np.eye(n, dtype=np.float32), shape=src.spec.shape, mean=src.mean, std=src.std,
-           steps=steps)
+           steps=steps, starts=starts)
     return n, time.perf_counter() - start
 
 
@@ -45,9 +45,10 @@ def main() -> None:
     parser.add_argument("--run", default=None, help="An MNIST run directory (default: train a 1-epoch one).")
     parser.add_argument("--steps", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--starts", type=int, default=1, help="Random starts per channel (the CLI's --starts).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps, {args.starts} start(s)")
     run = args.run
     if run is None:
         from kernelscope.cli import main as cli_main
@@ -67,7 +68,7 @@ def main() -> None:
         except Exception as error:  # a pretrained network that is not installed
             print(f"{name}: skipped ({type(error).__name__}: {error})")
             continue
-        n, seconds = _time(src, layer, args.steps)
+        n, seconds = _time(src, layer, args.steps, args.starts)
         shape = "x".join(map(str, src.spec.shape))
         print(f"{name} {layer} ({shape}): {n} channels x {args.steps} steps in {seconds:.1f} s = "
               f"{n / seconds:.2f} channels/s ({n * args.steps / seconds:.0f} channel-steps/s)")
