@@ -62,10 +62,11 @@ def test_weights_only_source_has_no_gradients(cli_runner, model_files, tmp_path)
 def test_direction_objective_from_the_cli(cli_runner, model_files, tmp_path):
     result = cli_runner("visualize", model_files / "net.pt", "--arch", "tinyvgg", "--channels", "0-1",
                         "--objective", "direction", "--steps", "3", "--images", model_files / "images.npy", "-k", "2",
-                        "--no-projections", "--out", tmp_path)
+                        "--starts", "2", "--reduce", "mean", "--no-projections", "--out", tmp_path)
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "visualize.json").read_text())
     assert data["objective"] == "direction" and data["projections"] == {}
+    assert data["settings"]["starts"] == 2 and data["settings"]["reduce"] == "mean"
     assert "spatial max" in data["ratio_definition"]
     assert ", direction, 3 steps: median reached / data-set max" in result.output
 
