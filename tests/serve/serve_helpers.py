@@ -7,6 +7,8 @@ directory name and class names are hostile HTML, which the page must show as tex
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 
 HOSTILE = "<img src=x onerror=window.__owned=true>"
@@ -55,3 +57,102 @@ def write_run(path, *, epochs: int = 3, width: int = 6, size: int = 5, seed: int
     manifest["status"] = "complete"
     rundir.write_manifest(path, manifest)
     return path
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def chromium() -> str:
+    """Debian's chromium, or a loud failure (a skip only when KERNELSCOPE_ALLOW_NO_BROWSER=1 says so)."""
+    import os
+    import shutil
+
+    import pytest
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("KERNELSCOPE_ALLOW_NO_BROWSER") == "1":
+            pytest.skip("chromium is not installed and KERNELSCOPE_ALLOW_NO_BROWSER=1")
+        pytest.fail("BROWSER TEST NOT RUN: Debian's `chromium` is not installed, so the explorer was not checked in "
+                    "a browser. Install it with `apt-get install -y chromium`, or set "
+                    "KERNELSCOPE_ALLOW_NO_BROWSER=1 to skip on purpose.")
+    return path
+
+
+@contextmanager
+def serving(app):
+    """uvicorn serving ``app`` in a background thread on a free loopback port; yields its URL."""
+    import threading
+    import time
+
+    import pytest
+    import uvicorn
+
+    from kernelscope.cli.serve import bind
+
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("uvicorn did not start within 20 s")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@contextmanager
+def browser_page(url: str, *, ready_timeout_ms: int = 60_000):
+    """A chromium tab on ``url`` once the page says it is ready; ``tab.log`` collects console errors,
+    page errors and request URLs. A page that does not get ready fails with what it still waited for."""
+    import time
+
+    import pytest
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - the test extra installs it
+        pytest.fail("BROWSER TEST NOT RUN: the `playwright` package is missing (pip install -e '.[test]')")
+    executable = chromium()
+    log = {"console": [], "page": [], "requests": []}
+    pending: dict[str, float] = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            tab = browser.new_page(viewport={"width": 1300, "height": 1000})
+            tab.on("console", lambda msg: log["console"].append(msg.text) if msg.type == "error" else None)
+            tab.on("pageerror", lambda error: log["page"].append(str(error)))
+            tab.on("request", lambda request: log["requests"].append(request.url))
+            tab.on("request", lambda r: pending.__setitem__(r.url, time.monotonic()))
+            tab.on("requestfinished", lambda r: pending.pop(r.url, None))
+            tab.set_default_timeout(30_000)
+            tab.goto(url, wait_until="load")
+            try:
+                tab.wait_for_selector("body[data-ready='1']", timeout=ready_timeout_ms)
+            except Exception:  # noqa: BLE001 - say what the page was still waiting for
+                pytest.fail(f"the page was not ready within {ready_timeout_ms / 1000:g} s; requests still pending: "
+                            f"{sorted(pending)}; log {log}")
+            tab.log = log
+            yield tab
+        finally:
+            browser.close()
+
+
+def wait_for(page, expression: str, timeout: float = 20.0) -> None:
+    """Poll ``expression`` with page.evaluate (which the page's CSP allows; wait_for_function's eval is blocked)."""
+    import time
+
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(f"() => Boolean({expression})"):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {expression}")
+        time.sleep(0.03)

@@ -13,87 +13,25 @@ $KERNELSCOPE_SCREENSHOT_DIR when set (else the test's temporary directory).
 from __future__ import annotations
 
 import os
-import shutil
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from serve_helpers import HOSTILE
+from serve_helpers import HOSTILE, browser_page, serving, wait_for
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-
-
-def _chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if os.environ.get("KERNELSCOPE_ALLOW_NO_BROWSER") == "1":
-            pytest.skip("chromium is not installed and KERNELSCOPE_ALLOW_NO_BROWSER=1")
-        pytest.fail("BROWSER TEST NOT RUN: Debian's `chromium` is not installed, so the explorer was not checked in "
-                    "a browser. Install it with `apt-get install -y chromium`, or set "
-                    "KERNELSCOPE_ALLOW_NO_BROWSER=1 to skip on purpose.")
-    return path
-
 
 @pytest.fixture(scope="module")
 def server_url(serve_app):
     """uvicorn serving the app in a background thread on a free loopback port."""
-    import uvicorn
-
-    from kernelscope.cli.serve import bind
-
-    sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(serve_app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start within 20 s")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with serving(serve_app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def page(server_url):
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover - the test extra installs it
-        pytest.fail("BROWSER TEST NOT RUN: the `playwright` package is missing (pip install -e '.[test]')")
-    executable = _chromium()
-    log = {"console": [], "page": [], "requests": []}
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            tab = browser.new_page(viewport={"width": 1300, "height": 1000})
-            tab.on("console", lambda msg: log["console"].append(msg.text) if msg.type == "error" else None)
-            tab.on("pageerror", lambda error: log["page"].append(str(error)))
-            tab.on("request", lambda request: log["requests"].append(request.url))
-            tab.set_default_timeout(20_000)
-            tab.goto(server_url + "/", wait_until="load")
-            tab.wait_for_selector("body[data-ready='1']")
-            tab.log = log
-            yield tab
-        finally:
-            browser.close()
-
-
-def wait_for(page, expression: str, timeout: float = 20.0) -> None:
-    """Poll ``expression`` with page.evaluate (which the page's CSP allows; wait_for_function's eval is blocked)."""
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(f"() => Boolean({expression})"):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {expression}")
-        time.sleep(0.03)
+    with browser_page(server_url + "/", ready_timeout_ms=20_000) as tab:
+        yield tab
 
 
 def _shot(page, tmp_path: Path, name: str) -> None:

@@ -4,12 +4,12 @@ whose displayed total and activation equal the model's own, computed here indepe
 from __future__ import annotations
 
 import io
-import threading
 import time
 
 import numpy as np
 import pytest
 import torch
+from serve_helpers import browser_page, serving, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -166,55 +166,8 @@ def test_visualisation_and_projection_of_a_run_channel(net_client, monkeypatch):
 
 @pytest.fixture(scope="module")
 def net_page(net_app):
-    import uvicorn
-    from test_serve_browser import CHROMIUM_ARGS, _chromium
-
-    from kernelscope.cli.serve import bind
-
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover - the test extra installs it
-        pytest.fail("BROWSER TEST NOT RUN: the `playwright` package is missing (pip install -e '.[test]')")
-    executable = _chromium()
-    sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(net_app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start within 20 s")
-        time.sleep(0.02)
-    log = {"console": [], "page": []}
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-            try:
-                tab = browser.new_page(viewport={"width": 1300, "height": 1000})
-                tab.on("console", lambda msg: log["console"].append(msg.text) if msg.type == "error" else None)
-                tab.on("pageerror", lambda error: log["page"].append(str(error)))
-                tab.set_default_timeout(30_000)
-                pending = {}
-                tab.on("request", lambda r: pending.__setitem__(r.url, time.monotonic()))
-                tab.on("requestfinished", lambda r: pending.pop(r.url, None))
-                tab.goto(f"http://127.0.0.1:{sock.getsockname()[1]}/#network", wait_until="load")
-                try:
-                    tab.wait_for_selector("body[data-ready='1']", timeout=60_000)  # 2 shared cores: be patient
-                except Exception:  # noqa: BLE001 - say which request the page was still waiting for
-                    state = tab.evaluate("() => [document.body.dataset.ready, location.href, "
-                                         "document.querySelector('#op-error').textContent, "
-                                         "document.querySelector('#run-error').textContent, "
-                                         "document.querySelector('#net-error').textContent]")
-                    pytest.fail(f"the page was not ready within 60 s; requests still pending: {sorted(pending)}; "
-                                f"page state {state}; log {log}")
-                tab.log = log
-                yield tab
-            finally:
-                browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with serving(net_app) as url, browser_page(url + "/#network") as tab:
+        yield tab
 
 
 def _small_png(png: bytes, path) -> None:
@@ -235,8 +188,6 @@ def _click_cell(page, layer: str, channel: int, row: int, col: int) -> None:
 def test_click_a_cell_of_the_second_conv_layer_in_chromium(net_page, trained_run, tmp_path):
     import os
     from pathlib import Path
-
-    from test_serve_browser import wait_for
 
     page = net_page
     page.wait_for_selector("#view-net:not([hidden]) canvas.net-map")

@@ -7,8 +7,8 @@ and addressed by index (``/api/network/0/...``), never by path.
 
 The image is named in the request: ``probe:I`` (a run's probe image), ``sample:NAME``
 (a bundled sample image) or ``upload:ID`` (an image posted to ``/api/network/upload``,
-at most :data:`MAX_UPLOAD_PIXELS` pixels within the server's body limit; kept in memory,
-the last :data:`MAX_UPLOADS`). It is brought to the model's input with ``Source.fit``
+at most :data:`MAX_UPLOAD_PIXELS` pixels within the server's body limit; kept in memory
+downscaled to :data:`UPLOAD_KEPT` px, the last :data:`MAX_UPLOADS`). It is brought to the model's input with ``Source.fit``
 and ``Source.normalise``, as every analysis does.
 
 Feature maps are the convs' own outputs (pre-activation; what a clicked cell's total
@@ -41,6 +41,7 @@ __all__ = ["NetworkStore", "MAX_UPLOAD_PIXELS", "MAX_UPLOADS", "CHANNEL_PARTS", 
 
 MAX_UPLOAD_PIXELS = 2048 * 2048  #: width x height of an uploaded image (its bytes: the server's body limit)
 MAX_UPLOADS = 16  #: uploaded images kept in memory (oldest dropped)
+UPLOAD_KEPT = 512  #: an upload is kept downscaled to this longer side (networks take 224 px or less)
 UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 SIZE_WITHOUT_SPEC = 128  #: side of the input of a model that does not state its input size
 CHANNEL_PARTS = ("atlas", "patches", "template", "visualization")
@@ -233,7 +234,9 @@ class NetworkStore:
                     problem = (f"uploaded image is {w}x{h} = {w * h} pixels; at most {MAX_UPLOAD_PIXELS} "
                                "(2048x2048) are accepted")
                 else:
-                    rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0  # (H, W, 3)
+                    picture = image.convert("RGB")
+                    picture.thumbnail((UPLOAD_KEPT, UPLOAD_KEPT), Image.Resampling.LANCZOS)  # memory: <= 3 MB each
+                    rgb = np.asarray(picture, dtype=np.float32) / 255.0  # (h, w, 3), longer side <= UPLOAD_KEPT
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
             raise KernelscopeError(f"the upload is not a readable image ({type(error).__name__}); send a PNG or "
                                    "JPEG file") from None

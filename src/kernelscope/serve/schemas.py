@@ -17,7 +17,7 @@ __all__ = [
     "BackwardRequest", "BackwardResponse", "OutputPosition", "ChannelTerm", "Info", "BankKernel",
     "MatrixResponse", "RunInfo", "RunSummary", "FlatArray", "KernelsResponse", "AtlasKernel",
     "AtlasResponse", "FeatureMapsResponse", "PatchesResponse", "ProbeResponse", "ErrorResponse",
-    "NetworkInfo", "ByteImage", "LayerMaps", "NetworkMapsResponse", "CellChannelTerm", "CellResponse",
+    "NetworkInfo", "ByteImage", "LayerMaps", "NetworkMapsResponse", "CellResponse",
     "UploadResponse", "ChannelPartResponse",
 ]
 
@@ -353,14 +353,6 @@ class NetworkMapsResponse(BaseModel):
     note: str
 
 
-class CellChannelTerm(BaseModel):
-    channel: int
-    window: list[list[float]]
-    kernel: list[list[float]]
-    products: list[list[float]]
-    sum: float
-
-
 class CellResponse(BaseModel):
     """``kernelscope.analysis.cell.explain_cell(...).to_dict()`` for one cell of one conv layer."""
 
@@ -384,7 +376,7 @@ class CellResponse(BaseModel):
     input_rows: list[int] = Field(description="Rows of the conv's input; < 0 or >= H is padding")
     input_cols: list[int]
     padding_mask: list[list[bool]]
-    channels: list[CellChannelTerm]
+    channels: list[ChannelTerm] = Field(description="One per input channel of the output channel's group")
     bias: float | None
     total: float | None = Field(description="Sum of the channel sums plus the bias (float64)")
     network_total: float | None = Field(description="The network's own conv output at the cell")
