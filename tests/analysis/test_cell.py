@@ -143,6 +143,8 @@ def test_zoo_and_standard_networks_every_conv_reachable():
     torch.manual_seed(0)
     cases = [(build_model("resnet-small", input_size=(16, 16)), torch.randn(1, 1, 16, 16)),
              (build_model("tinyvgg", input_size=(16, 16)), torch.randn(1, 1, 16, 16)),
+             (build_model("lenet5", input_size=(28, 28)), torch.randn(1, 1, 28, 28)),
+             (build_model("large-kernel", input_size=(28, 28)), torch.randn(1, 1, 28, 28)),
              (resnet18(num_classes=10), torch.randn(1, 3, 40, 40)),
              (mobilenet_v2(num_classes=10), torch.randn(1, 3, 40, 40))]
     for model, x in cases:
@@ -209,6 +211,8 @@ def test_a_wrong_explanation_would_fail_the_check():
     from kernelscope.analysis.cell import cell_tolerance
 
     assert abs((good.total - 0.5) - good.network_total) > cell_tolerance(10.0, 0.5)
+    with pytest.raises(KernelscopeError, match="precision must be one of float32, tf32"):
+        cell_tolerance(1.0, None, "float8")
 
 
 def test_pretrained_onet_every_conv():
@@ -223,3 +227,13 @@ def test_pretrained_onet_every_conv():
         cell = explain_cell(src.model, name, x, c // 2, h - 1, 0)
         assert abs(cell.total - float(expected_map[c // 2, h - 1, 0])) < 1e-9
         assert cell.total_agrees and cell.post_agrees and cell.after == [f"prelu{name[-1]} (PReLU)"]
+
+
+def test_a_bfloat16_network_is_checked_at_its_own_precision():
+    torch.manual_seed(0)
+    net = _net(nn.Conv2d(3, 4, 3, padding=1), bn=True).to(torch.bfloat16)
+    x = torch.randn(1, 3, 8, 8).to(torch.bfloat16)
+    cell = explain_cell(net, "0", x, 2, 3, 4)
+    expected, network, _ = _reference(net.double(), "0", x.double(), 2, 3, 4)  # the same bf16 values, in float64
+    assert abs(cell.total - expected) < 1e-9 and cell.total_agrees and cell.post_agrees
+    assert "bfloat16" in cell.notes[0] and cell.tolerance > 1e-3

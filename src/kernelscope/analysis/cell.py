@@ -95,21 +95,30 @@ class CellExplanation:
         return asdict(self)
 
 
-def cell_tolerance(products_abs_sum: float, bias: float | None, dtype_eps: float = 2.0 ** -23) -> float:
-    """The difference allowed between a float64 sum and a float32 network's own output.
+def cell_tolerance(products_abs_sum: float, bias: float | None, precision: str = "float32") -> float:
+    """The difference allowed between a float64 sum and the network's own output at a cell.
 
-    A float32 dot product of ``n`` terms errs by at most about ``n * eps * sum |terms|``; in
-    practice (pairwise and blocked sums) by a few ``eps * sum |terms|``. We allow
-    ``64 * eps * (sum |products| + |bias|) + 1e-6``: tight enough that a wrong window,
-    a wrong kernel tap or a missing bias (each at least one whole term) fails.
+    ``precision`` is how the network computed the conv: ``"float32"`` (a float32 dot product of
+    ``n`` terms errs by at most about ``n * eps * sum |terms|``, in practice by a few ``eps *
+    sum |terms|``: we allow ``64 * 2**-23``), ``"tf32"`` (CUDA convolutions with
+    ``torch.backends.cudnn.allow_tf32``, torch's default: inputs rounded to 10 mantissa bits, so
+    ``4 * 2**-10``), ``"float16"`` (``4 * 2**-10``) or ``"bfloat16"`` (``4 * 2**-7``), each times
+    ``sum |products| + |bias|``, plus ``1e-6``. In float32 this is tight enough that a wrong window, a
+    wrong kernel tap or a missing bias (each at least one whole term) fails.
 
     Examples
     --------
     >>> round(cell_tolerance(1.0, None), 9)
     8.63e-06
+    >>> round(cell_tolerance(1.0, None, "tf32"), 6)
+    0.003907
     """
+    factors = {"float32": 64.0 * 2.0 ** -23, "tf32": 4.0 * 2.0 ** -10, "float16": 4.0 * 2.0 ** -10,
+               "bfloat16": 4.0 * 2.0 ** -7}
+    if precision not in factors:
+        raise KernelscopeError(f"precision must be one of {', '.join(factors)}; got {precision!r}")
     scale = float(products_abs_sum) + (abs(float(bias)) if bias is not None else 0.0)
-    return 64.0 * dtype_eps * scale + 1e-6
+    return factors[precision] * scale + 1e-6
 
 
 def explain_cell(model: nn.Module, layer: str, image: Any, channel: int, row: int, col: int) -> CellExplanation:
@@ -235,7 +244,8 @@ def explain_cell(model: nn.Module, layer: str, image: Any, channel: int, row: in
                          sum=float(t.sum)) for t in position.channels]
     total = float(position.total)
     network_total = float(conv_out[channel, row, col])
-    tol = cell_tolerance(float(np.abs(window * weight).sum()), bias)
+    precision = _precision(conv_out)
+    tol = cell_tolerance(float(np.abs(window * weight).sum()), bias, precision)
     mask = [[not (0 <= r < h and 0 <= q < w) for q in cols] for r in rows]
 
     # ---- after the conv: the chain applied in float64 to the conv's output with this cell's total in it
@@ -266,6 +276,9 @@ def explain_cell(model: nn.Module, layer: str, image: Any, channel: int, row: in
         post_note = (f"the network's output at {read_name} is not this conv's chain ({', '.join(after)}) of its "
                      "output: something else runs before it (a shortcut added, a shared module)")
     notes = []
+    if precision != "float32":
+        notes.append(f"the network computed this conv in {precision}: the check allows its rounding "
+                     f"({tol:.3g})")
     if mode != "zeros" and any(any(m) for m in mask):
         notes.append(f"padding mode {mode!r}: the padded taps hold copies of input values, marked as padding")
     return CellExplanation(
@@ -276,6 +289,17 @@ def explain_cell(model: nn.Module, layer: str, image: Any, channel: int, row: in
         total_agrees=bool(abs(total - network_total) <= tol), tolerance=tol, after=after, read_at=read_at,
         post=post, network_post=network_post, post_agrees=post_agrees, post_note=post_note,
         engine_agrees=bool(trace.engine_agrees), notes=notes)
+
+
+def _precision(output) -> str:
+    """How the conv that gave ``output`` computed: float32, tf32 (CUDA with cuDNN's TF32 on), float16, bfloat16."""
+    import torch
+
+    if output.dtype in (torch.float16, torch.bfloat16):
+        return str(output.dtype).removeprefix("torch.")
+    if output.is_cuda and output.dtype == torch.float32 and torch.backends.cudnn.allow_tf32:
+        return "tf32"
+    return "float32"
 
 
 class _Stop(Exception):
