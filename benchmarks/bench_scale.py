@@ -254,7 +254,7 @@ def child_pipeline(args) -> None:
 
 def bench_pipeline(args, src, folder: Path) -> None:
     ds = src.image_folder(folder)
-    print(f"\n(a) folder pipeline alone: {len(ds)} files -> {ds.shape or 'their own size'}, normalised, "
+    print(f"\n(a) folder pipeline alone: {len(ds)} files -> {ds.image_shape or 'their own size'}, normalised, "
           f"batch {args.batch_size}")
     pipeline_rate(ds, src.normalise, 0, args.batch_size, limit=2 * args.batch_size)  # warm-up
     base = None
@@ -287,7 +287,10 @@ def bench_pass_in_process(args, src, folder: Path) -> None:
 
     def patches() -> tuple[float, object]:
         start = time.perf_counter()
-        result = top_patches(model, layer, ds, k=9, batch_size=args.batch_size, workers=args.workers, at=args.at)
+        from kernelscope.analysis.passes import Images
+
+        images = Images(folder=ds, normalise=src.normalise)  # what the CLI passes for a folder
+        result = top_patches(model, layer, images, k=9, batch_size=args.batch_size, workers=args.workers, at=args.at)
         return result.n_images / (time.perf_counter() - start), result
 
     print(f"\n(b) one process, in-process, {torch.get_num_threads()} threads, workers={args.workers}, "

@@ -221,7 +221,8 @@ def test_source_image_folder_uses_the_input_spec(photo_folder):
     spec = InputSpec((1, 5, 6), [0.5], [0.25])
     src = Source(lambda: None, "test source", "module", spec)
     ds = src.image_folder(root)
-    assert isinstance(ds, ImageFolder) and ds.shape == (1, 5, 6)
+    assert isinstance(ds, ImageFolder) and ds.image_shape == (1, 5, 6)
+    assert not hasattr(ds, "shape")  # not an array: duck-typed array code must not take it for one
     i = ds_index(ds, "grey/g2.png")
     batch = next(load_batches(ds, [i], batch_size=4, normalise=src.normalise))
     grey = expected["grey/g2.png"][0]
@@ -236,7 +237,7 @@ def test_a_model_of_unknown_size_gets_its_channels_and_images_their_own_size(tmp
     _write(tmp_path / "b_rgb.png", np.broadcast_to(np.uint8([255, 0, 102]), (6, 7, 3)).copy())
     src = Source(lambda: nn.Sequential(nn.Conv2d(3, 2, 3)), "a module", "module", InputSpec())
     ds = src.image_folder(tmp_path)
-    assert ds.shape == (3, None, None)
+    assert ds.image_shape == (3, None, None)
     (batch,) = load_batches(ds, [0, 1], batch_size=2)
     np.testing.assert_allclose(batch.raw[:, :, 0, 0], [[0.2, 0.2, 0.2], [1.0, 0.0, 0.4]], atol=1e-6)
     assert batch.raw.shape == (2, 3, 6, 7)

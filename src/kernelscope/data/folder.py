@@ -132,7 +132,8 @@ class ImageFolder:
 
     Notes
     -----
-    Only the file names are kept (:meth:`path`), never pixel arrays: ``len(pickle.dumps(ds))``
+    ``image_shape`` holds ``shape`` (there is no ``shape`` attribute: the data set is not an
+    array, and code that takes anything with a ``shape`` for one must not take it). Only the file names are kept (:meth:`path`), never pixel arrays: ``len(pickle.dumps(ds))``
     is about 40 bytes a file. ``ds[i]`` returns ``(C, H, W)`` float32 in [0, 1], or raises
     :class:`UnreadableImage` naming the file.
 
@@ -167,7 +168,7 @@ class ImageFolder:
             raise KernelscopeError(f"image folder {str(root)!r} holds no image files ({' '.join(IMAGE_SUFFIXES)}, "
                                    f"searched with its sub-folders){found}; give a folder of images")
         self.root = str(path)
-        self.shape: tuple[int, int | None, int | None] | None = shape  # type: ignore[assignment]
+        self.image_shape: tuple[int, int | None, int | None] | None = shape  # type: ignore[assignment]
         self.prepare = prepare
         self._names = names  # the relative names, concatenated (bytes)
         self._offsets = offsets  # (n + 1,) int64: name i is _names[_offsets[i]:_offsets[i + 1]]
@@ -176,7 +177,7 @@ class ImageFolder:
         return len(self._offsets) - 1
 
     def __repr__(self) -> str:
-        return f"ImageFolder({self.root!r}, {len(self)} images, shape={self.shape})"
+        return f"ImageFolder({self.root!r}, {len(self)} images, image_shape={self.image_shape})"
 
     @property
     def paths(self) -> Sequence[str]:
@@ -194,7 +195,7 @@ class ImageFolder:
     def __getitem__(self, index: int) -> np.ndarray:
         """Image ``index`` as ``(C, H, W)`` float32 in [0, 1] (see the class docstring)."""
         path = self.path(int(index))
-        gray = self.shape is not None and self.shape[0] == 1
+        gray = self.image_shape is not None and self.image_shape[0] == 1
         try:
             image = load_image(path, gray=gray)  # (H, W) or (H, W, 3) float64
         except (KernelscopeError, OSError) as error:
@@ -202,8 +203,8 @@ class ImageFolder:
             prefix = f"image file {path!r} "
             raise UnreadableImage(path, reason[len(prefix):] if reason.startswith(prefix) else reason) from None
         x = (image[None] if image.ndim == 2 else image.transpose(2, 0, 1))[None]  # (1, c, h, w)
-        if self.shape is not None:
-            c, h, w = self.shape
+        if self.image_shape is not None:
+            c, h, w = self.image_shape
             x = resize_images(x, (c, h or x.shape[2], w or x.shape[3]))  # (1, C, H, W)
         if self.prepare is not None:
             x = self.prepare(x)  # (1, C', H', W')
@@ -363,7 +364,7 @@ def load_batches(dataset: ImageFolder, indices: Any, *, batch_size: int, workers
     step = int(batch_size)
     chunks = [order[s:s + step].tolist() for s in range(0, order.size, step)]
     loader = DataLoader(_Guarded(dataset), batch_sampler=chunks, num_workers=int(workers), collate_fn=_collate)
-    sample = tuple(v or 0 for v in dataset.shape or (0, 0, 0))  # an empty batch's: the last seen, else this
+    sample = tuple(v or 0 for v in dataset.image_shape or (0, 0, 0))  # an empty batch's: the last seen, else this
     batches = iter(loader)
     try:
         while (item := _next(batches, in_process=int(workers) == 0)) is not None:
