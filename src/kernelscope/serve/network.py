@@ -79,7 +79,9 @@ class _Jobs:
                 self.items[key] = job
                 while len(self.items) > self.size:
                     self.items.popitem(last=False)
-                threading.Thread(target=self._run, args=(job, compute), daemon=True).start()
+                # not a daemon: the interpreter waits for a running computation at exit; a daemon thread
+                # still inside torch when Python exits aborts the process ('terminate called ...')
+                threading.Thread(target=self._run, args=(job, compute), daemon=False).start()
             return dict(job)
 
     @staticmethod
