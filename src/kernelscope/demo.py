@@ -152,7 +152,7 @@ def _summary_lines(n: dict[str, Any]) -> list[str]:
         for name, p in n["parts"].items():
             lines.append(f"  {p['part']} occlusion, {name}: best channel {p['layer']}:{p['channel']} drops "
                          f"{_pct(p['part_drop'])} vs {_pct(p['control_drop'])} for equal-area controls "
-                         f"({'detector' if p['detector'] else 'no detector'})")
+                         f"({_verdict(p)})")
     if "facenet" in n:
         f = n["facenet"]
         a, colour = f["atlas"], f.get("colour", {})
@@ -171,8 +171,10 @@ def _summary_lines(n: dict[str, Any]) -> list[str]:
             if o.get("channel") is None:
                 continue
             lines.append(f"  {part} occlusion on real face chips, {f['source']}: best channel {o['layer']}:{o['channel']} "
-                         f"drops {_pct(o['part_drop'])} vs {_pct(o['control_drop'])} elsewhere; detectors {o['n_detectors']} "
-                         f"(at initialisation: {o['init_detectors']}, best difference {_num(o['init_selectivity'], 2)} "
+                         f"drops {_pct(o['part_drop'])} vs {_pct(o['control_drop'])} elsewhere; detectors "
+                         f"{o.get('n_detectors_gated', 'n/a')} beyond the controls' interval, {o['n_detectors']} by "
+                         f"selectivity alone (at initialisation: {o.get('init_detectors_gated', 'n/a')} and "
+                         f"{o['init_detectors']}; best difference {_num(o['init_selectivity'], 2)} "
                          f"vs {_num(o['selectivity'], 2)})")
         for name, s in f["shift"].items():
             lines.append(f"  faces vs {name} ({s['n_out']} grey crops; {s['read']}): {s['quiet']} of {s['channels']} "
@@ -371,13 +373,23 @@ def _facenet(out: Path, *, quick: bool, seed: int) -> Any:
     return result
 
 
+def _verdict(p: dict[str, Any]) -> str:
+    """A part channel's verdict: a detector only when its drop also clears the equal-area controls' interval."""
+    if p.get("detector_gated"):
+        return "detector: beyond the controls' 95% interval"
+    if p.get("detector"):
+        return "no detector: selective, but its drop is within the controls' 95% interval"
+    return "no detector"
+
+
 def _parts_numbers(result: dict[str, Any]) -> dict[str, Any]:
     models = {}
     for name, m in result["models"].items():
         models[name] = {"part": result["part"], "layer": m.get("layer"), "channel": m.get("channel"),
                         "part_drop": m.get("part_drop", float("nan")),
                         "control_drop": m.get("control_drop", float("nan")),
-                        "detector": bool(m.get("detector", False))}
+                        "detector": bool(m.get("detector", False)),
+                        "detector_gated": bool(m.get("detector_gated", False))}
     return {"parts": models}
 
 

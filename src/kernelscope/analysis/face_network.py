@@ -72,7 +72,8 @@ class FaceNetworkResult(Displayed):
             best = _best(self.parts, part)
             init = _best(self.parts_init, part)
             out[f"occlusion_{part}"] = {**best, "init_selectivity": init.get("selectivity"),
-                                        "init_detectors": init.get("n_detectors")}
+                                        "init_detectors": init.get("n_detectors"),
+                                        "init_detectors_gated": init.get("n_detectors_gated")}
         out["shift"] = {name: {"layer": r.layer, "read": r.read, "channels": len(r.trained["channels"]["auroc"]),
                                "quiet": len(r.trained["quiet_on_ood"]), "louder": len(r.trained["fire_more_on_ood"]),
                                "init_quiet": len(r.init["quiet_on_ood"]) if r.init else None,
@@ -110,14 +111,16 @@ def _num(value: Any) -> str:
 
 
 def _best(results: dict[str, Any], part: str) -> dict[str, Any]:
-    best: dict[str, Any] = {"layer": None, "channel": None, "selectivity": None, "n_detectors": 0}
+    best: dict[str, Any] = {"layer": None, "channel": None, "selectivity": None, "n_detectors": 0,
+                            "n_detectors_gated": 0}
     for layer, result in results.items():
         candidate = result.best(part)
         best["n_detectors"] += len(result.detectors(part))
+        best["n_detectors_gated"] += len(result.detectors(part, gated=True))
         if candidate["channel"] is None:
             continue
         if best["channel"] is None or candidate["selectivity"] > best["selectivity"]:
-            best.update({k: v for k, v in candidate.items() if k != "n_detectors"}, layer=layer)
+            best.update({k: v for k, v in candidate.items() if not k.startswith("n_detectors")}, layer=layer)
     return best
 
 

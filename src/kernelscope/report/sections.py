@@ -235,8 +235,9 @@ def parts_contrast_section(result: Any, *, level: int = 2, prefix: str = "") -> 
         rows.append([labels.get(name, name), f"{m.get('layer')}:{m.get('channel')}",
                      _f(m.get("part_drop")), _f(m.get("control_drop")), _f(m.get("selectivity")),
                      f"[{H.format_number(_f(ci[0]))}, {H.format_number(_f(ci[1]))}]",
-                     bool(m.get("detector", False)),
+                     bool(m.get("detector", False)), bool(m.get("detector_gated", False)),
                      sum((m.get("n_detectors") or {}).values()),
+                     sum((m.get("n_detectors_gated") or {}).values()),
                      _f(output.get("intact")), _f(output.get("occluded")), _f(output.get("control")),
                      _f(m.get("test_accuracy"))])
     body = [
@@ -244,12 +245,14 @@ def parts_contrast_section(result: Any, *, level: int = 2, prefix: str = "") -> 
                     f"of each channel's spatial-max activation when the {part} are covered, against the drop for "
                     "equal-area occlusions elsewhere on the same face. The honest answer depends on the task."),
         H.table(["network", "best layer:channel", f"{part} drop", "control drop", "selectivity",
-                 "95% CI", "detector", "detectors (all layers)", "p(face) intact", f"p(face) {part} occluded",
+                 "95% CI", "detector", "detector, gated", "detectors (all layers)",
+                 "gated detectors (all layers)", "p(face) intact", f"p(face) {part} occluded",
                  "p(face) control occluded", "test accuracy"], rows,
                 caption=f"The most {part}-selective channel of each network"),
         H.how(f"relative drop of the channel's spatial max over {_images(settings.get('images'))}; "
               f"selectivity = part drop - control drop; detector when selectivity > {settings.get('margin')} "
-              f"and the bootstrap CI ({settings.get('n_boot')} resamples) excludes 0; occluder fill "
+              f"and the bootstrap CI ({settings.get('n_boot')} resamples) excludes 0; gated: its part drop also "
+              "lies beyond the equal-area controls' own 95% bootstrap interval; occluder fill "
               f"{settings.get('fill')!r} (the normalised data mean)",
               control=f"{settings.get('n_controls')} equal-area occlusions elsewhere on each face, and the same "
                       "small net at random initialisation"),
