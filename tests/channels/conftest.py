@@ -76,6 +76,13 @@ def _train(path, epochs, width, seed, data):
 
 
 @pytest.fixture(scope="session")
+def face_run_factory():
+    """:func:`train_face_run` itself, for a test that needs a run of other epochs or width (a test cannot import
+    this conftest by name: with several conftest.py files in the suite, ``import conftest`` finds another)."""
+    return train_face_run
+
+
+@pytest.fixture(scope="session")
 def face_run(tmp_path_factory):
     """A complete run directory: tinyvgg (width 8) trained 8 epochs on the bundled faces."""
     return train_face_run(tmp_path_factory.mktemp("face_run"))

@@ -95,10 +95,8 @@ def test_onnx_that_cannot_be_converted_is_one_line(cli_runner, model_files, tmp_
 
 
 @pytest.fixture(scope="module")
-def three_epochs(tmp_path_factory):
-    from conftest import train_face_run
-
-    return train_face_run(tmp_path_factory.mktemp("three"), epochs=3, width=4)
+def three_epochs(tmp_path_factory, face_run_factory):
+    return face_run_factory(tmp_path_factory.mktemp("three"), epochs=3, width=4)
 
 
 def test_over_training_on_a_tiny_run(three_epochs):
