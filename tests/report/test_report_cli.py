@@ -48,4 +48,4 @@ def test_report_command_unknown_section(fake_run, tmp_path, cli_runner):
     assert result.exit_code == 2
     assert result.output == ("Error: analyses (--only): unknown section 'atlsa'; did you mean 'atlas', 'parts', "
                              "'patches'? (valid: atlas, dissect, featuremaps, kernels, operation, parts, patches, "
-                             "receptive, shift, training)\n")
+                             "receptive, shift, training, visualize)\n")
