@@ -14,8 +14,8 @@ from kernelscope.cli._channels import at_option, open_from_options, out_option, 
 @click.option("--layer", default=None, help="Conv layer (default: the deepest Conv2d).")
 @click.option("--channels", default=None, help="Channels, e.g. 0-15 or 0,3,7 (default: all).")
 @click.option("--objective", type=click.Choice(["channel", "neuron", "direction"]), default="channel",
-              show_default=True, help="channel: mean over positions; neuron: the centre position; direction: the "
-                                      "mean activation vector at the channel's top patches.")
+              show_default=True, help="channel: the whole map (reduced by --reduce); neuron: the centre position; "
+                                      "direction: the mean activation vector at the channel's top patches.")
 @click.option("--steps", type=int, default=128, show_default=True, help="Optimisation steps (>= 1).")
 @click.option("--images", "image_set", default=None,
               help="Image set for the data-set maxima and top patches (default: 'test' for a run, else 'faces').")
