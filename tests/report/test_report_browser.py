@@ -8,30 +8,15 @@ KERNELSCOPE_ALLOW_NO_BROWSER=1 says that skipping is intended.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 from report_helpers import HOSTILE
 
+from browser_helpers import CHROMIUM_ARGS, chromium
 from kernelscope.report.build import build_report
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-
-
-def _chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if os.environ.get("KERNELSCOPE_ALLOW_NO_BROWSER") == "1":
-            pytest.skip("chromium is not installed and KERNELSCOPE_ALLOW_NO_BROWSER=1")
-        pytest.fail("BROWSER TEST NOT RUN: Debian's `chromium` is not installed, so the HTML report was not checked "
-                    "in a browser. Install it with `make browser` (apt-get install -y chromium), or set "
-                    "KERNELSCOPE_ALLOW_NO_BROWSER=1 to skip on purpose.")
-    return path
-
 
 def open_in_browser(path: Path, screenshot: Path | None = None) -> dict:
     """Load ``path`` in headless chromium; return requests, console errors, images and the visible text."""
@@ -39,7 +24,7 @@ def open_in_browser(path: Path, screenshot: Path | None = None) -> dict:
         from playwright.sync_api import sync_playwright
     except ImportError:  # pragma: no cover - the test extra installs it
         pytest.fail("BROWSER TEST NOT RUN: the `playwright` package is missing (pip install -e '.[test]')")
-    executable = _chromium()
+    executable = chromium("the HTML report")
     requests: list[str] = []
     console_errors: list[str] = []
     page_errors: list[str] = []

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from browser_helpers import CHROMIUM_ARGS, chromium
+
 HOSTILE = "<img src=x onerror=window.__owned=true>"
 
 
@@ -59,27 +61,6 @@ def write_run(path, *, epochs: int = 3, width: int = 6, size: int = 5, seed: int
     return path
 
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-
-
-def chromium() -> str:
-    """Debian's chromium, or a loud failure (a skip only when KERNELSCOPE_ALLOW_NO_BROWSER=1 says so)."""
-    import os
-    import shutil
-
-    import pytest
-
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if os.environ.get("KERNELSCOPE_ALLOW_NO_BROWSER") == "1":
-            pytest.skip("chromium is not installed and KERNELSCOPE_ALLOW_NO_BROWSER=1")
-        pytest.fail("BROWSER TEST NOT RUN: Debian's `chromium` is not installed, so the explorer was not checked in "
-                    "a browser. Install it with `apt-get install -y chromium`, or set "
-                    "KERNELSCOPE_ALLOW_NO_BROWSER=1 to skip on purpose.")
-    return path
-
-
 @contextmanager
 def serving(app):
     """uvicorn serving ``app`` in a background thread on a free loopback port; yields its URL."""
@@ -120,7 +101,7 @@ def browser_page(url: str, *, ready_timeout_ms: int = 60_000):
         from playwright.sync_api import sync_playwright
     except ImportError:  # pragma: no cover - the test extra installs it
         pytest.fail("BROWSER TEST NOT RUN: the `playwright` package is missing (pip install -e '.[test]')")
-    executable = chromium()
+    executable = chromium("the explorer")
     log = {"console": [], "page": [], "requests": []}
     pending: dict[str, float] = {}
     with sync_playwright() as p:
