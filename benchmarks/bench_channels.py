@@ -31,23 +31,7 @@ import tracemalloc  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-BATCH = 64
-
-
-class Repeated:
-    """A re-iterable stream of batches: ``base`` repeated ``times`` times, never materialised."""
-
-    def __init__(self, base: np.ndarray, times: int):
-        self.base, self.times = base, times
-
-    def __iter__(self):
-        for _ in range(self.times):
-            for start in range(0, len(self.base), BATCH):
-                yield self.base[start : start + BATCH]
-
-    def __len__(self):
-        return len(self.base) * self.times
+from _stream import BATCH, Repeated  # noqa: E402
 
 
 class TiledMasks:
