@@ -111,13 +111,18 @@ async function loadMaps() {
   }
 }
 
+// Enlarge a canvas of h x w pixels by a whole factor so that its longer side is about `box` CSS pixels.
+function fitCanvas(canvas, h, w, box) {
+  const zoom = Math.max(1, Math.floor(box / Math.max(h, w)));
+  canvas.style.width = `${w * zoom}px`;
+  canvas.style.height = `${h * zoom}px`;
+}
+
 function drawMaps(maps) {
   const [c, h, w] = maps.input.shape;
   const input = el("canvas");
   drawBytesImage(input, bytesOf(maps.input.data), c, h, w);
-  const zoomIn = Math.max(1, Math.floor(112 / Math.max(h, w)));
-  input.style.width = `${w * zoomIn}px`;
-  input.style.height = `${h * zoomIn}px`;
+  fitCanvas(input, h, w, 112);
   const inputCol = el("div", "net-layer");
   inputCol.append(el("div", "net-title", "input"), el("div", "muted small", `${c}x${h}x${w}`), input);
   const columns = [inputCol];
@@ -130,12 +135,10 @@ function drawMaps(maps) {
     const sub = el("div", "muted small", `${lc}x${lh}x${lw}; ${layer.sample}`);
     sub.title = `read after the activation: ${layer.read_at}; shown: the conv's own output, |value| <= ${fmt(layer.scale)}`;
     col.append(title, sub);
-    const zoom = Math.max(1, Math.floor(72 / Math.max(lh, lw)));
     layer.channels.forEach((channel, k) => {
       const canvas = el("canvas", "net-map");
       drawBytesMap(canvas, bytes, k * lh * lw, lh, lw);
-      canvas.style.width = `${lw * zoom}px`;
-      canvas.style.height = `${lh * zoom}px`;
+      fitCanvas(canvas, lh, lw, 72);
       canvas.dataset.layer = layer.layer;
       canvas.dataset.channel = String(channel);
       canvas.dataset.h = String(lh);
@@ -294,9 +297,7 @@ async function pollPart(part, seq) {
 function cropCanvas(flatArr, offset, cin, rh, rw, title) {
   const canvas = el("canvas");
   drawCrop(canvas, flatArr.data, offset, rh, rw, cin);
-  const zoom = Math.max(1, Math.floor(56 / Math.max(rh, rw)));
-  canvas.style.width = `${rw * zoom}px`;
-  canvas.style.height = `${rh * zoom}px`;
+  fitCanvas(canvas, rh, rw, 56);
   canvas.title = title;
   return canvas;
 }
@@ -305,9 +306,7 @@ function signedCanvas(flatArr, title) {
   const [cin, h, w] = flatArr.shape;
   const canvas = el("canvas");
   drawArray(canvas, flatArr.data, 0, h, w, cin, flatArr.vmin, flatArr.vmax);
-  const zoom = Math.max(1, Math.floor(56 / Math.max(h, w)));
-  canvas.style.width = `${w * zoom}px`;
-  canvas.style.height = `${h * zoom}px`;
+  fitCanvas(canvas, h, w, 56);
   canvas.title = title;
   return canvas;
 }
@@ -331,9 +330,7 @@ function drawPart(part, r) {
     const [cin, h, w] = r.image.shape;
     const canvas = el("canvas");
     drawImage(canvas, r.image.data, 0, h, w, cin);
-    const zoom = Math.max(1, Math.floor(112 / Math.max(h, w)));
-    canvas.style.width = `${w * zoom}px`;
-    canvas.style.height = `${h * zoom}px`;
+    fitCanvas(canvas, h, w, 112);
     const weak = r.init_ratio !== null && r.ratio !== null && r.ratio <= r.init_ratio;
     $("chan-vis").replaceChildren(canvas, el("div", "muted small",
       `${r.steps} steps; reaches ${fmt(r.ratio)} x the channel's maximum over ${r.images} ` +
