@@ -111,16 +111,14 @@ def _num(value: Any) -> str:
 
 
 def _best(results: dict[str, Any], part: str) -> dict[str, Any]:
-    best: dict[str, Any] = {"layer": None, "channel": None, "selectivity": None, "n_detectors": 0,
-                            "n_detectors_gated": 0}
-    for layer, result in results.items():
-        candidate = result.best(part)
-        best["n_detectors"] += len(result.detectors(part))
-        best["n_detectors_gated"] += len(result.detectors(part, gated=True))
-        if candidate["channel"] is None:
-            continue
-        if best["channel"] is None or candidate["selectivity"] > best["selectivity"]:
-            best.update({k: v for k, v in candidate.items() if not k.startswith("n_detectors")}, layer=layer)
+    """:func:`~kernelscope.analysis.part_contrast.best_over_layers` with its detector counts summed over the layers."""
+    from kernelscope.analysis.part_contrast import best_over_layers
+
+    over = best_over_layers(results, part)
+    best = {"selectivity": None, **{k: v for k, v in over.items()
+                                    if k not in ("per_layer", "read", "output", "detector_gated")}}
+    best["n_detectors"] = sum(over["n_detectors"].values())
+    best["n_detectors_gated"] = sum(over["n_detectors_gated"].values())
     return best
 
 

@@ -120,8 +120,8 @@ def best_over_layers(results: Mapping[str, PartSelectivity], part: str) -> dict[
     best["n_detectors_gated"] = {name: len(result.detectors(part, gated=True)) for name, result in results.items()}
     best["per_layer"] = {name: result.best(part) for name, result in results.items()}
     best["read"] = {name: result.read for name, result in results.items()}
-    first = next(iter(results.values()))
-    if part in first.output_stats:
+    first = next(iter(results.values()), None)
+    if first is not None and part in first.output_stats:
         best["output"] = first.output_stats[part]
     return best
 
